@@ -1,0 +1,182 @@
+"""The facade every face (library, HTTP service, CLI, benchmark) goes through.
+
+It validates input with the pure domain rules before anything is written, hands the
+request to the chosen strategy, and counts what happened. It holds no SQL and makes no
+decision about concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from stockguard import domain, metrics, strategies
+from stockguard.domain import (
+    Line,
+    Movement,
+    Product,
+    Reservation,
+    ReserveOutcome,
+    Status,
+    StockLevel,
+    VariantSpec,
+)
+from stockguard.stores.sql.store import SqlStore
+from stockguard.strategies.base import Strategy
+
+DEFAULT_DATABASE_URL = "sqlite:///./stockguard.db"
+
+
+class Engine:
+    def __init__(self, store: SqlStore, strategy: Strategy) -> None:
+        self.store = store
+        self.strategy = strategy
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = DEFAULT_DATABASE_URL,
+        strategy: str = strategies.DEFAULT_STRATEGY,
+        *,
+        migrate: bool = True,
+        pool_size: int | None = None,
+        **strategy_options: Any,
+    ) -> Engine:
+        """Connects, migrates the schema (unless told not to) and starts the strategy."""
+        store = SqlStore.open(url, **({} if pool_size is None else {"pool_size": pool_size}))
+        try:
+            if migrate:
+                await store.migrate()
+            chosen = strategies.create(strategy, store, **strategy_options)
+            await chosen.start()
+        except BaseException:
+            await store.close()
+            raise
+        return cls(store, chosen)
+
+    async def close(self) -> None:
+        try:
+            await self.strategy.close()
+        finally:
+            await self.store.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ reservations
+
+    async def reserve(
+        self,
+        order_id: str,
+        lines: Sequence[Line] | Sequence[tuple[str, int]],
+        ttl_s: int = domain.TTL_S_DEFAULT,
+        customer_id: str | None = None,
+    ) -> ReserveOutcome:
+        """Holds every line or none; the same order_id and lines replay the same hold."""
+        request = domain.validate_reserve(order_id, lines, ttl_s, customer_id)
+        try:
+            outcome = await self.strategy.reserve(request)
+        except domain.StockguardError as error:
+            metrics.RESERVATIONS.labels(outcome=error.kind).inc()
+            raise
+        metrics.RESERVATIONS.labels(outcome="held" if outcome.created else "replayed").inc()
+        return outcome
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        """Paid: the held units leave stock for good. Replay-safe; refused after expiry."""
+        result = await self.strategy.confirm(domain.validate_reservation_id(reservation_id))
+        metrics.TRANSITIONS.labels(status=result.status.value).inc()
+        return result
+
+    async def release(self, reservation_id: str) -> Reservation:
+        """Not paid: the held units become available again. Replay-safe."""
+        result = await self.strategy.release(domain.validate_reservation_id(reservation_id))
+        metrics.TRANSITIONS.labels(status=result.status.value).inc()
+        return result
+
+    async def expire_due(self) -> int:
+        """Ends every held reservation whose expiry has passed by the store's clock."""
+        ended = await self.strategy.expire_due()
+        metrics.EXPIRED.inc(ended)
+        return ended
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        return await self.strategy.get_reservation(domain.validate_reservation_id(reservation_id))
+
+    async def list_reservations(
+        self, *, status: Status | None = None, sku: str | None = None,
+        order_id: str | None = None, customer_id: str | None = None,
+        limit: int = 50, cursor: str | None = None,
+    ) -> tuple[list[Reservation], str | None]:
+        return await self.store.list_reservations(
+            status=status, sku=sku, order_id=order_id, customer_id=customer_id,
+            limit=limit, cursor=cursor,
+        )
+
+    # ------------------------------------------------------------------ stock
+
+    async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
+        """Current levels of the SKUs that exist, in SKU order."""
+        checked = [domain.validate_sku(sku) for sku in skus]
+        return await self.strategy.stock(checked)
+
+    async def stock_of(self, sku: str) -> StockLevel:
+        found = await self.stock([sku])
+        if not found:
+            raise domain.UnknownSku([sku])
+        return found[0]
+
+    async def list_stock(self, *, prefix: str | None = None, limit: int = 100,
+                         cursor: str | None = None) -> tuple[list[StockLevel], str | None]:
+        levels, next_cursor = await self.store.list_stock(prefix=prefix, limit=limit, cursor=cursor)
+        live = {level.sku: level for level in await self.strategy.stock([lv.sku for lv in levels])}
+        return [live.get(level.sku, level) for level in levels], next_cursor
+
+    async def set_on_hand(
+        self, sku: str, on_hand: int, expected_on_hand: int | None = None
+    ) -> StockLevel:
+        """Sets on_hand only if it still is ``expected_on_hand`` (when given): seed 001."""
+        domain.validate_sku(sku)
+        domain.validate_on_hand(on_hand)
+        if expected_on_hand is not None:
+            domain.validate_on_hand(expected_on_hand, "expected_on_hand")
+        return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
+        """Adds ``delta`` (negative: removes) to on_hand, never below what is reserved."""
+        domain.validate_sku(sku)
+        return await self.strategy.adjust(sku, domain.validate_delta(delta),
+                                          domain.validate_reason(reason))
+
+    async def movements(
+        self, sku: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Movement], str | None]:
+        return await self.store.movements(domain.validate_sku(sku), limit=limit, cursor=cursor)
+
+    # ------------------------------------------------------------------ products
+
+    async def create_product(
+        self,
+        name: str,
+        options: Mapping[str, Sequence[str]] | None = None,
+        variants: Sequence[VariantSpec] | None = None,
+        initial_on_hand: int | None = None,
+        sku_prefix: str | None = None,
+    ) -> Product:
+        """A product and one SKU per variant (every option combination unless listed)."""
+        spec = domain.plan_product(name, options, variants, initial_on_hand, sku_prefix)
+        return await self.strategy.create_product(spec)
+
+    async def get_product(self, product_id: str) -> Product:
+        product = await self.store.get_product(product_id)
+        live = {level.sku: level for level in
+                await self.strategy.stock([v.sku for v in product.variants])}
+        return Product(product.id, product.name, product.options, tuple(
+            domain.Variant(v.sku, v.options, live.get(v.sku, v.stock)) for v in product.variants
+        ))

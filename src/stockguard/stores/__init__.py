@@ -1,0 +1,1 @@
+"""Persistence: the SQL store (SQLite, PostgreSQL, MariaDB/MySQL) and, later, Redis."""

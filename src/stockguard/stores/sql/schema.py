@@ -1,0 +1,120 @@
+"""The tables. The stock rule is enforced by the schema itself, not only by the code.
+
+Times are integer milliseconds since the Unix epoch, read from the database's clock
+(``Backend.now_ms``): one clock decides expiry, whatever the client's clock says, and
+integers compare the same way on every backend.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from stockguard import domain
+
+metadata = MetaData()
+
+# MariaDB compares strings case-insensitively and ignores trailing spaces by default;
+# SKU codes and order ids are exact byte strings everywhere.
+_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_nopad_bin", "mysql_engine": "InnoDB"}
+
+# An auto-increment key that SQLite accepts (it only auto-increments INTEGER PRIMARY KEY).
+SeqKey = BigInteger().with_variant(Integer(), "sqlite")
+
+stock_levels = Table(
+    "stock_levels",
+    metadata,
+    Column("sku", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False, default=0),
+    Column("version", BigInteger, nullable=False, default=0),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_never_oversold"),
+    CheckConstraint(f"on_hand <= {domain.ON_HAND_MAX}", name="ck_stock_on_hand_max"),
+    **_MYSQL,
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(domain.PRODUCT_NAME_LEN_MAX), nullable=False),
+    Column("options_json", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+product_variants = Table(
+    "product_variants",
+    metadata,
+    Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
+    Column("product_id", String(36), ForeignKey("products.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("options_json", Text, nullable=False),
+    Index("ix_product_variants_product", "product_id", "position"),
+    **_MYSQL,
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("seq", SeqKey, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("order_id", String(domain.ORDER_ID_LEN_MAX), nullable=False, unique=True),
+    Column("customer_id", String(domain.CUSTOMER_ID_LEN_MAX), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("ended_at_ms", BigInteger, nullable=True),
+    CheckConstraint(
+        "status IN ('held', 'confirmed', 'released', 'expired')", name="ck_reservation_status"
+    ),
+    Index("ix_reservations_due", "status", "expires_at_ms"),
+    Index("ix_reservations_customer", "customer_id"),
+    **_MYSQL,
+)
+
+reservation_lines = Table(
+    "reservation_lines",
+    metadata,
+    Column("reservation_id", String(36), ForeignKey("reservations.id"), primary_key=True),
+    Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+    CheckConstraint("quantity > 0", name="ck_line_quantity_positive"),
+    Index("ix_reservation_lines_sku", "sku"),
+    **_MYSQL,
+)
+
+stock_movements = Table(
+    "stock_movements",
+    metadata,
+    Column("seq", SeqKey, primary_key=True, autoincrement=True),
+    Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("on_hand_after", BigInteger, nullable=False),
+    Column("reason", String(domain.REASON_LEN_MAX), nullable=False),
+    Column("reservation_id", String(36), nullable=True),
+    Index("ix_stock_movements_sku", "sku", "seq"),
+    **_MYSQL,
+)
+
+ALL_TABLES = (
+    stock_movements,
+    reservation_lines,
+    reservations,
+    product_variants,
+    products,
+    stock_levels,
+)
+"""Children before parents: the order in which rows can be deleted."""

@@ -1,0 +1,306 @@
+"""The statements a transaction can run: one method per statement, no decisions.
+
+Strategies and the store compose these inside ``SqlStore.transaction()``; the rules that
+decide *what* to write live in ``stockguard.domain``. Rows are always touched in sorted
+SKU order so that two transactions never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
+from stockguard.stores.sql import schema as t
+from stockguard.stores.sql.backend import Backend
+
+IN_CLAUSE_MAX = 500
+"""Rows named in one ``IN (…)``; longer lists are split so no statement grows unbounded."""
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), IN_CLAUSE_MAX):
+        yield items[start : start + IN_CLAUSE_MAX]
+
+
+class Tx:
+    """One open transaction. Rolled back by ``SqlStore.transaction`` unless committed."""
+
+    def __init__(self, connection: AsyncConnection, backend: Backend) -> None:
+        self.connection = connection
+        self.backend = backend
+        self.committed = False
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+        self.committed = True
+
+    async def now_ms(self) -> int:
+        value = (await self.connection.execute(select(self.backend.now_ms()))).scalar_one()
+        return int(value)
+
+    # ------------------------------------------------------------------ stock levels
+
+    async def levels(self, skus: Sequence[str], *, lock: bool = False) -> dict[str, StockLevel]:
+        """Stock rows for ``skus``; with ``lock`` they are row-locked in sorted order."""
+        found: dict[str, StockLevel] = {}
+        for chunk in _chunks(sorted(set(skus))):
+            query = (
+                select(t.stock_levels.c.sku, t.stock_levels.c.on_hand,
+                       t.stock_levels.c.reserved, t.stock_levels.c.version)
+                .where(t.stock_levels.c.sku.in_(chunk))
+                .order_by(t.stock_levels.c.sku)
+            )
+            if lock and self.backend.row_locks:
+                query = query.with_for_update()
+            for row in await self.connection.execute(query):
+                found[row.sku] = StockLevel(row.sku, row.on_hand, row.reserved, row.version)
+        return found
+
+    async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
+        """The conditional update of seeds 000-002: holds only if enough is available."""
+        result = await self.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == sku,
+                   t.stock_levels.c.on_hand - t.stock_levels.c.reserved >= quantity)
+            .values(reserved=t.stock_levels.c.reserved + quantity,
+                    version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+        )
+        return result.rowcount == 1
+
+    async def write_reserved_if_version(
+        self, level: StockLevel, reserved_new: int, now_ms: int
+    ) -> bool:
+        """Optimistic write: applies only if nobody changed the row since it was read."""
+        result = await self.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == level.sku, t.stock_levels.c.version == level.version)
+            .values(reserved=reserved_new, version=level.version + 1, updated_at_ms=now_ms)
+        )
+        return result.rowcount == 1
+
+    async def add_reserved(self, deltas: Mapping[str, int], now_ms: int) -> None:
+        """Moves ``reserved`` by a signed amount per SKU, on rows the caller may modify."""
+        for sku in sorted(deltas):
+            if deltas[sku] == 0:
+                continue
+            await self.connection.execute(
+                update(t.stock_levels)
+                .where(t.stock_levels.c.sku == sku)
+                .values(reserved=t.stock_levels.c.reserved + deltas[sku],
+                        version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+            )
+
+    async def sell(self, lines: Sequence[Line], reservation_id: str, now_ms: int) -> None:
+        """Confirmed lines leave both ``on_hand`` and ``reserved``, and enter the ledger."""
+        for line in sorted(lines, key=lambda line: line.sku):
+            await self.connection.execute(
+                update(t.stock_levels)
+                .where(t.stock_levels.c.sku == line.sku)
+                .values(on_hand=t.stock_levels.c.on_hand - line.quantity,
+                        reserved=t.stock_levels.c.reserved - line.quantity,
+                        version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+            )
+        after = await self.levels([line.sku for line in lines])
+        await self.record_movements([
+            Movement(now_ms, line.sku, -line.quantity, after[line.sku].on_hand, "sale",
+                     reservation_id)
+            for line in lines
+        ])
+
+    async def write_on_hand(self, sku: str, on_hand: int, now_ms: int) -> None:
+        await self.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == sku)
+            .values(on_hand=on_hand, version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+        )
+
+    async def insert_levels(self, on_hand_by_sku: Mapping[str, int], now_ms: int) -> None:
+        if not on_hand_by_sku:
+            return
+        await self.connection.execute(
+            insert(t.stock_levels),
+            [{"sku": sku, "on_hand": on_hand, "reserved": 0, "version": 0, "updated_at_ms": now_ms}
+             for sku, on_hand in sorted(on_hand_by_sku.items())],
+        )
+
+    async def record_movements(self, movements: Sequence[Movement]) -> None:
+        rows = [
+            {"sku": m.sku, "at_ms": m.at_ms, "delta": m.delta, "on_hand_after": m.on_hand_after,
+             "reason": m.reason, "reservation_id": m.reservation_id}
+            for m in movements if m.delta != 0
+        ]
+        if rows:
+            await self.connection.execute(insert(t.stock_movements), rows)
+
+    # ------------------------------------------------------------------ reservations
+
+    async def insert_reservations(self, reservations: Sequence[Reservation]) -> None:
+        """All rows of a batch in two multi-row inserts, whatever the batch size."""
+        if not reservations:
+            return
+        await self.connection.execute(
+            insert(t.reservations),
+            [{"id": r.id, "order_id": r.order_id, "customer_id": r.customer_id,
+              "status": r.status.value, "expires_at_ms": r.expires_at_ms,
+              "created_at_ms": r.created_at_ms} for r in reservations],
+        )
+        await self.connection.execute(
+            insert(t.reservation_lines),
+            [{"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+             for r in reservations for line in r.lines],
+        )
+
+    async def reservation(self, reservation_id: str, *, lock: bool = False) -> Reservation | None:
+        found = await self._reservations(t.reservations.c.id == reservation_id, lock=lock)
+        return found[0] if found else None
+
+    async def reservation_by_order(self, order_id: str) -> Reservation | None:
+        found = await self._reservations(t.reservations.c.order_id == order_id)
+        return found[0] if found else None
+
+    async def reservations_by_order(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        found: dict[str, Reservation] = {}
+        for chunk in _chunks(sorted(set(order_ids))):
+            for r in await self._reservations(t.reservations.c.order_id.in_(chunk)):
+                found[r.order_id] = r
+        return found
+
+    async def due_reservation_ids(self, now_ms: int, limit: int) -> list[str]:
+        """Held reservations past expiry, locked; rows another sweeper holds are skipped."""
+        query = (
+            select(t.reservations.c.id)
+            .where(t.reservations.c.status == Status.HELD.value,
+                   t.reservations.c.expires_at_ms <= now_ms)
+            .order_by(t.reservations.c.expires_at_ms)
+            .limit(limit)
+        )
+        if self.backend.row_locks:
+            query = query.with_for_update(skip_locked=self.backend.skip_locked)
+        return list((await self.connection.execute(query)).scalars())
+
+    async def end_reservations(
+        self, ids: Sequence[str], status: Status, now_ms: int
+    ) -> int:
+        """held → ``status``, conditional on still being held: a reservation ends once (I4)."""
+        assert status.is_terminal
+        ended = 0
+        for chunk in _chunks(list(ids)):
+            result = await self.connection.execute(
+                update(t.reservations)
+                .where(t.reservations.c.id.in_(chunk),
+                       t.reservations.c.status == Status.HELD.value)
+                .values(status=status.value, ended_at_ms=now_ms)
+            )
+            ended += result.rowcount
+        return ended
+
+    async def held_quantity_by_sku(self, ids: Sequence[str]) -> dict[str, int]:
+        """Sum of the lines of ``ids`` per SKU: one aggregated stock update per SKU."""
+        totals: dict[str, int] = {}
+        for chunk in _chunks(list(ids)):
+            rows = await self.connection.execute(
+                select(t.reservation_lines.c.sku, func.sum(t.reservation_lines.c.quantity))
+                .where(t.reservation_lines.c.reservation_id.in_(chunk))
+                .group_by(t.reservation_lines.c.sku)
+            )
+            for sku, total in rows:
+                totals[sku] = totals.get(sku, 0) + int(total)
+        return totals
+
+    async def _reservations(self, condition: object, *, lock: bool = False) -> list[Reservation]:
+        query = select(t.reservations).where(condition)  # type: ignore[arg-type]
+        if lock and self.backend.row_locks:
+            query = query.with_for_update()
+        rows = (await self.connection.execute(query)).all()
+        return await self.reservations_from_rows(rows)
+
+    async def reservations_from_rows(self, rows: Sequence[object]) -> list[Reservation]:
+        if not rows:
+            return []
+        ids = [row.id for row in rows]  # type: ignore[attr-defined]
+        lines: dict[str, list[Line]] = {rid: [] for rid in ids}
+        for chunk in _chunks(ids):
+            for line in await self.connection.execute(
+                select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
+            ):
+                lines[line.reservation_id].append(Line(line.sku, line.quantity))
+        return [
+            Reservation(
+                id=row.id, order_id=row.order_id, customer_id=row.customer_id,  # type: ignore[attr-defined]
+                status=Status(row.status),  # type: ignore[attr-defined]
+                lines=tuple(sorted(lines[row.id], key=lambda line: line.sku)),  # type: ignore[attr-defined]
+                expires_at_ms=row.expires_at_ms,  # type: ignore[attr-defined]
+                created_at_ms=row.created_at_ms,  # type: ignore[attr-defined]
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------------ products
+
+    async def insert_product(
+        self, product_id: str, name: str, options: Mapping[str, Sequence[str]],
+        variants: Sequence[tuple[str, Mapping[str, str]]], now_ms: int,
+    ) -> None:
+        await self.connection.execute(
+            insert(t.products).values(id=product_id, name=name,
+                                      options_json=json.dumps({k: list(v) for k, v in options.items()}),
+                                      created_at_ms=now_ms)
+        )
+        await self.connection.execute(
+            insert(t.product_variants),
+            [{"sku": sku, "product_id": product_id, "position": position,
+              "options_json": json.dumps(dict(opts))}
+             for position, (sku, opts) in enumerate(variants)],
+        )
+
+    async def product_rows(
+        self, product_id: str
+    ) -> tuple[str, dict[str, tuple[str, ...]], list[tuple[str, dict[str, str]]]] | None:
+        row = (await self.connection.execute(
+            select(t.products).where(t.products.c.id == product_id)
+        )).first()
+        if row is None:
+            return None
+        variants = [
+            (v.sku, json.loads(v.options_json))
+            for v in await self.connection.execute(
+                select(t.product_variants)
+                .where(t.product_variants.c.product_id == product_id)
+                .order_by(t.product_variants.c.position)
+            )
+        ]
+        options = {k: tuple(v) for k, v in json.loads(row.options_json).items()}
+        return row.name, options, variants
+
+    async def existing_skus(self, skus: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(skus))):
+            found.update((await self.connection.execute(
+                select(t.stock_levels.c.sku).where(t.stock_levels.c.sku.in_(chunk))
+            )).scalars())
+        return found
+
+
+def reservation_filters(
+    status: Status | None, sku: str | None, order_id: str | None, customer_id: str | None,
+    before_seq: int | None,
+) -> object:
+    """The WHERE clause of the admin reservation list."""
+    conditions = []
+    if status is not None:
+        conditions.append(t.reservations.c.status == status.value)
+    if order_id is not None:
+        conditions.append(t.reservations.c.order_id == order_id)
+    if customer_id is not None:
+        conditions.append(t.reservations.c.customer_id == customer_id)
+    if before_seq is not None:
+        conditions.append(t.reservations.c.seq < before_seq)
+    if sku is not None:
+        conditions.append(t.reservations.c.id.in_(
+            select(t.reservation_lines.c.reservation_id).where(t.reservation_lines.c.sku == sku)
+        ))
+    return and_(True, *conditions)

@@ -1,0 +1,42 @@
+"""Concurrency strategies, one module each, chosen by name (DESIGN §3).
+
+Modules are imported only when their strategy is chosen, so a strategy's extra
+dependencies (Redis…) are needed only by those who use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stockguard.strategies.base import Strategy
+    from stockguard.stores.sql.store import SqlStore
+
+_REGISTRY: dict[str, str] = {
+    "conditional": "stockguard.strategies.conditional:ConditionalStrategy",
+    "pessimistic": "stockguard.strategies.pessimistic:PessimisticStrategy",
+    "optimistic": "stockguard.strategies.optimistic:OptimisticStrategy",
+}
+
+DEFAULT_STRATEGY = "conditional"
+SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic")
+"""Strategies that need nothing but the SQL database."""
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+    module_name, class_name = target.split(":")
+    cls: type[Strategy] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def create(name: str, store: SqlStore, **options: Any) -> Strategy:
+    return strategy_class(name)(store, **options)

@@ -1,0 +1,69 @@
+"""The one small interface every strategy implements.
+
+A strategy decides how concurrent *holds* on the same stock are serialised. Everything
+else (confirm, release, expiry, admin edits, reads) defaults to the SQL store's shared,
+strategy-independent operations; a strategy that keeps stock elsewhere (buckets, Redis)
+overrides those too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from stockguard import domain
+from stockguard.domain import Product, ProductSpec, Reservation, ReserveOutcome, ReserveRequest, StockLevel
+from stockguard.stores.sql.store import SqlStore
+
+
+class Strategy:
+    name: ClassVar[str]
+
+    def __init__(self, store: SqlStore, **options: Any) -> None:
+        if options:
+            raise TypeError(f"strategy {self.name!r} takes no options {sorted(options)}")
+        self.store = store
+        self.counters: Counter[str] = Counter()
+        """Events worth exporting as metrics (retries, batches…), by name."""
+
+    async def start(self) -> None:
+        """Starts background tasks the strategy needs (writers, persisters)."""
+
+    async def close(self) -> None:
+        """Stops background tasks after answering everything already accepted."""
+
+    async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        raise NotImplementedError
+
+    async def refused(self, request: ReserveRequest, error: domain.StockguardError) -> ReserveOutcome:
+        """A request the stock refused may still be the replay of one that was granted."""
+        async with self.store.transaction(read_only=True) as tx:
+            replay = await self.store.replay(tx, request)
+        if replay is not None:
+            return replay
+        raise error
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        return await self.store.confirm(reservation_id)
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self.store.release(reservation_id)
+
+    async def expire_due(self) -> int:
+        return await self.store.expire_due()
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        return await self.store.get_reservation(reservation_id)
+
+    async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
+        return await self.store.stock(skus)
+
+    async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> StockLevel:
+        return await self.store.set_on_hand(sku, on_hand, expected_on_hand)
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
+        return await self.store.adjust(sku, delta, reason)
+
+    async def create_product(self, spec: ProductSpec) -> Product:
+        return await self.store.create_product(spec)

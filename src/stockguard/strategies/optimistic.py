@@ -1,0 +1,62 @@
+"""Read the version, write only if it is unchanged, retry otherwise (seeds 000, 002, 004).
+
+No lock is held while deciding; the write ``UPDATE … WHERE version = :read`` fails when
+another buyer got there first, and the request starts over after a jittered backoff.
+Retries are bounded (seed 002's warning: unbounded retries become a retry storm) and
+counted; a request that keeps losing is answered "overloaded", never left spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from stockguard import domain
+from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores.sql.store import DuplicateKey, SqlStore
+from stockguard.strategies.base import Strategy
+
+RETRY_MAX = 64
+BACKOFF_S_BASE = 0.001
+BACKOFF_S_MAX = 0.050
+
+
+class OptimisticStrategy(Strategy):
+    name = "optimistic"
+
+    def __init__(self, store: SqlStore, *, retry_max: int = RETRY_MAX, **options: Any) -> None:
+        super().__init__(store, **options)
+        assert 1 <= retry_max <= 1_000
+        self.retry_max = retry_max
+
+    async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        for attempt in range(self.retry_max):
+            try:
+                outcome = await self.store.run(lambda: self._attempt(request))
+            except DuplicateKey:
+                return await self.store.replay_after_duplicate(request)
+            except (domain.OutOfStock, domain.UnknownSku) as refused:
+                return await self.refused(request, refused)
+            if outcome is not None:
+                return outcome
+            self.counters["optimistic_retries"] += 1
+            # Full jitter: spreads the losers out so they do not collide again in step.
+            await asyncio.sleep(random.uniform(0, min(BACKOFF_S_MAX, BACKOFF_S_BASE * 2**attempt)))
+        self.counters["optimistic_exhausted"] += 1
+        raise domain.Overloaded(f"stock changed under {self.retry_max} attempts in a row")
+
+    async def _attempt(self, request: ReserveRequest) -> ReserveOutcome | None:
+        async with self.store.transaction() as tx:
+            now_ms = await tx.now_ms()
+            levels = await tx.levels(request.skus)
+            after = domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
+            for line in request.lines:
+                if not await tx.write_reserved_if_version(
+                    levels[line.sku], after[line.sku].reserved, now_ms
+                ):
+                    return None  # somebody else wrote first: roll back and retry
+            reservation = self.store.new_reservation(request, now_ms)
+            await tx.insert_reservations([reservation])
+            await tx.commit()
+            return ReserveOutcome(reservation, created=True)

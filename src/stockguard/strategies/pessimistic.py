@@ -1,0 +1,35 @@
+"""Lock, check, write (seed 003): ``SELECT … FOR UPDATE`` on the lines' rows in SKU order.
+
+On SQLite the transaction's ``BEGIN IMMEDIATE`` already holds the database's write lock.
+The decision itself is the pure domain rule ``domain.hold`` applied to the locked rows.
+"""
+
+from __future__ import annotations
+
+from stockguard import domain
+from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores.sql.store import DuplicateKey
+from stockguard.strategies.base import Strategy
+
+
+class PessimisticStrategy(Strategy):
+    name = "pessimistic"
+
+    async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        async def work() -> ReserveOutcome:
+            async with self.store.transaction() as tx:
+                now_ms = await tx.now_ms()
+                levels = await tx.levels(request.skus, lock=True)
+                domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
+                await tx.add_reserved({line.sku: line.quantity for line in request.lines}, now_ms)
+                reservation = self.store.new_reservation(request, now_ms)
+                await tx.insert_reservations([reservation])
+                await tx.commit()
+                return ReserveOutcome(reservation, created=True)
+
+        try:
+            return await self.store.run(work)
+        except DuplicateKey:
+            return await self.store.replay_after_duplicate(request)
+        except (domain.OutOfStock, domain.UnknownSku) as refused:
+            return await self.refused(request, refused)
