@@ -125,8 +125,10 @@ class OutOfStock(StockguardError):
         assert shortfalls, "an out-of-stock answer names at least one line"
         self.shortfalls = tuple(shortfalls)
         super().__init__(
-            "; ".join(f"{s.sku}: requested {s.requested}, available {s.available}"
-                      for s in self.shortfalls)
+            "; ".join(
+                f"{s.sku}: requested {s.requested}, available {s.available}"
+                for s in self.shortfalls
+            )
         )
 
 
@@ -356,7 +358,8 @@ def validate_reserve(
     """Checks a reservation request against every limit; raises before anything is written."""
     order = _validate_text(order_id, "order_id", ORDER_ID_LEN_MAX)
     customer = (
-        None if customer_id is None
+        None
+        if customer_id is None
         else _validate_text(customer_id, "customer_id", CUSTOMER_ID_LEN_MAX)
     )
     ttl = _validate_int(ttl_s, "ttl_seconds", TTL_S_MIN, TTL_S_MAX)
@@ -501,8 +504,8 @@ def plan_product(
     ``PREFIX-VALUE-VALUE`` (prefix: the slugged name unless given).
     """
     product_name = _validate_text(name, "name", PRODUCT_NAME_LEN_MAX)
-    on_hand_default = 0 if initial_on_hand is None else validate_on_hand(
-        initial_on_hand, "initial_on_hand"
+    on_hand_default = (
+        0 if initial_on_hand is None else validate_on_hand(initial_on_hand, "initial_on_hand")
     )
     axes: dict[str, tuple[str, ...]] = {}
     for axis, values in (options or {}).items():
@@ -542,12 +545,18 @@ def plan_product(
     return ProductSpec(product_name, axes, planned)
 
 
-def _check_variant(index: int, variant: VariantSpec, axes: Mapping[str, Sequence[str]]) -> VariantSpec:
+def _check_variant(
+    index: int, variant: VariantSpec, axes: Mapping[str, Sequence[str]]
+) -> VariantSpec:
     sku = validate_sku(variant.sku, f"variants[{index}].sku")
     if set(variant.options) != set(axes):
-        raise InvalidInput(f"variants[{index}].options", f"must name exactly the axes {sorted(axes)}")
+        raise InvalidInput(
+            f"variants[{index}].options", f"must name exactly the axes {sorted(axes)}"
+        )
     for axis, value in variant.options.items():
         if value not in axes[axis]:
-            raise InvalidInput(f"variants[{index}].options.{axis}", f"{value!r} is not a listed value")
+            raise InvalidInput(
+                f"variants[{index}].options.{axis}", f"{value!r} is not a listed value"
+            )
     on_hand = validate_on_hand(variant.on_hand, f"variants[{index}].on_hand")
     return VariantSpec(sku, dict(variant.options), on_hand)

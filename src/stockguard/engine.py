@@ -41,6 +41,7 @@ class Engine:
         *,
         migrate: bool = True,
         pool_size: int | None = None,
+        redis_url: str | None = None,
         **strategy_options: Any,
     ) -> Engine:
         """Connects, migrates the schema (unless told not to) and starts the strategy."""
@@ -48,6 +49,10 @@ class Engine:
         try:
             if migrate:
                 await store.migrate()
+            if "redis" in strategies.strategy_class(strategy).requires:
+                if redis_url is None:
+                    raise ValueError(f"strategy {strategy!r} needs a Redis URL")
+                strategy_options["redis_url"] = redis_url
             chosen = strategies.create(strategy, store, **strategy_options)
             await chosen.start()
         except BaseException:
@@ -65,7 +70,10 @@ class Engine:
         return self
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -110,13 +118,22 @@ class Engine:
         return await self.strategy.get_reservation(domain.validate_reservation_id(reservation_id))
 
     async def list_reservations(
-        self, *, status: Status | None = None, sku: str | None = None,
-        order_id: str | None = None, customer_id: str | None = None,
-        limit: int = 50, cursor: str | None = None,
+        self,
+        *,
+        status: Status | None = None,
+        sku: str | None = None,
+        order_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[Reservation], str | None]:
         return await self.store.list_reservations(
-            status=status, sku=sku, order_id=order_id, customer_id=customer_id,
-            limit=limit, cursor=cursor,
+            status=status,
+            sku=sku,
+            order_id=order_id,
+            customer_id=customer_id,
+            limit=limit,
+            cursor=cursor,
         )
 
     # ------------------------------------------------------------------ stock
@@ -132,8 +149,9 @@ class Engine:
             raise domain.UnknownSku([sku])
         return found[0]
 
-    async def list_stock(self, *, prefix: str | None = None, limit: int = 100,
-                         cursor: str | None = None) -> tuple[list[StockLevel], str | None]:
+    async def list_stock(
+        self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[StockLevel], str | None]:
         levels, next_cursor = await self.store.list_stock(prefix=prefix, limit=limit, cursor=cursor)
         live = {level.sku: level for level in await self.strategy.stock([lv.sku for lv in levels])}
         return [live.get(level.sku, level) for level in levels], next_cursor
@@ -151,8 +169,9 @@ class Engine:
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         """Adds ``delta`` (negative: removes) to on_hand, never below what is reserved."""
         domain.validate_sku(sku)
-        return await self.strategy.adjust(sku, domain.validate_delta(delta),
-                                          domain.validate_reason(reason))
+        return await self.strategy.adjust(
+            sku, domain.validate_delta(delta), domain.validate_reason(reason)
+        )
 
     async def movements(
         self, sku: str, *, limit: int = 50, cursor: str | None = None
@@ -175,8 +194,15 @@ class Engine:
 
     async def get_product(self, product_id: str) -> Product:
         product = await self.store.get_product(product_id)
-        live = {level.sku: level for level in
-                await self.strategy.stock([v.sku for v in product.variants])}
-        return Product(product.id, product.name, product.options, tuple(
-            domain.Variant(v.sku, v.options, live.get(v.sku, v.stock)) for v in product.variants
-        ))
+        live = {
+            level.sku: level
+            for level in await self.strategy.stock([v.sku for v in product.variants])
+        }
+        return Product(
+            product.id,
+            product.name,
+            product.options,
+            tuple(
+                domain.Variant(v.sku, v.options, live.get(v.sku, v.stock)) for v in product.variants
+            ),
+        )

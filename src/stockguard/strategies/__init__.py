@@ -10,8 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stockguard.strategies.base import Strategy
     from stockguard.stores.sql.store import SqlStore
+    from stockguard.strategies.base import Strategy
 
 _REGISTRY: dict[str, str] = {
     "conditional": "stockguard.strategies.conditional:ConditionalStrategy",
@@ -32,7 +32,9 @@ def strategy_class(name: str) -> type[Strategy]:
     try:
         target = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+        raise ValueError(
+            f"unknown strategy {name!r}; choose one of {', '.join(_REGISTRY)}"
+        ) from None
     module_name, class_name = target.split(":")
     cls: type[Strategy] = getattr(importlib.import_module(module_name), class_name)
     return cls

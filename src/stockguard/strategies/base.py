@@ -13,12 +13,21 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from stockguard import domain
-from stockguard.domain import Product, ProductSpec, Reservation, ReserveOutcome, ReserveRequest, StockLevel
+from stockguard.domain import (
+    Product,
+    ProductSpec,
+    Reservation,
+    ReserveOutcome,
+    ReserveRequest,
+    StockLevel,
+)
 from stockguard.stores.sql.store import SqlStore
 
 
 class Strategy:
     name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Infrastructure beyond the SQL database ("redis"); Engine.open passes its URL."""
 
     def __init__(self, store: SqlStore, **options: Any) -> None:
         if options:
@@ -36,7 +45,9 @@ class Strategy:
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
         raise NotImplementedError
 
-    async def refused(self, request: ReserveRequest, error: domain.StockguardError) -> ReserveOutcome:
+    async def refused(
+        self, request: ReserveRequest, error: domain.StockguardError
+    ) -> ReserveOutcome:
         """A request the stock refused may still be the replay of one that was granted."""
         async with self.store.transaction(read_only=True) as tx:
             replay = await self.store.replay(tx, request)

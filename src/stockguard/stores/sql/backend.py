@@ -75,7 +75,9 @@ def backend_for(url: str, **options: Any) -> Backend:
         module_name, class_name = _SCHEMES[parsed.drivername]
     except KeyError:
         known = ", ".join(sorted({s.split("+")[0] for s in _SCHEMES}))
-        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} ({known})") from None
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r} ({known})"
+        ) from None
     backend_class: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return backend_class(parsed, **options)
 

@@ -19,7 +19,12 @@ from stockguard.stores.sql.backend import (
 )
 
 _RETRY_CODES = {"40001", "40P01"}  # serialization failure, deadlock detected
-_UNAVAILABLE_PREFIXES = ("08", "53", "57", "55P03")  # connection, resources, shutdown/cancel, lock timeout
+_UNAVAILABLE_PREFIXES = (
+    "08",
+    "53",
+    "57",
+    "55P03",
+)  # connection, resources, shutdown/cancel, lock timeout
 
 
 class PostgresBackend(Backend):

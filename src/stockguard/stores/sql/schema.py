@@ -7,6 +7,8 @@ integers compare the same way on every backend.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -26,7 +28,11 @@ metadata = MetaData()
 
 # MariaDB compares strings case-insensitively and ignores trailing spaces by default;
 # SKU codes and order ids are exact byte strings everywhere.
-_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_nopad_bin", "mysql_engine": "InnoDB"}
+_MYSQL: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_nopad_bin",
+    "mysql_engine": "InnoDB",
+}
 
 # An auto-increment key that SQLite accepts (it only auto-increments INTEGER PRIMARY KEY).
 SeqKey = BigInteger().with_variant(Integer(), "sqlite")

@@ -40,7 +40,9 @@ class SqliteBackend(Backend):
         if self.in_memory:
             options["poolclass"] = pool.StaticPool
         else:
-            options.update(pool_size=self.pool_size, max_overflow=0, pool_timeout=POOL_TIMEOUT_S * 6)
+            options.update(
+                pool_size=self.pool_size, max_overflow=0, pool_timeout=POOL_TIMEOUT_S * 6
+            )
         engine = create_async_engine(self.url, **options)
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -99,9 +99,11 @@ class SqlStore:
         for attempt in range(RETRY_MAX):
             try:
                 return await work()
-            except RetryableConflict:
+            except RetryableConflict as conflict:
                 if attempt == RETRY_MAX - 1:
-                    raise domain.StoreUnavailable("the database kept aborting the transaction")
+                    raise domain.StoreUnavailable(
+                        "the database kept aborting the transaction"
+                    ) from conflict
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ reservations
@@ -131,16 +133,22 @@ class SqlStore:
         except domain.UnknownSku as unknown:
             return unknown
         if not short:  # stock came back between the refusal and this read
-            short = tuple(domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
-                          for line in request.lines)
+            short = tuple(
+                domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
+                for line in request.lines
+            )
         return domain.OutOfStock(short)
 
     @staticmethod
     def new_reservation(request: domain.ReserveRequest, now_ms: int) -> Reservation:
         return Reservation(
-            id=str(uuid.uuid4()), order_id=request.order_id, customer_id=request.customer_id,
-            status=Status.HELD, lines=request.lines,
-            expires_at_ms=now_ms + request.ttl_s * 1000, created_at_ms=now_ms,
+            id=str(uuid.uuid4()),
+            order_id=request.order_id,
+            customer_id=request.customer_id,
+            status=Status.HELD,
+            lines=request.lines,
+            expires_at_ms=now_ms + request.ttl_s * 1000,
+            created_at_ms=now_ms,
         )
 
     async def confirm(self, reservation_id: str) -> Reservation:
@@ -195,6 +203,7 @@ class SqlStore:
         assert 1 <= limit <= EXPIRE_BATCH_MAX
         total = 0
         while True:
+
             async def batch() -> int:
                 async with self.transaction() as tx:
                     now_ms = await tx.now_ms()
@@ -221,20 +230,27 @@ class SqlStore:
         return found
 
     async def list_reservations(
-        self, *, status: Status | None = None, sku: str | None = None,
-        order_id: str | None = None, customer_id: str | None = None,
-        limit: int = 50, cursor: str | None = None,
+        self,
+        *,
+        status: Status | None = None,
+        sku: str | None = None,
+        order_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
     ) -> tuple[list[Reservation], str | None]:
         """Newest first; ``cursor`` is the opaque position returned by the previous page."""
         assert 1 <= limit <= LIST_LIMIT_MAX
         before = _parse_cursor(cursor)
         async with self.transaction(read_only=True) as tx:
-            rows = (await tx.connection.execute(
-                select(t.reservations)
-                .where(reservation_filters(status, sku, order_id, customer_id, before))  # type: ignore[arg-type]
-                .order_by(t.reservations.c.seq.desc())
-                .limit(limit + 1)
-            )).all()
+            rows = (
+                await tx.connection.execute(
+                    select(t.reservations)
+                    .where(reservation_filters(status, sku, order_id, customer_id, before))
+                    .order_by(t.reservations.c.seq.desc())
+                    .limit(limit + 1)
+                )
+            ).all()
             items = await tx.reservations_from_rows(rows[:limit])
         next_cursor = str(rows[limit - 1].seq) if len(rows) > limit else None
         return items, next_cursor
@@ -246,8 +262,9 @@ class SqlStore:
             levels = await tx.levels(skus)
         return [levels[sku] for sku in sorted(levels)]
 
-    async def list_stock(self, *, prefix: str | None = None, limit: int = 100,
-                         cursor: str | None = None) -> tuple[list[StockLevel], str | None]:
+    async def list_stock(
+        self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[StockLevel], str | None]:
         """All SKUs in code order, for admin listings."""
         assert 1 <= limit <= LIST_LIMIT_MAX
         query = select(t.stock_levels).order_by(t.stock_levels.c.sku).limit(limit + 1)
@@ -264,6 +281,7 @@ class SqlStore:
         self, sku: str, on_hand: int, expected_on_hand: int | None = None
     ) -> StockLevel:
         """Seed 001's compare-and-set; creates the SKU when absent and nothing is expected."""
+
         async def work() -> StockLevel:
             async with self.transaction() as tx:
                 now_ms = await tx.now_ms()
@@ -272,7 +290,9 @@ class SqlStore:
                     if expected_on_hand is not None:
                         raise domain.UnknownSku([sku])
                     await tx.insert_levels({sku: on_hand}, now_ms)
-                    await tx.record_movements([Movement(now_ms, sku, on_hand, on_hand, "created", None)])
+                    await tx.record_movements(
+                        [Movement(now_ms, sku, on_hand, on_hand, "created", None)]
+                    )
                 else:
                     domain.check_on_hand_change(current, on_hand, expected_on_hand)
                     if on_hand == current.on_hand:
@@ -313,16 +333,22 @@ class SqlStore:
         """A SKU's ledger, newest first."""
         assert 1 <= limit <= LIST_LIMIT_MAX
         before = _parse_cursor(cursor)
-        query = (select(t.stock_movements).where(t.stock_movements.c.sku == sku)
-                 .order_by(t.stock_movements.c.seq.desc()).limit(limit + 1))
+        query = (
+            select(t.stock_movements)
+            .where(t.stock_movements.c.sku == sku)
+            .order_by(t.stock_movements.c.seq.desc())
+            .limit(limit + 1)
+        )
         if before is not None:
             query = query.where(t.stock_movements.c.seq < before)
         async with self.transaction(read_only=True) as tx:
             if not await tx.existing_skus([sku]):
                 raise domain.UnknownSku([sku])
             rows = (await tx.connection.execute(query)).all()
-        items = [Movement(r.at_ms, r.sku, r.delta, r.on_hand_after, r.reason, r.reservation_id)
-                 for r in rows[:limit]]
+        items = [
+            Movement(r.at_ms, r.sku, r.delta, r.on_hand_after, r.reason, r.reservation_id)
+            for r in rows[:limit]
+        ]
         return items, (str(rows[limit - 1].seq) if len(rows) > limit else None)
 
     # ------------------------------------------------------------------ products
@@ -338,11 +364,18 @@ class SqlStore:
                 now_ms = await tx.now_ms()
                 await tx.insert_levels({v.sku: v.on_hand for v in spec.variants}, now_ms)
                 await tx.record_movements(
-                    [Movement(now_ms, v.sku, v.on_hand, v.on_hand, "created", None)
-                     for v in spec.variants]
+                    [
+                        Movement(now_ms, v.sku, v.on_hand, v.on_hand, "created", None)
+                        for v in spec.variants
+                    ]
                 )
-                await tx.insert_product(product_id, spec.name, spec.options,
-                                        [(v.sku, v.options) for v in spec.variants], now_ms)
+                await tx.insert_product(
+                    product_id,
+                    spec.name,
+                    spec.options,
+                    [(v.sku, v.options) for v in spec.variants],
+                    now_ms,
+                )
                 await tx.commit()
         except DuplicateKey:
             raise domain.DuplicateSku(skus) from None
@@ -355,14 +388,23 @@ class SqlStore:
                 raise domain.ProductNotFound(product_id)
             name, options, variants = found
             levels = await tx.levels([sku for sku, _ in variants])
-        return Product(product_id, name, options,
-                       tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants))
+        return Product(
+            product_id,
+            name,
+            options,
+            tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
+        )
 
 
 def _with_status(reservation: Reservation, status: Status) -> Reservation:
     return Reservation(
-        reservation.id, reservation.order_id, reservation.customer_id, status,
-        reservation.lines, reservation.expires_at_ms, reservation.created_at_ms,
+        reservation.id,
+        reservation.order_id,
+        reservation.customer_id,
+        status,
+        reservation.lines,
+        reservation.expires_at_ms,
+        reservation.created_at_ms,
     )
 
 

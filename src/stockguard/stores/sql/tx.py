@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
@@ -49,8 +50,12 @@ class Tx:
         found: dict[str, StockLevel] = {}
         for chunk in _chunks(sorted(set(skus))):
             query = (
-                select(t.stock_levels.c.sku, t.stock_levels.c.on_hand,
-                       t.stock_levels.c.reserved, t.stock_levels.c.version)
+                select(
+                    t.stock_levels.c.sku,
+                    t.stock_levels.c.on_hand,
+                    t.stock_levels.c.reserved,
+                    t.stock_levels.c.version,
+                )
                 .where(t.stock_levels.c.sku.in_(chunk))
                 .order_by(t.stock_levels.c.sku)
             )
@@ -64,10 +69,15 @@ class Tx:
         """The conditional update of seeds 000-002: holds only if enough is available."""
         result = await self.connection.execute(
             update(t.stock_levels)
-            .where(t.stock_levels.c.sku == sku,
-                   t.stock_levels.c.on_hand - t.stock_levels.c.reserved >= quantity)
-            .values(reserved=t.stock_levels.c.reserved + quantity,
-                    version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+            .where(
+                t.stock_levels.c.sku == sku,
+                t.stock_levels.c.on_hand - t.stock_levels.c.reserved >= quantity,
+            )
+            .values(
+                reserved=t.stock_levels.c.reserved + quantity,
+                version=t.stock_levels.c.version + 1,
+                updated_at_ms=now_ms,
+            )
         )
         return result.rowcount == 1
 
@@ -90,8 +100,11 @@ class Tx:
             await self.connection.execute(
                 update(t.stock_levels)
                 .where(t.stock_levels.c.sku == sku)
-                .values(reserved=t.stock_levels.c.reserved + deltas[sku],
-                        version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+                .values(
+                    reserved=t.stock_levels.c.reserved + deltas[sku],
+                    version=t.stock_levels.c.version + 1,
+                    updated_at_ms=now_ms,
+                )
             )
 
     async def sell(self, lines: Sequence[Line], reservation_id: str, now_ms: int) -> None:
@@ -100,16 +113,27 @@ class Tx:
             await self.connection.execute(
                 update(t.stock_levels)
                 .where(t.stock_levels.c.sku == line.sku)
-                .values(on_hand=t.stock_levels.c.on_hand - line.quantity,
-                        reserved=t.stock_levels.c.reserved - line.quantity,
-                        version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+                .values(
+                    on_hand=t.stock_levels.c.on_hand - line.quantity,
+                    reserved=t.stock_levels.c.reserved - line.quantity,
+                    version=t.stock_levels.c.version + 1,
+                    updated_at_ms=now_ms,
+                )
             )
         after = await self.levels([line.sku for line in lines])
-        await self.record_movements([
-            Movement(now_ms, line.sku, -line.quantity, after[line.sku].on_hand, "sale",
-                     reservation_id)
-            for line in lines
-        ])
+        await self.record_movements(
+            [
+                Movement(
+                    now_ms,
+                    line.sku,
+                    -line.quantity,
+                    after[line.sku].on_hand,
+                    "sale",
+                    reservation_id,
+                )
+                for line in lines
+            ]
+        )
 
     async def write_on_hand(self, sku: str, on_hand: int, now_ms: int) -> None:
         await self.connection.execute(
@@ -123,15 +147,30 @@ class Tx:
             return
         await self.connection.execute(
             insert(t.stock_levels),
-            [{"sku": sku, "on_hand": on_hand, "reserved": 0, "version": 0, "updated_at_ms": now_ms}
-             for sku, on_hand in sorted(on_hand_by_sku.items())],
+            [
+                {
+                    "sku": sku,
+                    "on_hand": on_hand,
+                    "reserved": 0,
+                    "version": 0,
+                    "updated_at_ms": now_ms,
+                }
+                for sku, on_hand in sorted(on_hand_by_sku.items())
+            ],
         )
 
     async def record_movements(self, movements: Sequence[Movement]) -> None:
         rows = [
-            {"sku": m.sku, "at_ms": m.at_ms, "delta": m.delta, "on_hand_after": m.on_hand_after,
-             "reason": m.reason, "reservation_id": m.reservation_id}
-            for m in movements if m.delta != 0
+            {
+                "sku": m.sku,
+                "at_ms": m.at_ms,
+                "delta": m.delta,
+                "on_hand_after": m.on_hand_after,
+                "reason": m.reason,
+                "reservation_id": m.reservation_id,
+            }
+            for m in movements
+            if m.delta != 0
         ]
         if rows:
             await self.connection.execute(insert(t.stock_movements), rows)
@@ -144,14 +183,25 @@ class Tx:
             return
         await self.connection.execute(
             insert(t.reservations),
-            [{"id": r.id, "order_id": r.order_id, "customer_id": r.customer_id,
-              "status": r.status.value, "expires_at_ms": r.expires_at_ms,
-              "created_at_ms": r.created_at_ms} for r in reservations],
+            [
+                {
+                    "id": r.id,
+                    "order_id": r.order_id,
+                    "customer_id": r.customer_id,
+                    "status": r.status.value,
+                    "expires_at_ms": r.expires_at_ms,
+                    "created_at_ms": r.created_at_ms,
+                }
+                for r in reservations
+            ],
         )
         await self.connection.execute(
             insert(t.reservation_lines),
-            [{"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
-             for r in reservations for line in r.lines],
+            [
+                {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+                for r in reservations
+                for line in r.lines
+            ],
         )
 
     async def reservation(self, reservation_id: str, *, lock: bool = False) -> Reservation | None:
@@ -173,8 +223,10 @@ class Tx:
         """Held reservations past expiry, locked; rows another sweeper holds are skipped."""
         query = (
             select(t.reservations.c.id)
-            .where(t.reservations.c.status == Status.HELD.value,
-                   t.reservations.c.expires_at_ms <= now_ms)
+            .where(
+                t.reservations.c.status == Status.HELD.value,
+                t.reservations.c.expires_at_ms <= now_ms,
+            )
             .order_by(t.reservations.c.expires_at_ms)
             .limit(limit)
         )
@@ -182,17 +234,14 @@ class Tx:
             query = query.with_for_update(skip_locked=self.backend.skip_locked)
         return list((await self.connection.execute(query)).scalars())
 
-    async def end_reservations(
-        self, ids: Sequence[str], status: Status, now_ms: int
-    ) -> int:
+    async def end_reservations(self, ids: Sequence[str], status: Status, now_ms: int) -> int:
         """held → ``status``, conditional on still being held: a reservation ends once (I4)."""
         assert status.is_terminal
         ended = 0
         for chunk in _chunks(list(ids)):
             result = await self.connection.execute(
                 update(t.reservations)
-                .where(t.reservations.c.id.in_(chunk),
-                       t.reservations.c.status == Status.HELD.value)
+                .where(t.reservations.c.id.in_(chunk), t.reservations.c.status == Status.HELD.value)
                 .values(status=status.value, ended_at_ms=now_ms)
             )
             ended += result.rowcount
@@ -211,17 +260,19 @@ class Tx:
                 totals[sku] = totals.get(sku, 0) + int(total)
         return totals
 
-    async def _reservations(self, condition: object, *, lock: bool = False) -> list[Reservation]:
-        query = select(t.reservations).where(condition)  # type: ignore[arg-type]
+    async def _reservations(
+        self, condition: ColumnElement[bool], *, lock: bool = False
+    ) -> list[Reservation]:
+        query = select(t.reservations).where(condition)
         if lock and self.backend.row_locks:
             query = query.with_for_update()
         rows = (await self.connection.execute(query)).all()
         return await self.reservations_from_rows(rows)
 
-    async def reservations_from_rows(self, rows: Sequence[object]) -> list[Reservation]:
+    async def reservations_from_rows(self, rows: Sequence[Row[Any]]) -> list[Reservation]:
         if not rows:
             return []
-        ids = [row.id for row in rows]  # type: ignore[attr-defined]
+        ids = [row.id for row in rows]
         lines: dict[str, list[Line]] = {rid: [] for rid in ids}
         for chunk in _chunks(ids):
             for line in await self.connection.execute(
@@ -230,11 +281,13 @@ class Tx:
                 lines[line.reservation_id].append(Line(line.sku, line.quantity))
         return [
             Reservation(
-                id=row.id, order_id=row.order_id, customer_id=row.customer_id,  # type: ignore[attr-defined]
-                status=Status(row.status),  # type: ignore[attr-defined]
-                lines=tuple(sorted(lines[row.id], key=lambda line: line.sku)),  # type: ignore[attr-defined]
-                expires_at_ms=row.expires_at_ms,  # type: ignore[attr-defined]
-                created_at_ms=row.created_at_ms,  # type: ignore[attr-defined]
+                id=row.id,
+                order_id=row.order_id,
+                customer_id=row.customer_id,
+                status=Status(row.status),
+                lines=tuple(sorted(lines[row.id], key=lambda line: line.sku)),
+                expires_at_ms=row.expires_at_ms,
+                created_at_ms=row.created_at_ms,
             )
             for row in rows
         ]
@@ -242,27 +295,40 @@ class Tx:
     # ------------------------------------------------------------------ products
 
     async def insert_product(
-        self, product_id: str, name: str, options: Mapping[str, Sequence[str]],
-        variants: Sequence[tuple[str, Mapping[str, str]]], now_ms: int,
+        self,
+        product_id: str,
+        name: str,
+        options: Mapping[str, Sequence[str]],
+        variants: Sequence[tuple[str, Mapping[str, str]]],
+        now_ms: int,
     ) -> None:
         await self.connection.execute(
-            insert(t.products).values(id=product_id, name=name,
-                                      options_json=json.dumps({k: list(v) for k, v in options.items()}),
-                                      created_at_ms=now_ms)
+            insert(t.products).values(
+                id=product_id,
+                name=name,
+                options_json=json.dumps({k: list(v) for k, v in options.items()}),
+                created_at_ms=now_ms,
+            )
         )
         await self.connection.execute(
             insert(t.product_variants),
-            [{"sku": sku, "product_id": product_id, "position": position,
-              "options_json": json.dumps(dict(opts))}
-             for position, (sku, opts) in enumerate(variants)],
+            [
+                {
+                    "sku": sku,
+                    "product_id": product_id,
+                    "position": position,
+                    "options_json": json.dumps(dict(opts)),
+                }
+                for position, (sku, opts) in enumerate(variants)
+            ],
         )
 
     async def product_rows(
         self, product_id: str
     ) -> tuple[str, dict[str, tuple[str, ...]], list[tuple[str, dict[str, str]]]] | None:
-        row = (await self.connection.execute(
-            select(t.products).where(t.products.c.id == product_id)
-        )).first()
+        row = (
+            await self.connection.execute(select(t.products).where(t.products.c.id == product_id))
+        ).first()
         if row is None:
             return None
         variants = [
@@ -279,18 +345,25 @@ class Tx:
     async def existing_skus(self, skus: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(sorted(set(skus))):
-            found.update((await self.connection.execute(
-                select(t.stock_levels.c.sku).where(t.stock_levels.c.sku.in_(chunk))
-            )).scalars())
+            found.update(
+                (
+                    await self.connection.execute(
+                        select(t.stock_levels.c.sku).where(t.stock_levels.c.sku.in_(chunk))
+                    )
+                ).scalars()
+            )
         return found
 
 
 def reservation_filters(
-    status: Status | None, sku: str | None, order_id: str | None, customer_id: str | None,
+    status: Status | None,
+    sku: str | None,
+    order_id: str | None,
+    customer_id: str | None,
     before_seq: int | None,
-) -> object:
+) -> ColumnElement[bool]:
     """The WHERE clause of the admin reservation list."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if status is not None:
         conditions.append(t.reservations.c.status == status.value)
     if order_id is not None:
@@ -300,7 +373,9 @@ def reservation_filters(
     if before_seq is not None:
         conditions.append(t.reservations.c.seq < before_seq)
     if sku is not None:
-        conditions.append(t.reservations.c.id.in_(
-            select(t.reservation_lines.c.reservation_id).where(t.reservation_lines.c.sku == sku)
-        ))
+        conditions.append(
+            t.reservations.c.id.in_(
+                select(t.reservation_lines.c.reservation_id).where(t.reservation_lines.c.sku == sku)
+            )
+        )
     return and_(True, *conditions)

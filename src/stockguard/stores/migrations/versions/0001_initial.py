@@ -6,13 +6,19 @@ Revises:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0001"
 down_revision = None
 
-MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_nopad_bin", "mysql_engine": "InnoDB"}
+MYSQL: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_nopad_bin",
+    "mysql_engine": "InnoDB",
+}
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -64,8 +70,9 @@ def upgrade() -> None:
     op.create_index("ix_reservations_customer", "reservations", ["customer_id"])
     op.create_table(
         "reservation_lines",
-        sa.Column("reservation_id", sa.String(36), sa.ForeignKey("reservations.id"),
-                  primary_key=True),
+        sa.Column(
+            "reservation_id", sa.String(36), sa.ForeignKey("reservations.id"), primary_key=True
+        ),
         sa.Column("sku", sa.String(64), sa.ForeignKey("stock_levels.sku"), primary_key=True),
         sa.Column("quantity", sa.BigInteger, nullable=False),
         sa.CheckConstraint("quantity > 0", name="ck_line_quantity_positive"),
@@ -87,6 +94,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("stock_movements", "reservation_lines", "reservations", "product_variants",
-                  "products", "stock_levels"):
+    for table in (
+        "stock_movements",
+        "reservation_lines",
+        "reservations",
+        "product_variants",
+        "products",
+        "stock_levels",
+    ):
         op.drop_table(table)

@@ -1,0 +1,216 @@
+"""Fixtures that run every test against real servers: SQLite, PostgreSQL, MariaDB, Redis.
+
+Each test session creates its own databases on the PostgreSQL and MariaDB servers
+(``sg_test_<random>``), migrates them once, empties every table before each test and
+drops them at the end, so sessions running side by side never see each other's rows.
+A server that cannot be reached skips its tests with the reason, except when
+``STOCKGUARD_REQUIRE_SERVICES=1`` (CI), where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from stockguard import strategies
+from stockguard.engine import Engine
+from stockguard.stores.sql.schema import metadata
+from stockguard.stores.sql.store import SqlStore
+
+SERVER_URLS = {
+    "postgres": os.environ.get(
+        "STOCKGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("STOCKGUARD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+REDIS_URL = os.environ.get("STOCKGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKENDS = ("sqlite", "postgres", "mysql")
+
+
+def service_unreachable(what: str, error: BaseException) -> None:
+    """Skips (laptop) or fails (CI) a test whose real server cannot be reached."""
+    message = f"{what} is unreachable: {type(error).__name__}: {error}"
+    if os.environ.get("STOCKGUARD_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (STOCKGUARD_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+async def _create_server_database(backend: str, name: str) -> str:
+    url = make_url(SERVER_URLS[backend])
+    if backend == "postgres":
+        import asyncpg
+
+        connection = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            timeout=5,
+        )
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+    else:
+        import asyncmy
+
+        connection = await asyncmy.connect(
+            host=url.host,
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+            connect_timeout=5,
+        )
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(
+                    f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+                )
+        finally:
+            connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_server_database(backend: str, name: str) -> None:
+    url = make_url(SERVER_URLS[backend])
+    if backend == "postgres":
+        import asyncpg
+
+        connection = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            timeout=5,
+        )
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+    else:
+        import asyncmy
+
+        connection = await asyncmy.connect(
+            host=url.host,
+            port=url.port or 3306,
+            user=url.username or "root",
+            password=url.password or "",
+            connect_timeout=5,
+        )
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            connection.close()
+
+
+class Databases:
+    """One migrated database per backend for this session, created on first use."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.suffix = uuid.uuid4().hex[:10]
+        self.urls: dict[str, str] = {}
+        self.stores: dict[str, SqlStore] = {}
+        self.failures: dict[str, BaseException] = {}
+
+    async def url(self, backend: str) -> str:
+        if backend in self.failures:
+            service_unreachable(backend, self.failures[backend])
+        if backend not in self.urls:
+            try:
+                if backend == "sqlite":
+                    url = f"sqlite:///{self.tmp / 'stockguard-test.db'}"
+                else:
+                    url = await _create_server_database(backend, f"sg_test_{self.suffix}")
+                store = SqlStore.open(url, pool_size=2)
+                await store.migrate()
+            except (OSError, ConnectionError, TimeoutError, ImportError) as error:
+                self.failures[backend] = error
+                service_unreachable(backend, error)
+            except Exception as error:  # a driver error while connecting
+                if "connect" not in str(error).lower():
+                    raise
+                self.failures[backend] = error
+                service_unreachable(backend, error)
+            self.urls[backend] = url
+            self.stores[backend] = store
+        return self.urls[backend]
+
+    async def clean(self, backend: str) -> None:
+        """Empties every table, children first, so each test starts from nothing."""
+        async with self.stores[backend].transaction() as tx:
+            for table in reversed(metadata.sorted_tables):
+                await tx.connection.execute(delete(table))
+            await tx.commit()
+
+    async def close(self) -> None:
+        for store in self.stores.values():
+            await store.close()
+        for backend in self.urls:
+            if backend != "sqlite":
+                await _drop_server_database(backend, f"sg_test_{self.suffix}")
+
+
+@pytest.fixture(scope="session")
+async def databases(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Databases]:
+    registry = Databases(tmp_path_factory.mktemp("db"))
+    yield registry
+    await registry.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_url(databases: Databases, backend: str) -> str:
+    """A migrated, empty database on ``backend``."""
+    url = await databases.url(backend)
+    await databases.clean(backend)
+    return url
+
+
+@pytest.fixture(params=strategies.names())
+def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis, checked reachable (synchronously: other fixtures ask for it lazily)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        service_unreachable("redis", error)
+    return REDIS_URL
+
+
+@pytest.fixture
+async def engine(
+    db_url: str, strategy: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Engine]:
+    """An engine on an empty database, for every backend × every strategy."""
+    options: dict[str, str] = {}
+    if "redis" in strategies.strategy_class(strategy).requires:
+        options["redis_url"] = request.getfixturevalue("redis_url")
+    opened = await Engine.open(db_url, strategy, migrate=False, **options)
+    try:
+        yield opened
+    finally:
+        await opened.close()
