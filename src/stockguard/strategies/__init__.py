@@ -17,10 +17,11 @@ _REGISTRY: dict[str, str] = {
     "conditional": "stockguard.strategies.conditional:ConditionalStrategy",
     "pessimistic": "stockguard.strategies.pessimistic:PessimisticStrategy",
     "optimistic": "stockguard.strategies.optimistic:OptimisticStrategy",
+    "coalescing": "stockguard.strategies.coalescing:CoalescingStrategy",
 }
 
 DEFAULT_STRATEGY = "conditional"
-SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic")
+SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing")
 """Strategies that need nothing but the SQL database."""
 
 
