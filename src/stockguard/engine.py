@@ -206,3 +206,33 @@ class Engine:
                 domain.Variant(v.sku, v.options, live.get(v.sku, v.stock)) for v in product.variants
             ),
         )
+
+    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
+        """Products whose name or a SKU contains ``search`` (any case), with live stock."""
+        products = await self.store.list_products(search=search, limit=limit)
+        live = {
+            level.sku: level
+            for level in await self.strategy.stock(
+                [v.sku for product in products for v in product.variants]
+            )
+        }
+        return [
+            Product(
+                product.id,
+                product.name,
+                product.options,
+                tuple(
+                    domain.Variant(v.sku, v.options, live.get(v.sku, v.stock))
+                    for v in product.variants
+                ),
+            )
+            for product in products
+        ]
+
+    async def list_standalone_stock(
+        self, *, search: str | None = None, limit: int = 100
+    ) -> list[StockLevel]:
+        """SKUs that belong to no product, whose code contains ``search``, with live stock."""
+        levels = await self.store.list_standalone_stock(search=search, limit=limit)
+        live = {level.sku: level for level in await self.strategy.stock([lv.sku for lv in levels])}
+        return [live.get(level.sku, level) for level in levels]

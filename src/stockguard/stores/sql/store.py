@@ -7,13 +7,14 @@ database it has locked), so they are correct under any reservation strategy and 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from stockguard import domain
 from stockguard.domain import (
@@ -394,6 +395,70 @@ class SqlStore:
             options,
             tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
         )
+
+    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
+        """Products whose name or one of whose SKUs contains ``search`` (any case), by name.
+
+        For the admin page: three queries whatever the number of products (products,
+        their variants, their stock), each bounded by ``limit``.
+        """
+        assert 1 <= limit <= LIST_LIMIT_MAX
+        query = select(t.products).order_by(t.products.c.name, t.products.c.id).limit(limit)
+        if search:
+            needle = search.lower()
+            query = query.where(
+                or_(
+                    func.lower(t.products.c.name).contains(needle, autoescape=True),
+                    t.products.c.id.in_(
+                        select(t.product_variants.c.product_id).where(
+                            func.lower(t.product_variants.c.sku).contains(needle, autoescape=True)
+                        )
+                    ),
+                )
+            )
+        async with self.transaction(read_only=True) as tx:
+            rows = (await tx.connection.execute(query)).all()
+            if not rows:
+                return []
+            variant_rows = (
+                await tx.connection.execute(
+                    select(t.product_variants)
+                    .where(t.product_variants.c.product_id.in_([row.id for row in rows]))
+                    .order_by(t.product_variants.c.product_id, t.product_variants.c.position)
+                )
+            ).all()
+            levels = await tx.levels([v.sku for v in variant_rows])
+        variants: dict[str, list[Variant]] = {row.id: [] for row in rows}
+        for v in variant_rows:
+            variants[v.product_id].append(Variant(v.sku, json.loads(v.options_json), levels[v.sku]))
+        return [
+            Product(
+                row.id,
+                row.name,
+                {k: tuple(vs) for k, vs in json.loads(row.options_json).items()},
+                tuple(variants[row.id]),
+            )
+            for row in rows
+        ]
+
+    async def list_standalone_stock(
+        self, *, search: str | None = None, limit: int = 100
+    ) -> list[StockLevel]:
+        """SKUs that belong to no product (made by ``set_on_hand``), in code order."""
+        assert 1 <= limit <= LIST_LIMIT_MAX
+        query = (
+            select(t.stock_levels)
+            .where(t.stock_levels.c.sku.not_in(select(t.product_variants.c.sku)))
+            .order_by(t.stock_levels.c.sku)
+            .limit(limit)
+        )
+        if search:
+            query = query.where(
+                func.lower(t.stock_levels.c.sku).contains(search.lower(), autoescape=True)
+            )
+        async with self.transaction(read_only=True) as tx:
+            rows = (await tx.connection.execute(query)).all()
+        return [StockLevel(r.sku, r.on_hand, r.reserved, r.version) for r in rows]
 
 
 def _with_status(reservation: Reservation, status: Status) -> Reservation:
