@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from stockguard import strategies
+from stockguard.config import Settings
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
+from stockguard.service import server
 from stockguard.stores.sql.store import SqlStore
 
 app = typer.Typer(
@@ -65,6 +68,51 @@ def expire(
 
     ended = asyncio.run(run())
     console.print(f"expired {ended} reservation(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes serving the one port, all correct together (default 1)."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help=f"Database URL (default {DEFAULT_DATABASE_URL})."),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help=f"Concurrency strategy: {', '.join(strategies.names())}."),
+    ] = None,
+    sweep_interval_s: Annotated[
+        float | None, typer.Option(help="Seconds between expiry sweeps (default 1.0).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (migrates the database first; SIGTERM/SIGINT stop it gracefully).
+
+    Settings: these flags, then STOCKGUARD_* variables (STOCKGUARD_DATABASE_URL,
+    STOCKGUARD_STRATEGY, STOCKGUARD_ADMIN_TOKEN, STOCKGUARD_API_TOKEN, …), then defaults.
+    """
+    flags: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "database_url": db,
+        "strategy": strategy,
+        "sweep_interval_s": sweep_interval_s,
+    }
+    try:
+        settings = Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as invalid:
+        for error in invalid.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            console.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
+        raise typer.Exit(2) from None
+    server.serve(settings, echo=typer.echo)
 
 
 def main() -> None:

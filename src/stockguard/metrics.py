@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Mapping
+
+from prometheus_client import Counter, Gauge, Histogram
 
 RESERVATIONS = Counter(
     "stockguard_reservations_total",
@@ -15,3 +17,73 @@ TRANSITIONS = Counter(
     ["status"],
 )
 EXPIRED = Counter("stockguard_reservations_expired_total", "Reservations ended by expiry sweeps")
+
+# ---------------------------------------------------------------------------- HTTP service
+# Labels are bounded: ``route`` is the route template ("/v1/reservations/{reservation_id}")
+# or "unmatched", never the raw path, so a scan of random URLs cannot grow the series.
+
+HTTP_REQUESTS = Counter(
+    "stockguard_http_requests_total",
+    "HTTP requests answered, by route template, method and status",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "stockguard_http_request_duration_seconds",
+    "Time from request start to the end of the answer, by route template, method and status",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HTTP_IN_FLIGHT = Gauge(
+    "stockguard_http_requests_in_flight",
+    "HTTP requests being answered right now (summed over live workers)",
+    multiprocess_mode="livesum",
+)
+SWEEPS = Counter(
+    "stockguard_expiry_sweeps_total",
+    "Background expiry sweeps by outcome (ok, failed)",
+    ["outcome"],
+)
+STRATEGY_EVENTS = Counter(
+    "stockguard_strategy_events_total",
+    "Events a strategy counts (optimistic_retries, optimistic_exhausted, batches…)",
+    ["strategy", "event"],
+)
+
+
+class StrategyEventMirror:
+    """Copies a strategy's in-memory ``counters`` into STRATEGY_EVENTS.
+
+    Strategies count events in a plain ``Counter`` so that they need no Prometheus
+    import; a custom collector would be invisible in multi-process mode, so the deltas
+    are pushed into a real counter instead, whenever ``sync`` runs (each sweep, each
+    scrape).
+    """
+
+    def __init__(self, strategy_name: str, counters: Mapping[str, int]) -> None:
+        self.strategy_name = strategy_name
+        self.counters = counters
+        self.exported: dict[str, int] = {}
+
+    def sync(self) -> None:
+        for event, value in tuple(self.counters.items()):
+            delta = value - self.exported.get(event, 0)
+            if delta > 0:
+                STRATEGY_EVENTS.labels(self.strategy_name, event).inc(delta)
+                self.exported[event] = value
+
+
+# ---------------------------------------------------------------------------- admission
+# What the sold-out fast path saves is visible here: ``stockguard_soldout_fastpath_total``
+# requests were answered without reaching the strategy (no stock-row lock, no write), for
+# ``stockguard_admission_total{outcome="lookup"}`` shared read-only order_id look-ups.
+
+ADMISSION = Counter(
+    "stockguard_admission_total",
+    "Reservation admission: passed (to the strategy), overloaded (refused by a cap), "
+    "lookup (one read-only order_id look-up shared by a batch of fast-path requests)",
+    ["outcome"],
+)
+SOLDOUT_FASTPATH = Counter(
+    "stockguard_soldout_fastpath_total",
+    "Reservation requests answered by the sold-out fast path, without their strategy",
+)

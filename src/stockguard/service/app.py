@@ -1,0 +1,140 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, auth, errors and edge.
+
+The lifespan opens the engine (migrating first unless told not to), starts the expiry
+sweeper, and on shutdown stops the sweeper (letting a sweep in progress finish) before
+closing the engine's pools. Uvicorn calls the lifespan shutdown only after in-flight
+requests have been answered, so nothing is cut in the middle.
+
+Worker processes build their app with ``create_app_from_env``: settings reach them
+through ``STOCKGUARD_*`` variables only (see ``stockguard.service.server``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from prometheus_client import multiprocess
+
+from stockguard import __version__, metrics
+from stockguard.config import Settings
+from stockguard.engine import Engine
+from stockguard.service import (
+    errors,
+    routes_ops,
+    routes_products,
+    routes_reservations,
+    routes_stock,
+)
+from stockguard.service.auth import Tokens, require_admin, require_api
+from stockguard.service.errors import AUTH_KINDS_ADMIN, AUTH_KINDS_API, declared
+from stockguard.service.middleware import RequestEdge
+from stockguard.service.sweeper import Sweeper
+
+logger = logging.getLogger("stockguard.service")
+
+DESCRIPTION = """Inventory reservations that never oversell (DESIGN §4).
+
+Errors are RFC 9457 problem details (`application/problem+json`); each `type` names one
+kind of problem. Admin routes need `Authorization: Bearer <admin token>`; reservation and
+stock-read routes need the API token only when the server has one configured."""
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """The service for ``settings``.
+
+    ``engine``: an engine the caller opened and will close (to embed the service, or to
+    serve a strategy with options); without it the lifespan opens one from ``settings``.
+    """
+    app = FastAPI(
+        title="stockguard",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.given_engine = engine
+    app.state.tokens = Tokens(settings.admin_token, settings.api_token)
+    if settings.admin_token is None:
+        logger.warning("no admin token configured: every admin route answers 401")
+
+    admin_only: dict[str, Any] = {
+        "dependencies": [Depends(require_admin)],
+        "responses": declared(*AUTH_KINDS_ADMIN),
+    }
+    api: dict[str, Any] = (
+        {"dependencies": [Depends(require_api)], "responses": declared(*AUTH_KINDS_API)}
+        if settings.api_token is not None
+        else {}
+    )
+    for module in (routes_reservations, routes_stock, routes_products):
+        app.include_router(module.api_router, **api)
+        app.include_router(module.admin_router, **admin_only)
+    app.include_router(routes_ops.router)
+    # --- admin web page (DESIGN §6) -------------------------------------------------------
+    # The admin page's APIRouter (src/stockguard/admin/) is included HERE:
+    #     app.include_router(admin_router)
+    # -------------------------------------------------------------------------------------
+
+    errors.install(app)
+    app.add_middleware(RequestEdge)
+    app.openapi = _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Uvicorn's factory in every worker process: settings from ``STOCKGUARD_*`` only."""
+    return create_app(Settings())
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    given: Engine | None = app.state.given_engine
+    engine = given or await Engine.open(
+        settings.database_url,
+        settings.strategy,
+        migrate=settings.migrate,
+        pool_size=settings.pool_size,
+        redis_url=settings.redis_url,
+    )
+    app.state.engine = engine
+    app.state.strategy_events = metrics.StrategyEventMirror(
+        engine.strategy.name, engine.strategy.counters
+    )
+    sweeper = Sweeper(engine, settings.sweep_interval_s, app.state.strategy_events)
+    sweeper.start()
+    try:
+        yield
+    finally:
+        try:
+            await sweeper.stop()
+        finally:
+            if given is None:
+                await engine.close()
+            if os.environ.get(routes_ops.MULTIPROC_DIR_ENV):
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _openapi_with_problem_media_type(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents every response model as ``application/json``; error answers are
+    ``application/problem+json``, so the document says so."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for path_item in document.get("paths", {}).values():
+                for operation in path_item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if str(status)[0] in "45" and "application/json" in content:
+                            content[errors.PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return openapi

@@ -1,0 +1,254 @@
+"""Every error the service answers, as RFC 9457 problem details, from ONE table.
+
+``PROBLEMS`` maps a problem kind (the domain error's stable ``kind``, or one of the few
+kinds only HTTP has) to its status and title; the problem ``type`` is
+``PROBLEM_TYPE_BASE + kind``. The handlers below turn domain errors, validation errors,
+framework errors and a backend that cannot answer into that shape, so a client can
+switch on ``type`` alone. A down or slow backend is a 503 with ``Retry-After``, never a
+500: only a bug in stockguard answers 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
+
+from stockguard import domain
+from stockguard.service.models import Problem, ShortfallOut, StockOut
+
+PROBLEM_TYPE_BASE = "https://stockguard.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_S_DEFAULT = 1
+LIST_ERRORS_MAX = 20
+"""Validation errors listed in one answer; a 1 MB body of bad items stays a short answer."""
+
+logger = logging.getLogger("stockguard.service")
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemKind:
+    status: int
+    title: str
+
+
+PROBLEMS: Mapping[str, ProblemKind] = {
+    # domain errors (stockguard.domain), by their ``kind``
+    domain.InvalidInput.kind: ProblemKind(422, "Invalid input"),
+    domain.UnknownSku.kind: ProblemKind(404, "Unknown SKU"),
+    domain.DuplicateSku.kind: ProblemKind(409, "SKU already exists"),
+    domain.ProductNotFound.kind: ProblemKind(404, "Product not found"),
+    domain.ReservationNotFound.kind: ProblemKind(404, "Reservation not found"),
+    domain.OutOfStock.kind: ProblemKind(409, "Out of stock"),
+    domain.IdempotencyConflict.kind: ProblemKind(409, "Order reserved with other items"),
+    domain.InvalidState.kind: ProblemKind(409, "Reservation already ended"),
+    domain.ReservationExpired.kind: ProblemKind(410, "Reservation expired"),
+    domain.StockChanged.kind: ProblemKind(409, "Stock changed meanwhile"),
+    domain.BelowReserved.kind: ProblemKind(409, "On hand below reserved"),
+    domain.Overloaded.kind: ProblemKind(429, "Too many requests"),
+    domain.StoreUnavailable.kind: ProblemKind(503, "Store unavailable"),
+    # errors only the HTTP layer has
+    "unauthorized": ProblemKind(401, "Missing or unknown bearer token"),
+    "forbidden": ProblemKind(403, "Token not allowed here"),
+    "not-found": ProblemKind(404, "No such resource"),
+    "method-not-allowed": ProblemKind(405, "Method not allowed"),
+    "body-too-large": ProblemKind(413, "Request body too large"),
+    "internal-error": ProblemKind(500, "Internal error"),
+}
+
+_KIND_OF_HTTP_STATUS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "body-too-large",
+}
+
+BACKEND_FAILURES: tuple[type[Exception], ...] = (
+    OSError,  # includes ConnectionError and TimeoutError
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+"""Driver errors the store did not type (it maps the ones it knows to StoreUnavailable):
+at the edge they still mean "the backend cannot answer now", hence 503, not 500."""
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+class AuthError(Exception):
+    """Raised by the auth dependencies; ``kind`` is "unauthorized" or "forbidden"."""
+
+    def __init__(self, kind: str, detail: str, *, token_given: bool) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.token_given = token_given
+
+
+def problem(
+    kind: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    """The answer for one problem kind of the table."""
+    known = PROBLEMS[kind]
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + kind,
+        title=known.title,
+        status=known.status,
+        detail=detail,
+        **extensions,
+    )
+    return ProblemResponse(
+        body.model_dump(mode="json", exclude_none=True),
+        status_code=known.status,
+        headers=dict(headers or {}),
+    )
+
+
+def problem_bytes(kind: str, detail: str) -> tuple[int, bytes]:
+    """Status and encoded body, for middleware that answers before FastAPI runs."""
+    response = problem(kind, detail)
+    return response.status_code, bytes(response.body)
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(max(1, int(seconds)))}
+
+
+def domain_problem(error: domain.StockguardError) -> ProblemResponse:
+    """The table applied to one domain error, with the fields DESIGN §4 names."""
+    if error.kind not in PROBLEMS:
+        logger.error("domain error kind %r has no problem mapping", error.kind)
+        return problem("internal-error", "an error of an unknown kind occurred")
+    detail = str(error)
+    if isinstance(error, domain.OutOfStock):
+        shortfalls = [
+            ShortfallOut(sku=s.sku, requested=s.requested, available=s.available)
+            for s in error.shortfalls
+        ]
+        return problem(error.kind, detail, shortfalls=shortfalls)
+    if isinstance(error, domain.StockChanged | domain.BelowReserved):
+        return problem(error.kind, detail, current=StockOut.of(error.current))
+    if isinstance(error, domain.UnknownSku | domain.DuplicateSku):
+        return problem(error.kind, detail, skus=list(error.skus))
+    if isinstance(error, domain.InvalidInput):
+        return problem(error.kind, detail, errors=[{"field": error.field, "detail": error.reason}])
+    if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
+        return problem(error.kind, detail, headers=_retry_after(error.retry_after_s))
+    return problem(error.kind, detail)
+
+
+def _field_path(location: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+async def _on_domain_error(_request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, domain.StockguardError)
+    return domain_problem(error)
+
+
+async def _on_validation_error(_request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {"field": _field_path(item.get("loc", ())), "detail": str(item.get("msg", "invalid"))}
+        for item in error.errors()
+    ]
+    first = errors[0] if errors else {"field": "request", "detail": "invalid"}
+    return problem(
+        "invalid-input", f"{first['field']}: {first['detail']}", errors=errors[:LIST_ERRORS_MAX]
+    )
+
+
+async def _on_http_error(_request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, HTTPException)
+    if error.status_code == 400:
+        # FastAPI's answer to a body it could not decode at all (a number past Python's
+        # digit limit, bytes that are not UTF-8): to the API that is malformed JSON.
+        return problem("invalid-input", "the request body is not valid JSON")
+    kind = _KIND_OF_HTTP_STATUS.get(error.status_code)
+    if kind is None:
+        return ProblemResponse(
+            {
+                "type": "about:blank",
+                "title": str(error.detail),
+                "status": error.status_code,
+                "detail": str(error.detail),
+            },
+            status_code=error.status_code,
+            headers=dict(error.headers or {}),
+        )
+    return problem(kind, str(error.detail), headers=error.headers)
+
+
+async def _on_auth_error(_request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, AuthError)
+    headers = {}
+    if error.kind == "unauthorized":
+        challenge = 'Bearer error="invalid_token"' if error.token_given else "Bearer"
+        headers["WWW-Authenticate"] = challenge
+    return problem(error.kind, error.detail, headers=headers)
+
+
+async def _on_backend_failure(_request: Request, error: Exception) -> ProblemResponse:
+    logger.warning("backend failure answered 503: %s: %s", type(error).__name__, error)
+    return problem(
+        "store-unavailable",
+        "the database cannot answer right now; retry later",
+        headers=_retry_after(RETRY_AFTER_S_DEFAULT),
+    )
+
+
+async def _on_bug(_request: Request, error: Exception) -> ProblemResponse:
+    logger.error("unexpected error", exc_info=error)
+    return problem("internal-error", "an unexpected error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    """Registers every handler of this module on ``app``."""
+    app.add_exception_handler(domain.StockguardError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(AuthError, _on_auth_error)
+    for failure in BACKEND_FAILURES:
+        app.add_exception_handler(failure, _on_backend_failure)
+    app.add_exception_handler(Exception, _on_bug)
+
+
+def declared(*kinds: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem kinds a route can answer, grouped by status.
+
+    Each status's description names its problem types, so the document tells a client
+    which ``type`` values to expect where. (The app moves these bodies from
+    ``application/json`` to ``application/problem+json`` when it renders the document.)
+    """
+    by_status: dict[int, list[str]] = {}
+    for kind in kinds:
+        by_status.setdefault(PROBLEMS[kind].status, []).append(kind)
+    return {
+        status: {
+            "model": Problem,
+            "description": "; ".join(
+                f"{PROBLEMS[kind].title} ({PROBLEM_TYPE_BASE}{kind})" for kind in found
+            ),
+        }
+        for status, found in sorted(by_status.items())
+    }
+
+
+STORE_KINDS = (domain.Overloaded.kind, domain.StoreUnavailable.kind)
+"""What any route that reaches the store can answer besides its own errors."""
+AUTH_KINDS_ADMIN = ("unauthorized", "forbidden")
+AUTH_KINDS_API = ("unauthorized",)

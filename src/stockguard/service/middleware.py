@@ -1,0 +1,162 @@
+"""The edge every request passes: body limit, deadline, metrics and one log line.
+
+A plain ASGI middleware (no per-request task, no response buffering): it reads the body
+up to ``BODY_BYTES_MAX`` before the app runs (413 past it, whether announced by
+``Content-Length`` or streamed), gives the app ``REQUEST_S_MAX`` to answer (503 after,
+so no request hangs on a backend that stopped answering), and then records the request:
+in-flight gauge, count and latency by route template and status, and one JSON log line
+with method, path, status, duration_ms and the order_id when the route named one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stockguard import metrics
+from stockguard.service.errors import PROBLEM_MEDIA_TYPE, problem_bytes
+
+BODY_BYTES_MAX = 1_000_000
+"""DESIGN §4: request bodies ≤ 1 MB."""
+REQUEST_S_MAX = 30.0
+"""Backstop deadline; the store's own timeouts (connect 5 s, pool and locks 10 s) fire
+first, this catches whatever would still wait."""
+
+request_log = logging.getLogger("stockguard.http")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, length_max: int) -> list[Message]:
+    """The request's body messages, refusing more than ``length_max`` bytes."""
+    messages: list[Message] = []
+    length = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages  # the client left; let the app see it
+        length += len(message.get("body", b""))
+        if length > length_max:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            return messages
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    if isinstance(route, BaseRoute):
+        return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+class RequestEdge:
+    def __init__(
+        self,
+        app: ASGIApp,
+        body_bytes_max: int = BODY_BYTES_MAX,
+        request_s_max: float = REQUEST_S_MAX,
+    ) -> None:
+        self.app = app
+        self.body_bytes_max = body_bytes_max
+        self.request_s_max = request_s_max
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_s = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        answer: dict[str, Any] = {"status": 500, "started": False}
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["started"] = True
+            await send(message)
+
+        metrics.HTTP_IN_FLIGHT.inc()
+        try:
+            await self._answer(scope, receive, send_observed, answer)
+        finally:
+            metrics.HTTP_IN_FLIGHT.dec()
+            self._record(scope, state, answer["status"], time.perf_counter() - started_s)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, answer: dict[str, Any]
+    ) -> None:
+        declared = _declared_length(scope)
+        try:
+            if declared is not None and declared > self.body_bytes_max:
+                raise BodyTooLarge
+            body = await _read_body(receive, self.body_bytes_max)
+        except BodyTooLarge:
+            await _send_problem(
+                send, "body-too-large", f"bodies are limited to {BODY_BYTES_MAX} bytes"
+            )
+            return
+
+        async def replay() -> Message:
+            return body.pop(0) if body else await receive()
+
+        deadline = asyncio.timeout(self.request_s_max)
+        try:
+            async with deadline:
+                await self.app(scope, replay, send)
+        except TimeoutError:
+            if not deadline.expired() or answer["started"]:
+                raise
+            await _send_problem(
+                send,
+                "store-unavailable",
+                f"no answer within {self.request_s_max} s; retry later",
+                retry_after_s=1,
+            )
+
+    def _record(self, scope: Scope, state: dict[str, Any], status: int, duration_s: float) -> None:
+        route = _route_label(scope)
+        method = scope.get("method", "")
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(route, method, str(status)).observe(duration_s)
+        if request_log.isEnabledFor(logging.INFO):
+            line: dict[str, Any] = {
+                "method": method,
+                "path": scope.get("path", ""),
+                "status": status,
+                "duration_ms": round(duration_s * 1000, 3),
+            }
+            if "order_id" in state:
+                line["order_id"] = state["order_id"]
+            request_log.info(json.dumps(line, ensure_ascii=False))
+
+
+async def _send_problem(
+    send: Send, kind: str, detail: str, *, retry_after_s: int | None = None
+) -> None:
+    status, body = problem_bytes(kind, detail)
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

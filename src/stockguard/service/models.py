@@ -1,0 +1,303 @@
+"""Request and response bodies of the HTTP API (DESIGN §4), with its limits.
+
+Request models are strict (a JSON ``"5"`` or ``true`` is not a quantity) and forbid
+unknown fields; every limit is declared here so that the OpenAPI document states it,
+and checked again by the domain, which stays the one authority. Response models are
+built from domain values with ``of``; times leave as RFC 3339 UTC with milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from stockguard import domain
+from stockguard.domain import (
+    CUSTOMER_ID_LEN_MAX,
+    LINES_MAX,
+    ON_HAND_MAX,
+    OPTION_AXES_MAX,
+    OPTION_TEXT_LEN_MAX,
+    OPTION_VALUES_MAX,
+    ORDER_ID_LEN_MAX,
+    PRODUCT_NAME_LEN_MAX,
+    QUANTITY_MAX,
+    REASON_LEN_MAX,
+    SKU_LEN_MAX,
+    TTL_S_DEFAULT,
+    TTL_S_MAX,
+    TTL_S_MIN,
+    VARIANTS_MAX,
+    Status,
+)
+
+PAGE_LIMIT_MAX = 500
+"""Rows per page of a listing (the store's own bound)."""
+PAGE_LIMIT_DEFAULT = 50
+CURSOR_LEN_MAX = 32
+STOCK_QUERY_SKUS_MAX = 100
+"""SKUs one ``GET /v1/stock?sku=…`` may name."""
+ID_LEN_MAX = 64
+
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
+"""Text the API accepts: no control characters (NUL included), as the domain demands."""
+
+
+def _text(length_max: int) -> object:
+    return StringConstraints(min_length=1, max_length=length_max, pattern=NO_CONTROL_CHARS)
+
+
+Sku = Annotated[str, _text(SKU_LEN_MAX)]
+OrderId = Annotated[str, _text(ORDER_ID_LEN_MAX)]
+CustomerId = Annotated[str, _text(CUSTOMER_ID_LEN_MAX)]
+OptionText = Annotated[str, _text(OPTION_TEXT_LEN_MAX)]
+OnHand = Annotated[int, Field(ge=0, le=ON_HAND_MAX)]
+
+
+def _text_schema(length_max: int) -> dict[str, object]:
+    return {"type": "string", "minLength": 1, "maxLength": length_max, "pattern": NO_CONTROL_CHARS}
+
+
+def _mapping_schema(values: dict[str, object], keys_max: int) -> WithJsonSchema:
+    """An object schema that constrains keys with ``propertyNames`` (pydantic would put a
+    key pattern in ``patternProperties``, which leaves other keys' values unconstrained)."""
+    return WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": _text_schema(OPTION_TEXT_LEN_MAX),
+            "additionalProperties": values,
+            "maxProperties": keys_max,
+        }
+    )
+
+
+OptionValues = Annotated[list[OptionText], Field(min_length=1, max_length=OPTION_VALUES_MAX)]
+OptionAxes = Annotated[
+    dict[OptionText, OptionValues],
+    Field(max_length=OPTION_AXES_MAX),
+    _mapping_schema(
+        {
+            "type": "array",
+            "items": _text_schema(OPTION_TEXT_LEN_MAX),
+            "minItems": 1,
+            "maxItems": OPTION_VALUES_MAX,
+        },
+        OPTION_AXES_MAX,
+    ),
+]
+"""``{"size": ["S", "M"], "colour": ["red"]}``"""
+OptionChoice = Annotated[
+    dict[OptionText, OptionText],
+    Field(max_length=OPTION_AXES_MAX),
+    _mapping_schema(_text_schema(OPTION_TEXT_LEN_MAX), OPTION_AXES_MAX),
+]
+"""One variant's value per axis: ``{"size": "S", "colour": "red"}``"""
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def from_ms(epoch_ms: int) -> datetime:
+    seconds, millis = divmod(epoch_ms, 1000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+class ReserveItemIn(_Request):
+    sku: Sku
+    quantity: Annotated[int, Field(ge=1, le=QUANTITY_MAX)]
+
+
+class ReserveIn(_Request):
+    order_id: OrderId
+    items: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=LINES_MAX)]
+    ttl_seconds: Annotated[int, Field(ge=TTL_S_MIN, le=TTL_S_MAX)] = TTL_S_DEFAULT
+    customer_id: CustomerId | None = None
+
+
+class StockSetIn(_Request):
+    on_hand: OnHand
+    expected_on_hand: OnHand | None = None
+
+
+class AdjustmentIn(_Request):
+    delta: Annotated[int, Field(ge=-ON_HAND_MAX, le=ON_HAND_MAX)]
+    """Units added (negative: removed); never zero."""
+    reason: Annotated[str, _text(REASON_LEN_MAX)]
+
+
+class VariantIn(_Request):
+    sku: Sku
+    options: OptionChoice
+    on_hand: OnHand
+
+
+class ProductIn(_Request):
+    name: Annotated[str, _text(PRODUCT_NAME_LEN_MAX)]
+    options: OptionAxes | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=1, max_length=VARIANTS_MAX)] | None = None
+    initial_on_hand: OnHand | None = None
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class ItemOut(BaseModel):
+    sku: str
+    quantity: int
+
+
+class ReservationOut(BaseModel):
+    id: str
+    order_id: str
+    customer_id: str | None
+    status: Status
+    items: list[ItemOut]
+    expires_at: Timestamp
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, reservation: domain.Reservation) -> ReservationOut:
+        return cls(
+            id=reservation.id,
+            order_id=reservation.order_id,
+            customer_id=reservation.customer_id,
+            status=reservation.status,
+            items=[ItemOut(sku=line.sku, quantity=line.quantity) for line in reservation.lines],
+            expires_at=from_ms(reservation.expires_at_ms),
+            created_at=from_ms(reservation.created_at_ms),
+        )
+
+
+class ReservationPage(BaseModel):
+    items: list[ReservationOut]
+    next_cursor: str | None
+
+
+class StockOut(BaseModel):
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+    version: int
+
+    @classmethod
+    def of(cls, level: domain.StockLevel) -> StockOut:
+        return cls(
+            sku=level.sku,
+            on_hand=level.on_hand,
+            reserved=level.reserved,
+            available=level.available,
+            version=level.version,
+        )
+
+
+class MovementOut(BaseModel):
+    at: Timestamp
+    delta: int
+    on_hand_after: int
+    reason: str
+    reservation_id: str | None
+
+    @classmethod
+    def of(cls, movement: domain.Movement) -> MovementOut:
+        return cls(
+            at=from_ms(movement.at_ms),
+            delta=movement.delta,
+            on_hand_after=movement.on_hand_after,
+            reason=movement.reason,
+            reservation_id=movement.reservation_id,
+        )
+
+
+class MovementPage(BaseModel):
+    items: list[MovementOut]
+    next_cursor: str | None
+
+
+class VariantOut(BaseModel):
+    sku: str
+    options: dict[str, str]
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    options: dict[str, list[str]]
+    variants: list[VariantOut]
+
+    @classmethod
+    def of(cls, product: domain.Product) -> ProductOut:
+        return cls(
+            id=product.id,
+            name=product.name,
+            options={axis: list(values) for axis, values in product.options.items()},
+            variants=[
+                VariantOut(
+                    sku=variant.sku,
+                    options=dict(variant.options),
+                    on_hand=variant.stock.on_hand,
+                    reserved=variant.stock.reserved,
+                    available=variant.stock.available,
+                )
+                for variant in product.variants
+            ],
+        )
+
+
+class ShortfallOut(BaseModel):
+    sku: str
+    requested: int
+    available: int
+
+
+class FieldErrorOut(BaseModel):
+    field: str
+    detail: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; the optional members appear only for their kinds."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    shortfalls: list[ShortfallOut] | None = Field(
+        default=None, description="out-of-stock: every line the stock cannot fill"
+    )
+    current: StockOut | None = Field(
+        default=None, description="stock-changed, below-reserved: the stock as it is now"
+    )
+    skus: list[str] | None = Field(
+        default=None, description="unknown-sku, duplicate-sku: the SKUs concerned"
+    )
+    errors: list[FieldErrorOut] | None = Field(
+        default=None, description="invalid-input: each field that was refused and why"
+    )

@@ -1,0 +1,122 @@
+"""Reservations: hold, read, list, confirm, release (DESIGN §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi import status as http_status
+
+from stockguard.domain import Status
+from stockguard.service.deps import EngineDep, IdPath, note_order
+from stockguard.service.errors import STORE_KINDS, declared
+from stockguard.service.models import (
+    CURSOR_LEN_MAX,
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    CustomerId,
+    OrderId,
+    ReservationOut,
+    ReservationPage,
+    ReserveIn,
+    Sku,
+)
+
+api_router = APIRouter(tags=["reservations"])
+"""Routes behind the API token (when one is configured)."""
+admin_router = APIRouter(tags=["reservations"])
+"""Routes behind the admin token."""
+
+
+@api_router.post(
+    "/v1/reservations",
+    status_code=http_status.HTTP_201_CREATED,
+    responses={
+        200: {"model": ReservationOut, "description": "Replay of an identical earlier request"},
+        **declared(
+            "unknown-sku", "out-of-stock", "idempotency-conflict", "invalid-input", *STORE_KINDS
+        ),
+    },
+    summary="Hold every item or none",
+)
+async def reserve(
+    body: ReserveIn, engine: EngineDep, request: Request, response: Response
+) -> ReservationOut:
+    note_order(request, body.order_id)
+    outcome = await engine.reserve(
+        body.order_id,
+        [(item.sku, item.quantity) for item in body.items],
+        body.ttl_seconds,
+        body.customer_id,
+    )
+    if not outcome.created:
+        response.status_code = http_status.HTTP_200_OK
+    return ReservationOut.of(outcome.reservation)
+
+
+@api_router.get(
+    "/v1/reservations/{reservation_id}",
+    responses=declared("reservation-not-found", "invalid-input", *STORE_KINDS),
+    summary="One reservation",
+)
+async def get_reservation(
+    reservation_id: IdPath, engine: EngineDep, request: Request
+) -> ReservationOut:
+    found = await engine.get_reservation(reservation_id)
+    note_order(request, found.order_id)
+    return ReservationOut.of(found)
+
+
+@api_router.post(
+    "/v1/reservations/{reservation_id}/confirm",
+    responses=declared(
+        "reservation-not-found",
+        "reservation-expired",
+        "invalid-state",
+        "invalid-input",
+        *STORE_KINDS,
+    ),
+    summary="Paid: the held units leave stock (replay-safe)",
+)
+async def confirm(reservation_id: IdPath, engine: EngineDep, request: Request) -> ReservationOut:
+    confirmed = await engine.confirm(reservation_id)
+    note_order(request, confirmed.order_id)
+    return ReservationOut.of(confirmed)
+
+
+@api_router.post(
+    "/v1/reservations/{reservation_id}/release",
+    responses=declared("reservation-not-found", "invalid-state", "invalid-input", *STORE_KINDS),
+    summary="Not paid: the held units become available again (replay-safe)",
+)
+async def release(reservation_id: IdPath, engine: EngineDep, request: Request) -> ReservationOut:
+    released = await engine.release(reservation_id)
+    note_order(request, released.order_id)
+    return ReservationOut.of(released)
+
+
+@admin_router.get(
+    "/v1/reservations",
+    responses=declared("invalid-input", *STORE_KINDS),
+    summary="Reservations, newest first (admin)",
+)
+async def list_reservations(
+    engine: EngineDep,
+    status: Status | None = None,
+    sku: Annotated[Sku | None, Query()] = None,
+    order_id: Annotated[OrderId | None, Query()] = None,
+    customer_id: Annotated[CustomerId | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_LEN_MAX)] = None,
+) -> ReservationPage:
+    items, next_cursor = await engine.list_reservations(
+        status=status,
+        sku=sku,
+        order_id=order_id,
+        customer_id=customer_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return ReservationPage(
+        items=[ReservationOut.of(item) for item in items], next_cursor=next_cursor
+    )

@@ -1,0 +1,82 @@
+"""Stock levels: read (API), set, adjust, movements (admin) (DESIGN §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from stockguard.service.deps import EngineDep, SkuPath
+from stockguard.service.errors import STORE_KINDS, declared
+from stockguard.service.models import (
+    CURSOR_LEN_MAX,
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    STOCK_QUERY_SKUS_MAX,
+    AdjustmentIn,
+    MovementOut,
+    MovementPage,
+    Sku,
+    StockOut,
+    StockSetIn,
+)
+
+api_router = APIRouter(tags=["stock"])
+admin_router = APIRouter(tags=["stock"])
+
+
+@api_router.get(
+    "/v1/stock/{sku}",
+    responses=declared("unknown-sku", "invalid-input", *STORE_KINDS),
+    summary="One SKU's stock",
+)
+async def stock_of(sku: SkuPath, engine: EngineDep) -> StockOut:
+    return StockOut.of(await engine.stock_of(sku))
+
+
+@api_router.get(
+    "/v1/stock",
+    responses=declared("invalid-input", *STORE_KINDS),
+    summary="Stock of the named SKUs (unknown ones are left out)",
+)
+async def stock_of_many(
+    sku: Annotated[list[Sku], Query(min_length=1, max_length=STOCK_QUERY_SKUS_MAX)],
+    engine: EngineDep,
+) -> list[StockOut]:
+    return [StockOut.of(level) for level in await engine.stock(sku)]
+
+
+@admin_router.put(
+    "/v1/stock/{sku}",
+    responses=declared(
+        "unknown-sku", "stock-changed", "below-reserved", "invalid-input", *STORE_KINDS
+    ),
+    summary="Set on_hand; with expected_on_hand only if it is still that (admin)",
+)
+async def set_on_hand(sku: SkuPath, body: StockSetIn, engine: EngineDep) -> StockOut:
+    level = await engine.set_on_hand(sku, body.on_hand, body.expected_on_hand)
+    return StockOut.of(level)
+
+
+@admin_router.post(
+    "/v1/stock/{sku}/adjustments",
+    responses=declared("unknown-sku", "below-reserved", "invalid-input", *STORE_KINDS),
+    summary="Add or remove units, never below what is reserved (admin)",
+)
+async def adjust(sku: SkuPath, body: AdjustmentIn, engine: EngineDep) -> StockOut:
+    return StockOut.of(await engine.adjust(sku, body.delta, body.reason))
+
+
+@admin_router.get(
+    "/v1/stock/{sku}/movements",
+    responses=declared("unknown-sku", "invalid-input", *STORE_KINDS),
+    summary="A SKU's ledger, newest first (admin)",
+)
+async def movements(
+    sku: SkuPath,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_LEN_MAX)] = None,
+) -> MovementPage:
+    items, next_cursor = await engine.movements(sku, limit=limit, cursor=cursor)
+    return MovementPage(items=[MovementOut.of(item) for item in items], next_cursor=next_cursor)
