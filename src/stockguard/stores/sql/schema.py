@@ -115,7 +115,21 @@ stock_movements = Table(
     **_MYSQL,
 )
 
+redis_offsets = Table(
+    "redis_offsets",
+    metadata,
+    Column("stream", String(200), primary_key=True),
+    Column("epoch", String(36), nullable=False),
+    Column("last_id", String(48), nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+"""The redis strategy's persister position: the last stream entry written into these
+tables, updated in the same transaction as the rows it wrote (a replayed entry is
+skipped), and the epoch of the Redis load it belongs to (a stale persister is fenced)."""
+
 ALL_TABLES = (
+    redis_offsets,
     stock_movements,
     reservation_lines,
     reservations,
