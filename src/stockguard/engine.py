@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from stockguard import domain, metrics, strategies
+from stockguard.admission import Admission, AdmissionLimits
 from stockguard.domain import (
     Line,
     Movement,
@@ -29,9 +30,13 @@ DEFAULT_DATABASE_URL = "sqlite:///./stockguard.db"
 
 
 class Engine:
-    def __init__(self, store: SqlStore, strategy: Strategy) -> None:
+    def __init__(
+        self, store: SqlStore, strategy: Strategy, admission: AdmissionLimits | None = None
+    ) -> None:
         self.store = store
         self.strategy = strategy
+        self.admission = Admission(store, strategy.reserve, strategy.stock, admission)
+        """Caps and the sold-out fast path, in front of the strategy (DESIGN §3)."""
 
     @classmethod
     async def open(
@@ -42,6 +47,7 @@ class Engine:
         migrate: bool = True,
         pool_size: int | None = None,
         redis_url: str | None = None,
+        admission: AdmissionLimits | None = None,
         **strategy_options: Any,
     ) -> Engine:
         """Connects, migrates the schema (unless told not to) and starts the strategy."""
@@ -58,7 +64,7 @@ class Engine:
         except BaseException:
             await store.close()
             raise
-        return cls(store, chosen)
+        return cls(store, chosen, admission)
 
     async def close(self) -> None:
         try:
@@ -89,7 +95,7 @@ class Engine:
         """Holds every line or none; the same order_id and lines replay the same hold."""
         request = domain.validate_reserve(order_id, lines, ttl_s, customer_id)
         try:
-            outcome = await self.strategy.reserve(request)
+            outcome = await self.admission.reserve(request)
         except domain.StockguardError as error:
             metrics.RESERVATIONS.labels(outcome=error.kind).inc()
             raise
@@ -98,19 +104,26 @@ class Engine:
 
     async def confirm(self, reservation_id: str) -> Reservation:
         """Paid: the held units leave stock for good. Replay-safe; refused after expiry."""
-        result = await self.strategy.confirm(domain.validate_reservation_id(reservation_id))
+        try:
+            result = await self.strategy.confirm(domain.validate_reservation_id(reservation_id))
+        except domain.ReservationExpired:
+            self.admission.stock_may_have_returned()  # the hold ended as expired: stock is back
+            raise
         metrics.TRANSITIONS.labels(status=result.status.value).inc()
         return result
 
     async def release(self, reservation_id: str) -> Reservation:
         """Not paid: the held units become available again. Replay-safe."""
         result = await self.strategy.release(domain.validate_reservation_id(reservation_id))
+        self.admission.stock_may_have_returned(line.sku for line in result.lines)
         metrics.TRANSITIONS.labels(status=result.status.value).inc()
         return result
 
     async def expire_due(self) -> int:
         """Ends every held reservation whose expiry has passed by the store's clock."""
         ended = await self.strategy.expire_due()
+        if ended:
+            self.admission.stock_may_have_returned()
         metrics.EXPIRED.inc(ended)
         return ended
 
@@ -164,14 +177,20 @@ class Engine:
         domain.validate_on_hand(on_hand)
         if expected_on_hand is not None:
             domain.validate_on_hand(expected_on_hand, "expected_on_hand")
-        return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
+        try:
+            return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
+        finally:
+            self.admission.stock_may_have_returned([sku])
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         """Adds ``delta`` (negative: removes) to on_hand, never below what is reserved."""
         domain.validate_sku(sku)
-        return await self.strategy.adjust(
-            sku, domain.validate_delta(delta), domain.validate_reason(reason)
-        )
+        try:
+            return await self.strategy.adjust(
+                sku, domain.validate_delta(delta), domain.validate_reason(reason)
+            )
+        finally:
+            self.admission.stock_may_have_returned([sku])
 
     async def movements(
         self, sku: str, *, limit: int = 50, cursor: str | None = None

@@ -36,6 +36,7 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, StockLevel
+from stockguard.stores.sql import bulk
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
 from stockguard.strategies.base import Strategy
 
@@ -83,7 +84,7 @@ async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
         levels = await tx.levels(
             sorted({line.sku for request in requests for line in request.lines}), lock=True
         )
-        earlier = await tx.reservations_by_order([request.order_id for request in requests])
+        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in requests])
         after, results = decide_batch(levels, earlier, requests, store.new_reservation, now_ms)
         created = [
             result.reservation
