@@ -87,3 +87,33 @@ SOLDOUT_FASTPATH = Counter(
     "stockguard_soldout_fastpath_total",
     "Reservation requests answered by the sold-out fast path, without their strategy",
 )
+
+# ---------------------------------------------------------------------------- redis strategy
+# Set by whichever process holds the persister lease ("max" over processes: the others
+# leave the series alone).
+
+REDIS_PERSIST_LAG_EVENTS = Gauge(
+    "stockguard_redis_persist_lag_events",
+    "Events in the Redis stream not yet written into SQL (delivered and undelivered)",
+    multiprocess_mode="max",
+)
+REDIS_PERSIST_LAG_MS = Gauge(
+    "stockguard_redis_persist_lag_ms",
+    "Age of the oldest event in the Redis stream not yet written into SQL",
+    multiprocess_mode="max",
+)
+REDIS_PERSISTED = Counter(
+    "stockguard_redis_events_persisted_total",
+    "Redis stream events written into SQL by the persister",
+)
+REDIS_DEAD_LETTERS = Gauge(
+    "stockguard_redis_dead_letters",
+    "Events in the dead-letter stream: poison the persister could not apply (must be 0)",
+    multiprocess_mode="max",
+)
+QUEUE_DEPTH = Gauge(
+    "stockguard_queue_depth",
+    "Reservation requests waiting in a queue-strategy partition",
+    ["partition"],
+    multiprocess_mode="max",
+)
