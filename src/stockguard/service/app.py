@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import multiprocess
 
 from stockguard import __version__, metrics
+from stockguard.admin import admin_router
 from stockguard.config import Settings
 from stockguard.engine import Engine
 from stockguard.service import (
@@ -78,6 +79,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     # --- admin web page (DESIGN §6) -------------------------------------------------------
     # The admin page's APIRouter (src/stockguard/admin/) is included HERE:
     #     app.include_router(admin_router)
+    app.include_router(admin_router())
     # -------------------------------------------------------------------------------------
 
     errors.install(app)

@@ -1,0 +1,340 @@
+// stockguard admin page: live figures, stock dialogs, new-product helpers. No build step.
+//
+// Live figures come from short polling of /admin/api/stock (see docs/admin.md for why
+// not server-sent events). The edit dialog keeps the on_hand it showed when it opened
+// and sends it as expected_on_hand: if stock moved meanwhile the server refuses and the
+// page shows the "stock changed while you were editing" dialog with the new figures.
+"use strict";
+
+(() => {
+  const body = document.body;
+  const csrfToken = body.dataset.csrfToken || "";
+  const pollIntervalMs = Number(body.dataset.pollIntervalMs) || 1500;
+  const lowStockMax = Number(body.dataset.lowStockMax) || 5;
+  const SKUS_PER_POLL = 50;
+  const AXES_MAX = 8;
+  const STATE_LABELS = { "sold-out": "Sold out", low: "Low stock", "in-stock": "In stock" };
+  let signedOut = false;
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+  // ------------------------------------------------------------------ stock rows
+
+  const stockRows = () => $$("tr[data-sku]");
+
+  function stateOf(available) {
+    if (available <= 0) return "sold-out";
+    if (available <= lowStockMax) return "low";
+    return "in-stock";
+  }
+
+  function figuresOf(row) {
+    return {
+      sku: row.dataset.sku,
+      on_hand: Number(row.dataset.onHand),
+      reserved: Number(row.dataset.reserved),
+      available: Number(row.dataset.available),
+    };
+  }
+
+  function applyStock(stock) {
+    for (const row of stockRows()) {
+      if (row.dataset.sku !== stock.sku) continue;
+      const before = figuresOf(row);
+      // A poll answered after a save may carry older figures: never step back.
+      if (Number(stock.version) < Number(row.dataset.version || 0)) continue;
+      row.dataset.version = stock.version;
+      if (
+        before.on_hand === stock.on_hand &&
+        before.reserved === stock.reserved &&
+        before.available === stock.available
+      ) continue;
+      row.dataset.onHand = stock.on_hand;
+      row.dataset.reserved = stock.reserved;
+      row.dataset.available = stock.available;
+      for (const field of ["on_hand", "reserved", "available"]) {
+        const cell = $(`[data-field="${field}"]`, row);
+        if (cell) cell.textContent = String(stock[field]);
+      }
+      const state = stateOf(stock.available);
+      row.classList.remove("state-sold-out", "state-low", "state-in-stock");
+      row.classList.add(`state-${state}`);
+      const badge = $('[data-field="state"]', row);
+      if (badge) {
+        badge.className = `badge badge-${state}`;
+        badge.textContent = STATE_LABELS[state];
+      }
+      row.classList.remove("changed");
+      void row.offsetWidth; // restart the highlight animation
+      row.classList.add("changed");
+    }
+    recount();
+  }
+
+  function recount() {
+    const states = new Map();
+    for (const row of stockRows()) states.set(row.dataset.sku, stateOf(Number(row.dataset.available)));
+    const count = (wanted) => Array.from(states.values()).filter((s) => s === wanted).length;
+    const soldOut = $("#count-sold-out");
+    const low = $("#count-low");
+    if (soldOut) soldOut.textContent = String(count("sold-out"));
+    if (low) low.textContent = String(count("low"));
+  }
+
+  // ------------------------------------------------------------------ live polling
+
+  function setLive(state, text) {
+    const live = $("#live-status");
+    if (!live) return;
+    live.dataset.state = state;
+    $(".live-text", live).textContent = text;
+  }
+
+  function showSignedOut() {
+    signedOut = true;
+    setLive("error", "Signed out");
+    const banner = $("#session-banner");
+    if (banner) banner.hidden = false;
+  }
+
+  async function pollOnce() {
+    const skus = Array.from(new Set(stockRows().map((row) => row.dataset.sku)));
+    for (let start = 0; start < skus.length; start += SKUS_PER_POLL) {
+      const query = new URLSearchParams(skus.slice(start, start + SKUS_PER_POLL).map((s) => ["sku", s]));
+      const response = await fetch(`/admin/api/stock?${query}`, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.status === 401) {
+        showSignedOut();
+        return;
+      }
+      if (!response.ok) throw new Error(`live figures answered ${response.status}`);
+      const data = await response.json();
+      data.stock.forEach(applyStock);
+    }
+    setLive("ok", `Live · ${new Date().toLocaleTimeString()}`);
+  }
+
+  let pollTimer = null;
+  async function poll() {
+    pollTimer = null;
+    if (signedOut) return;
+    if (!document.hidden) {
+      try {
+        await pollOnce();
+      } catch (error) {
+        setLive("error", "Reconnecting…");
+      }
+    }
+    if (!signedOut) pollTimer = setTimeout(poll, pollIntervalMs);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && pollTimer !== null) {
+      clearTimeout(pollTimer);
+      poll();
+    }
+  });
+
+  // ------------------------------------------------------------------ posting
+
+  async function post(form) {
+    const response = await fetch(form.dataset.endpoint, {
+      method: "POST",
+      body: new URLSearchParams(new FormData(form)),
+      headers: { Accept: "application/json", "X-CSRF-Token": csrfToken },
+      credentials: "same-origin",
+    });
+    if (response.status === 401) showSignedOut();
+    try {
+      return await response.json();
+    } catch (error) {
+      return { ok: false, kind: "http", message: `The server answered ${response.status}; nothing was changed.` };
+    }
+  }
+
+  function fill(root, values) {
+    for (const [slot, value] of Object.entries(values)) {
+      for (const element of $$(`[data-slot="${slot}"]`, root)) element.textContent = String(value);
+    }
+  }
+
+  function showError(dialog, message) {
+    const box = $('[data-slot="error"]', dialog);
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  let toastTimer = null;
+  function toast(message) {
+    const box = $("#toast");
+    if (!box) return;
+    box.textContent = message;
+    box.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { box.hidden = true; }, 5000);
+  }
+
+  async function submitting(form, work) {
+    const buttons = $$("button", form);
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await work();
+    } catch (error) {
+      showError(form.closest("dialog"), "The service could not be reached; nothing was changed.");
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  // ------------------------------------------------------------------ dialogs
+
+  const editDialog = $("#edit-dialog");
+  const conflictDialog = $("#conflict-dialog");
+  const adjustDialog = $("#adjust-dialog");
+  let openedWith = null; // the figures the edit form showed when it opened
+
+  function openEdit(row) {
+    openedWith = figuresOf(row);
+    const form = $("form", editDialog);
+    form.reset();
+    fill(editDialog, openedWith);
+    form.elements.sku.value = openedWith.sku;
+    form.elements.expected_on_hand.value = String(openedWith.on_hand);
+    form.elements.on_hand.value = String(openedWith.on_hand);
+    showError(editDialog, "");
+    editDialog.showModal();
+    form.elements.on_hand.select();
+  }
+
+  function openConflict(current, intended) {
+    const form = $("form", conflictDialog);
+    fill(conflictDialog, {
+      sku: current.sku,
+      was_on_hand: openedWith.on_hand,
+      was_reserved: openedWith.reserved,
+      was_available: openedWith.available,
+      now_on_hand: current.on_hand,
+      now_reserved: current.reserved,
+      now_available: current.available,
+      keep: current.on_hand,
+      intended,
+    });
+    form.elements.sku.value = current.sku;
+    form.elements.expected_on_hand.value = String(current.on_hand);
+    form.elements.on_hand.value = intended;
+    showError(conflictDialog, "");
+    applyStock(current);
+    if (!conflictDialog.open) conflictDialog.showModal();
+  }
+
+  async function saveOnHand(dialog) {
+    const form = $("form", dialog);
+    const intended = form.elements.on_hand.value.trim();
+    const answer = await post(form);
+    if (answer.ok) {
+      dialog.close();
+      applyStock(answer.stock);
+      toast(answer.message);
+    } else if (answer.kind === "stock-changed") {
+      if (dialog !== conflictDialog) dialog.close();
+      openConflict(answer.current, intended);
+    } else {
+      if (answer.current) applyStock(answer.current);
+      showError(dialog, answer.message);
+    }
+  }
+
+  function openAdjust(row) {
+    const figures = figuresOf(row);
+    const form = $("form", adjustDialog);
+    form.reset();
+    fill(adjustDialog, figures);
+    form.elements.sku.value = figures.sku;
+    showError(adjustDialog, "");
+    adjustDialog.showModal();
+    form.elements.delta.focus();
+  }
+
+  async function saveAdjustment() {
+    const form = $("form", adjustDialog);
+    const answer = await post(form);
+    if (answer.ok) {
+      adjustDialog.close();
+      applyStock(answer.stock);
+      toast(answer.message);
+    } else {
+      if (answer.current) applyStock(answer.current);
+      showError(adjustDialog, answer.message);
+    }
+  }
+
+  if (editDialog) {
+    document.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (button) {
+        const row = button.closest("tr[data-sku]");
+        if (button.dataset.action === "edit") openEdit(row);
+        if (button.dataset.action === "adjust") openAdjust(row);
+      }
+      const closer = event.target.closest("[data-close]");
+      if (closer) closer.closest("dialog").close();
+    });
+    $("form", editDialog).addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitting(event.target, () => saveOnHand(editDialog));
+    });
+    $("form", conflictDialog).addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitting(event.target, () => saveOnHand(conflictDialog));
+    });
+    $("form", conflictDialog).elements.on_hand.addEventListener("input", (event) => {
+      fill(conflictDialog, { intended: event.target.value.trim() });
+    });
+    $("form", adjustDialog).addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitting(event.target, saveAdjustment);
+    });
+  }
+
+  // ------------------------------------------------------------------ new product
+
+  const productForm = $("#product-form");
+  function previewVariants() {
+    const preview = $("#variant-preview");
+    let combinations = 1;
+    let axes = 0;
+    for (const row of $$(".axis-row", productForm)) {
+      const name = $('input[name="axis_name"]', row).value.trim();
+      const values = $('input[name="axis_values"]', row).value.split(",").map((v) => v.trim()).filter(Boolean);
+      if (!name && values.length === 0) continue;
+      axes += 1;
+      combinations *= new Set(values).size;
+    }
+    preview.textContent = axes === 0
+      ? "Creates 1 SKU (no options)."
+      : `Creates ${combinations} variant${combinations === 1 ? "" : "s"} (one SKU each).`;
+  }
+  if (productForm) {
+    productForm.addEventListener("input", previewVariants);
+    $("#add-axis").addEventListener("click", () => {
+      const rows = $$(".axis-row", productForm);
+      if (rows.length >= AXES_MAX) return;
+      const copy = rows[rows.length - 1].cloneNode(true);
+      for (const input of $$("input", copy)) { input.value = ""; input.placeholder = ""; }
+      rows[rows.length - 1].after(copy);
+      $("input", copy).focus();
+    });
+    previewVariants();
+  }
+
+  // ------------------------------------------------------------------ start
+
+  if (stockRows().length > 0) {
+    setLive("idle", "Live");
+    pollTimer = setTimeout(poll, pollIntervalMs);
+  }
+})();

@@ -1,0 +1,178 @@
+"""What the admin page shows, computed from domain values: no HTTP, no SQL.
+
+Stock states, human wording of errors, times and links live here so the templates stay
+declarative and the same rule (say, what "low stock" means) is applied by the server
+when it renders a row and by the JSON the page polls for live figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from stockguard import domain
+from stockguard.domain import Reservation, Status, StockLevel
+
+LOW_STOCK_AVAILABLE_MAX = 5
+"""At most this many units available (and more than none): marked "low stock"."""
+
+StockState = Literal["sold-out", "low", "in-stock"]
+
+STATE_LABELS: Mapping[StockState, str] = {
+    "sold-out": "Sold out",
+    "low": "Low stock",
+    "in-stock": "In stock",
+}
+
+BUILT_IN_REASONS = {
+    "created": "Created",
+    "set": "Stock set by admin",
+    "sale": "Sale (reservation confirmed)",
+}
+"""Ledger reasons the store writes itself; adjustment reasons are shown as typed."""
+
+HTTP_STATUS: Mapping[str, int] = {
+    domain.InvalidInput.kind: 422,
+    domain.UnknownSku.kind: 404,
+    domain.DuplicateSku.kind: 409,
+    domain.ProductNotFound.kind: 404,
+    domain.ReservationNotFound.kind: 404,
+    domain.OutOfStock.kind: 409,
+    domain.IdempotencyConflict.kind: 409,
+    domain.InvalidState.kind: 409,
+    domain.ReservationExpired.kind: 410,
+    domain.StockChanged.kind: 409,
+    domain.BelowReserved.kind: 409,
+    domain.Overloaded.kind: 429,
+    domain.StoreUnavailable.kind: 503,
+}
+
+
+def stock_state(available: int) -> StockState:
+    if available <= 0:
+        return "sold-out"
+    if available <= LOW_STOCK_AVAILABLE_MAX:
+        return "low"
+    return "in-stock"
+
+
+def stock_json(level: StockLevel) -> dict[str, Any]:
+    """One SKU's figures as the page's script reads them."""
+    state = stock_state(level.available)
+    return {
+        "sku": level.sku,
+        "on_hand": level.on_hand,
+        "reserved": level.reserved,
+        "available": level.available,
+        "version": level.version,
+        "state": state,
+        "state_label": STATE_LABELS[state],
+    }
+
+
+def status_of(error: domain.StockguardError) -> int:
+    return HTTP_STATUS.get(error.kind, 500)
+
+
+def retry_after_s(error: domain.StockguardError) -> int | None:
+    if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
+        return max(1, error.retry_after_s)
+    return None
+
+
+_FIELD_NAMES = {
+    "on_hand": "On hand",
+    "expected_on_hand": "On hand when the form opened",
+    "delta": "Change",
+    "reason": "Reason",
+    "name": "Product name",
+    "initial_on_hand": "Initial on hand",
+    "sku_prefix": "SKU prefix",
+    "options": "Options",
+    "sku": "SKU",
+    "order_id": "Order",
+    "status": "Status",
+    "cursor": "Page",
+    "token": "Admin token",
+}
+
+
+def field_label(field_name: str) -> str:
+    head, _, rest = field_name.partition(".")
+    label = _FIELD_NAMES.get(head, head)
+    return f"{label} ({rest})" if rest else label
+
+
+def explain(error: domain.StockguardError) -> str:
+    """A sentence an admin can act on, for any operating error."""
+    if isinstance(error, domain.InvalidInput):
+        return f"{field_label(error.field)}: {error.reason}."
+    if isinstance(error, domain.UnknownSku):
+        return f"No SKU {', '.join(error.skus)} exists."
+    if isinstance(error, domain.DuplicateSku):
+        return f"These SKUs already exist: {', '.join(error.skus)}. Choose another SKU prefix."
+    if isinstance(error, domain.BelowReserved):
+        return (
+            f"{error.current.sku}: on hand cannot go to {error.on_hand_wanted}, below the "
+            f"{error.current.reserved} units held by open reservations."
+        )
+    if isinstance(error, domain.StockChanged):
+        return (
+            f"{error.current.sku}: stock changed while you were editing "
+            f"(on hand is now {error.current.on_hand}, not {error.expected_on_hand})."
+        )
+    if isinstance(error, domain.InvalidState):
+        return f"That reservation is already {error.status}; nothing was changed."
+    if isinstance(error, domain.ReservationNotFound):
+        return "No such reservation."
+    if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
+        return (
+            "The database is busy or unreachable right now; nothing was changed. "
+            f"Try again in {max(1, error.retry_after_s)} s."
+        )
+    return str(error)
+
+
+def when(epoch_ms: int) -> str:
+    """A time as the page shows it: UTC, to the second."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def admin_url(path: str, **params: str | None) -> str:
+    """A link under /admin; empty parameters are left out."""
+    kept = {name: value for name, value in params.items() if value}
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+def options_text(options: Mapping[str, str]) -> str:
+    return " · ".join(f"{axis} {value}" for axis, value in options.items())
+
+
+def reservation_view(reservation: Reservation, now_ms: int) -> dict[str, Any]:
+    overdue = reservation.status is Status.HELD and reservation.expires_at_ms <= now_ms
+    return {
+        "id": reservation.id,
+        "order_id": reservation.order_id,
+        "customer_id": reservation.customer_id or "",
+        "status": reservation.status.value,
+        "overdue": overdue,
+        "items": [(line.sku, line.quantity) for line in reservation.lines],
+        "created": when(reservation.created_at_ms),
+        "created_iso": iso(reservation.created_at_ms),
+        "expires": when(reservation.expires_at_ms),
+        "releasable": reservation.status is Status.HELD,
+    }
+
+
+def movement_reason(reason: str, reservation_id: str | None) -> str:
+    if reason in BUILT_IN_REASONS and (reason != "sale" or reservation_id):
+        return BUILT_IN_REASONS[reason]
+    return reason
