@@ -42,6 +42,14 @@ class Strategy:
     async def close(self) -> None:
         """Stops background tasks after answering everything already accepted."""
 
+    async def settle(self) -> None:
+        """Waits until every write answered so far is in the SQL tables.
+
+        Immediate for strategies that answer only after their SQL commit; a write-behind
+        strategy (redis) waits for its persister. Callers that read the tables directly
+        (audits, the contract suite, the benchmark) await this first.
+        """
+
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
         raise NotImplementedError
 
