@@ -18,10 +18,11 @@ _REGISTRY: dict[str, str] = {
     "pessimistic": "stockguard.strategies.pessimistic:PessimisticStrategy",
     "optimistic": "stockguard.strategies.optimistic:OptimisticStrategy",
     "coalescing": "stockguard.strategies.coalescing:CoalescingStrategy",
+    "sharded": "stockguard.strategies.sharded:ShardedStrategy",
 }
 
 DEFAULT_STRATEGY = "conditional"
-SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing")
+SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing", "sharded")
 """Strategies that need nothing but the SQL database."""
 
 

@@ -6,9 +6,11 @@ workload: a strategy's own view of what it did is exactly what must not be trust
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard.domain import Status
 from stockguard.stores.sql import schema as t
@@ -27,11 +29,69 @@ class AuditReport:
         return not self.violations
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    on_hand: int
+    reserved: int
+
+
+async def stock_totals(
+    connection: AsyncConnection, skus: Sequence[str] | None = None
+) -> dict[str, Totals]:
+    """Each SKU's whole stock from the tables: its stock_levels row plus its buckets.
+
+    A SKU the sharded strategy has split keeps most of its stock in ``stock_buckets``;
+    for every other SKU the bucket sum is zero and this is the stock_levels row.
+    """
+    levels = select(t.stock_levels.c.sku, t.stock_levels.c.on_hand, t.stock_levels.c.reserved)
+    bucket = t.stock_buckets.c
+    sums = select(bucket.sku, func.sum(bucket.on_hand), func.sum(bucket.reserved)).group_by(
+        bucket.sku
+    )
+    if skus is not None:
+        levels = levels.where(t.stock_levels.c.sku.in_(skus))
+        sums = sums.where(bucket.sku.in_(skus))
+    totals = {
+        r.sku: Totals(int(r.on_hand), int(r.reserved)) for r in await connection.execute(levels)
+    }
+    for sku, on_hand, reserved in await connection.execute(sums):
+        row = totals.get(sku, Totals(0, 0))
+        totals[sku] = Totals(row.on_hand + int(on_hand), row.reserved + int(reserved))
+    return totals
+
+
+async def _bucket_violations(connection: AsyncConnection) -> list[str]:
+    """Per bucket: I1 holds, and reserved equals the units held lines took from it (I2)."""
+    rb = t.reservation_buckets.c
+    held = {
+        (sku, bucket): int(total)
+        for sku, bucket, total in await connection.execute(
+            select(rb.sku, rb.bucket, func.sum(rb.quantity))
+            .join(t.reservations, t.reservations.c.id == rb.reservation_id)
+            .where(t.reservations.c.status == Status.HELD.value)
+            .group_by(rb.sku, rb.bucket)
+        )
+    }
+    violations = []
+    for row in await connection.execute(select(t.stock_buckets)):
+        if not 0 <= row.reserved <= row.on_hand:
+            violations.append(
+                f"I1 {row.sku}#{row.bucket}: reserved {row.reserved}, on_hand {row.on_hand}"
+            )
+        if held.get((row.sku, row.bucket), 0) != row.reserved:
+            violations.append(
+                f"I2 {row.sku}#{row.bucket}: reserved {row.reserved}, "
+                f"held parts sum to {held.get((row.sku, row.bucket), 0)}"
+            )
+    return violations
+
+
 async def audit(store: SqlStore) -> AuditReport:
     report = AuditReport()
     async with store.transaction(read_only=True) as tx:
         c = tx.connection
-        levels = {r.sku: r for r in await c.execute(select(t.stock_levels))}
+        levels = await stock_totals(c)
+        report.violations.extend(await _bucket_violations(c))
         held: dict[str, int] = dict(
             (
                 await c.execute(

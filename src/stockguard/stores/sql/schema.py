@@ -128,7 +128,37 @@ redis_offsets = Table(
 tables, updated in the same transaction as the rows it wrote (a replayed entry is
 skipped), and the epoch of the Redis load it belongs to (a stale persister is fenced)."""
 
+# The sharded strategy (DESIGN §3): a SKU's stock split over bucket rows so that buyers of
+# one hot SKU lock different rows. A SKU's stock is its stock_levels row PLUS the sum of
+# its buckets; the stock rule holds per bucket, so it holds for the sum.
+stock_buckets = Table(
+    "stock_buckets",
+    metadata,
+    Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_bucket_never_oversold"),
+    **_MYSQL,
+)
+
+# Which buckets a held line took its units from: release, confirm and expiry give them back
+# to exactly those buckets. A line with no rows here was held on its stock_levels row.
+reservation_buckets = Table(
+    "reservation_buckets",
+    metadata,
+    Column("reservation_id", String(36), ForeignKey("reservations.id"), primary_key=True),
+    Column("sku", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("quantity", BigInteger, nullable=False),
+    CheckConstraint("quantity > 0", name="ck_reservation_bucket_quantity_positive"),
+    **_MYSQL,
+)
+
 ALL_TABLES = (
+    reservation_buckets,
+    stock_buckets,
     redis_offsets,
     stock_movements,
     reservation_lines,

@@ -1,0 +1,240 @@
+"""Statements on stock buckets, for the sharded strategy: one function per statement.
+
+A SKU's stock is its ``stock_levels`` row plus the sum of its ``stock_buckets`` rows
+(see ``schema.stock_buckets``). Rows are always locked in (sku, bucket) order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+
+from stockguard.domain import StockLevel
+from stockguard.stores.sql import schema as t
+from stockguard.stores.sql.tx import IN_CLAUSE_MAX, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    sku: str
+    bucket: int
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The units a held line took from one bucket."""
+
+    reservation_id: str
+    sku: str
+    bucket: int
+    quantity: int
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), IN_CLAUSE_MAX):
+        yield items[start : start + IN_CLAUSE_MAX]
+
+
+async def buckets(tx: Tx, skus: Sequence[str], *, lock: bool = False) -> dict[str, list[Bucket]]:
+    """The buckets of ``skus`` in bucket order; with ``lock`` row-locked in that order."""
+    found: dict[str, list[Bucket]] = {}
+    b = t.stock_buckets.c
+    for chunk in _chunks(sorted(set(skus))):
+        query = (
+            select(b.sku, b.bucket, b.on_hand, b.reserved)
+            .where(b.sku.in_(chunk))
+            .order_by(b.sku, b.bucket)
+        )
+        if lock and tx.backend.row_locks:
+            query = query.with_for_update()
+        for row in await tx.connection.execute(query):
+            found.setdefault(row.sku, []).append(
+                Bucket(row.sku, row.bucket, row.on_hand, row.reserved)
+            )
+    return found
+
+
+async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
+    """Each existing SKU's whole stock: its stock_levels row plus the sum of its buckets.
+
+    ``version`` is the row's version plus the buckets' versions, so it grows with every
+    change of either.
+    """
+    levels = await tx.levels(skus)
+    b = t.stock_buckets.c
+    for chunk in _chunks(sorted(levels)):
+        rows = await tx.connection.execute(
+            select(b.sku, func.sum(b.on_hand), func.sum(b.reserved), func.sum(b.version))
+            .where(b.sku.in_(chunk))
+            .group_by(b.sku)
+        )
+        for sku, on_hand, reserved, version in rows:
+            level = levels[sku]
+            levels[sku] = StockLevel(
+                sku,
+                level.on_hand + int(on_hand),
+                level.reserved + int(reserved),
+                level.version + int(version),
+            )
+    return levels
+
+
+async def take_if_available(tx: Tx, sku: str, bucket: int, quantity: int) -> bool:
+    """Holds ``quantity`` from one bucket only if that bucket has it (seed 002 §4)."""
+    b = t.stock_buckets.c
+    result = await tx.connection.execute(
+        update(t.stock_buckets)
+        .where(b.sku == sku, b.bucket == bucket, b.on_hand - b.reserved >= quantity)
+        .values(reserved=b.reserved + quantity, version=b.version + 1)
+    )
+    return result.rowcount == 1
+
+
+async def insert_buckets(tx: Tx, rows: Sequence[Bucket]) -> None:
+    if rows:
+        await tx.connection.execute(
+            insert(t.stock_buckets),
+            [
+                {
+                    "sku": r.sku,
+                    "bucket": r.bucket,
+                    "on_hand": r.on_hand,
+                    "reserved": r.reserved,
+                    "version": 0,
+                }
+                for r in rows
+            ],
+        )
+
+
+async def write(tx: Tx, rows: Sequence[Bucket]) -> None:
+    """Absolute on_hand and reserved for buckets the transaction has locked."""
+    b = t.stock_buckets.c
+    for row in sorted(rows, key=lambda r: (r.sku, r.bucket)):
+        await tx.connection.execute(
+            update(t.stock_buckets)
+            .where(b.sku == row.sku, b.bucket == row.bucket)
+            .values(on_hand=row.on_hand, reserved=row.reserved, version=b.version + 1)
+        )
+
+
+async def add(tx: Tx, deltas: Mapping[tuple[str, int], tuple[int, int]]) -> None:
+    """Moves (on_hand, reserved) of each (sku, bucket) by a signed amount, in key order."""
+    b = t.stock_buckets.c
+    for (sku, bucket), (on_hand, reserved) in sorted(deltas.items()):
+        if on_hand == 0 and reserved == 0:
+            continue
+        await tx.connection.execute(
+            update(t.stock_buckets)
+            .where(b.sku == sku, b.bucket == bucket)
+            .values(
+                on_hand=b.on_hand + on_hand,
+                reserved=b.reserved + reserved,
+                version=b.version + 1,
+            )
+        )
+
+
+async def record_parts(tx: Tx, parts: Sequence[Part]) -> None:
+    if parts:
+        await tx.connection.execute(
+            insert(t.reservation_buckets),
+            [
+                {
+                    "reservation_id": p.reservation_id,
+                    "sku": p.sku,
+                    "bucket": p.bucket,
+                    "quantity": p.quantity,
+                }
+                for p in parts
+            ],
+        )
+
+
+async def parts_of(tx: Tx, reservation_ids: Sequence[str]) -> list[Part]:
+    r = t.reservation_buckets.c
+    found: list[Part] = []
+    for chunk in _chunks(list(reservation_ids)):
+        for row in await tx.connection.execute(
+            select(r.reservation_id, r.sku, r.bucket, r.quantity).where(r.reservation_id.in_(chunk))
+        ):
+            found.append(Part(row.reservation_id, row.sku, row.bucket, row.quantity))
+    return found
+
+
+async def lock_levels(tx: Tx, skus: Sequence[str]) -> None:
+    """Locks stock_levels rows by writing them (PostgreSQL: FOR NO KEY UPDATE, which lets
+    concurrent reservations still insert lines that reference the SKU)."""
+    s = t.stock_levels.c
+    for sku in sorted(set(skus)):
+        await tx.connection.execute(
+            update(t.stock_levels).where(s.sku == sku).values(version=s.version + 1)
+        )
+
+
+async def bucket_counts(tx: Tx, skus: Sequence[str]) -> dict[str, int]:
+    """How many buckets each of ``skus`` has; SKUs without buckets are left out."""
+    c = t.stock_buckets.c
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(skus))):
+        rows = await tx.connection.execute(
+            select(c.sku, func.count()).where(c.sku.in_(chunk)).group_by(c.sku)
+        )
+        found.update((sku, int(count)) for sku, count in rows)
+    return found
+
+
+async def add_levels(tx: Tx, deltas: Mapping[str, tuple[int, int]], now_ms: int) -> None:
+    """Moves (on_hand, reserved) of stock_levels rows by a signed amount, in SKU order."""
+    s = t.stock_levels.c
+    for sku, (on_hand, reserved) in sorted(deltas.items()):
+        await tx.connection.execute(
+            update(t.stock_levels)
+            .where(s.sku == sku)
+            .values(
+                on_hand=s.on_hand + on_hand,
+                reserved=s.reserved + reserved,
+                version=s.version + 1,
+                updated_at_ms=now_ms,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------- pure arithmetic
+
+
+def spread(rows: Sequence[Bucket], on_hand_total: int) -> list[Bucket]:
+    """The same buckets holding ``on_hand_total``, available split as evenly as possible.
+
+    Each bucket keeps what it has reserved; only unreserved units move.
+    """
+    available = on_hand_total - sum(row.reserved for row in rows)
+    assert rows, "a sharded SKU has at least one bucket"
+    assert available >= 0, "on_hand never drops below reserved"
+    share, extra = divmod(available, len(rows))
+    return [
+        Bucket(row.sku, row.bucket, row.reserved + share + (1 if n < extra else 0), row.reserved)
+        for n, row in enumerate(rows)
+    ]
+
+
+def fill(rows: Sequence[Bucket], quantity: int) -> list[tuple[int, int]] | None:
+    """(bucket, units) taken in bucket order to fill ``quantity``; None if the sum is short."""
+    plan: list[tuple[int, int]] = []
+    left = quantity
+    for row in rows:
+        if left == 0:
+            break
+        units = min(row.available, left)
+        if units > 0:
+            plan.append((row.bucket, units))
+            left -= units
+    return plan if left == 0 else None

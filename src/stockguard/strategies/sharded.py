@@ -1,0 +1,216 @@
+"""A hot SKU's stock split over N bucket rows, so buyers lock different rows (seed 002 §4).
+
+A SKU's stock is its ``stock_levels`` row plus the sum of its ``stock_buckets`` rows. When
+this strategy first meets a SKU it moves the row's *available* units into N buckets (the
+row keeps exactly what its older holds need), and from then on:
+
+* **reserve**: a conditional ``UPDATE`` on one random bucket; if that bucket is short, a
+  plain read of all buckets says whether the SKU as a whole can fill the line (if not, it
+  is out of stock without taking a lock); if it can, every bucket of the SKU is locked in
+  bucket order, the line is filled from several buckets, and the buckets are rebalanced
+  while they are locked. A line larger than any one bucket therefore still succeeds when
+  the sum suffices. Which bucket gave which units is recorded (``reservation_buckets``)
+  so confirm, release and expiry give back exactly those units.
+* **available** is the sum; **confirm** locks the SKU's row (by writing its version) so
+  that ledger entries see an exact on_hand; **admin edits** lock the row and every bucket
+  and redistribute on_hand evenly (the rebalancing step); ``rebalance(sku, buckets=)``
+  does the same on demand and can add buckets.
+
+The stock rule holds per bucket (``CHECK 0 <= reserved <= on_hand``), so it holds for the
+sum; every table read sums the row and its buckets (``audit``, ``stock``).
+``stock_levels`` alone is NOT the whole stock of a sharded SKU: keeping it exact at every
+commit would mean writing it on every reservation, which is the hot row again.
+
+N is ``buckets`` (default 8) or ``buckets_by_sku[sku]``. SQLite locks the whole database
+per write, so there buckets change nothing but cost a little; they pay on PostgreSQL and
+MariaDB, where row locks are per row.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stockguard import domain
+from stockguard.domain import Line, Product, ProductSpec, ReserveOutcome, ReserveRequest
+from stockguard.domain import StockLevel as Level
+from stockguard.stores.sql import buckets as b
+from stockguard.stores.sql.buckets import Bucket
+from stockguard.stores.sql.store import DuplicateKey, SqlStore
+from stockguard.stores.sql.tx import Tx
+from stockguard.strategies.base import Strategy
+from stockguard.strategies.sharded_writes import ShardedWrites
+
+BUCKETS_DEFAULT = 8
+BUCKETS_MAX = 64
+
+
+class _FallBack:
+    """A bucket was short: retry the request across all buckets of its SKUs."""
+
+
+_FALL_BACK = _FallBack()
+_Attempt = ReserveOutcome | _FallBack | None
+
+
+class ShardedStrategy(ShardedWrites, Strategy):
+    name = "sharded"
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        buckets: int = BUCKETS_DEFAULT,
+        buckets_by_sku: Mapping[str, int] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(store, **options)
+        self.buckets_default = buckets
+        self.buckets_by_sku = dict(buckets_by_sku or {})
+        for count in (buckets, *self.buckets_by_sku.values()):
+            if not 1 <= count <= BUCKETS_MAX:
+                raise ValueError(f"buckets must be 1-{BUCKETS_MAX}, not {count}")
+        self._bucket_counts: dict[str, int] = {}
+        """SKUs known to be sharded, with their bucket count (buckets are never removed)."""
+
+    def buckets_for(self, sku: str) -> int:
+        return self.buckets_by_sku.get(sku, self.buckets_default)
+
+    # ------------------------------------------------------------------ reserve
+
+    async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        await self.shard(request.skus)
+        try:
+            outcome = await self.store.run(lambda: self._attempt(request, spread_out=True))
+            if outcome is _FALL_BACK:
+                self.counters["sharded_fallbacks"] += 1
+                outcome = await self.store.run(lambda: self._attempt(request, spread_out=False))
+        except DuplicateKey:
+            return await self.store.replay_after_duplicate(request)
+        if isinstance(outcome, ReserveOutcome):
+            return outcome
+        return await self.refused(request, await self._out_of_stock(request))
+
+    async def _attempt(self, request: ReserveRequest, *, spread_out: bool) -> _Attempt:
+        """One transaction. ``spread_out``: one random bucket per line, and on the first
+        short bucket give up at once (rolling back) so the caller can fall back. Otherwise:
+        every bucket of each line's SKU, locked in (sku, bucket) order, filled and evened.
+
+        The fallback starts a NEW transaction rather than locking more buckets after a
+        failed try: a failed conditional UPDATE may keep its row lock (InnoDB does), and
+        locking the other buckets after it would break the lock order and deadlock.
+        """
+        async with self.store.transaction() as tx:
+            now_ms = await tx.now_ms()
+            parts: list[tuple[str, int, int]] = []
+            if not spread_out and not await self._enough(tx, request):
+                return None  # the whole SKU is short: refused without taking a lock
+            for line in request.lines:
+                count = self._bucket_counts.get(line.sku)
+                if count is None:
+                    return None  # no such SKU: the refusal names it
+                if spread_out:
+                    bucket = random.randrange(count)
+                    if not await b.take_if_available(tx, line.sku, bucket, line.quantity):
+                        return _FALL_BACK
+                    taken = [(bucket, line.quantity)]
+                else:
+                    filled = await self._fill(tx, line)
+                    if filled is None:
+                        return None
+                    taken = filled
+                parts.extend((line.sku, bucket, units) for bucket, units in taken)
+            reservation = self.store.new_reservation(request, now_ms)
+            await tx.insert_reservations([reservation])
+            await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
+            await tx.commit()
+            return ReserveOutcome(reservation, created=True)
+
+    async def _enough(self, tx: Tx, request: ReserveRequest) -> bool:
+        """Whether the buckets, read without locks, hold enough for every line."""
+        rows = await b.buckets(tx, request.skus)
+        return all(
+            sum(row.available for row in rows.get(line.sku, [])) >= line.quantity
+            for line in request.lines
+        )
+
+    async def _fill(self, tx: Tx, line: Line) -> list[tuple[int, int]] | None:
+        rows = (await b.buckets(tx, [line.sku], lock=True)).get(line.sku, [])
+        plan = b.fill(rows, line.quantity)
+        if plan is None:
+            return None
+        taken = dict(plan)
+        after = [
+            Bucket(r.sku, r.bucket, r.on_hand, r.reserved + taken.get(r.bucket, 0)) for r in rows
+        ]
+        # Every bucket is locked anyway: even them out so the next buyers find stock at once.
+        await b.write(tx, b.spread(after, sum(r.on_hand for r in after)))
+        self.counters["sharded_rebalances"] += 1
+        return plan
+
+    async def _out_of_stock(self, request: ReserveRequest) -> domain.StockguardError:
+        levels = {level.sku: level for level in await self.stock(request.skus)}
+        try:
+            short = domain.shortfalls(levels, request.lines)
+        except domain.UnknownSku as unknown:
+            return unknown
+        if not short:  # stock came back between the refusal and this read
+            short = tuple(
+                domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
+                for line in request.lines
+            )
+        return domain.OutOfStock(short)
+
+    # ------------------------------------------------------------------ sharding
+
+    async def shard(self, skus: Sequence[str]) -> None:
+        """Gives every existing SKU of ``skus`` its buckets, once (any process may do it)."""
+        missing = [sku for sku in skus if sku not in self._bucket_counts]
+        if not missing:
+            return
+
+        async def work() -> dict[str, int]:
+            async with self.store.transaction() as tx:
+                now_ms = await tx.now_ms()
+                rows = await tx.levels(missing, lock=True)
+                counts = await b.bucket_counts(tx, list(rows))
+                for sku, level in rows.items():
+                    if sku in counts:
+                        continue
+                    empty = [Bucket(sku, n, 0, 0) for n in range(self.buckets_for(sku))]
+                    await b.insert_buckets(tx, b.spread(empty, level.available))
+                    await tx.write_on_hand(sku, level.reserved, now_ms)
+                    counts[sku] = len(empty)
+                await tx.commit()
+                return counts
+
+        self._bucket_counts.update(await self.store.run(work))
+
+    async def rebalance(self, sku: str, buckets: int | None = None) -> Level:
+        """Evens out the SKU's buckets; with ``buckets`` larger than now, adds buckets."""
+        domain.validate_sku(sku)
+        if buckets is not None and not 1 <= buckets <= BUCKETS_MAX:
+            raise domain.InvalidInput("buckets", f"must be 1-{BUCKETS_MAX}")
+        await self.shard([sku])
+        level = await self._set(sku, lambda current: current.on_hand, None, "", grow_to=buckets)
+        self.counters["sharded_rebalances"] += 1
+        return level
+
+    # ------------------------------------------------------------------ stock and admin
+
+    async def stock(self, skus: Sequence[str]) -> list[Level]:
+        async with self.store.transaction(read_only=True) as tx:
+            levels = await b.totals(tx, skus)
+        return [levels[sku] for sku in sorted(levels)]
+
+    async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> Level:
+        return await self._set(sku, lambda _: on_hand, expected_on_hand, "set", create=True)
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> Level:
+        return await self._set(sku, lambda current: current.on_hand + delta, None, reason)
+
+    async def create_product(self, spec: ProductSpec) -> Product:
+        product = await self.store.create_product(spec)
+        await self.shard([variant.sku for variant in spec.variants])
+        return product

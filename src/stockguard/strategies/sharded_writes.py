@@ -1,0 +1,194 @@
+"""The sharded strategy's writes besides reserve: confirm, release, expiry and admin edits.
+
+Each gives units back to (or takes them from) exactly the buckets recorded for the held
+line in ``reservation_buckets``; a line with no such record was held on the SKU's
+``stock_levels`` row (before the SKU was sharded) and is settled there. Lock order:
+reservation rows, then ``stock_levels`` rows, then buckets in (sku, bucket) order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from stockguard import domain
+from stockguard.domain import Movement, Reservation, Status, StockLevel
+from stockguard.stores.sql import buckets as b
+from stockguard.stores.sql.buckets import Bucket
+from stockguard.stores.sql.store import EXPIRE_BATCH_MAX, DuplicateKey, SqlStore
+from stockguard.stores.sql.tx import Tx
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+
+class ShardedWrites:
+    store: SqlStore
+    counters: Counter[str]
+    _bucket_counts: dict[str, int]
+
+    def buckets_for(self, sku: str) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ transitions
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.CONFIRMED)
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.RELEASED)
+
+    async def _end(self, reservation_id: str, target: Status) -> Reservation:
+        async def work() -> Reservation:
+            async with self.store.transaction() as tx:
+                now_ms = await tx.now_ms()
+                found = await tx.reservation(reservation_id, lock=True)
+                if found is None:
+                    raise domain.ReservationNotFound(reservation_id)
+                if found.status is Status.HELD and now_ms >= found.expires_at_ms:
+                    # Past expiry by the database clock: it ends as expired, whatever was asked.
+                    await self._end_held(tx, found, Status.EXPIRED, now_ms)
+                    await tx.commit()
+                    if target is Status.CONFIRMED:
+                        raise domain.ReservationExpired(reservation_id)
+                    return dataclasses.replace(found, status=Status.EXPIRED)
+                if not domain.check_transition(found, target, now_ms):
+                    return found
+                await self._end_held(tx, found, target, now_ms)
+                await tx.commit()
+                return dataclasses.replace(found, status=target)
+
+        return await self.store.run(work)
+
+    async def _end_held(self, tx: Tx, held: Reservation, target: Status, now_ms: int) -> None:
+        ended = await tx.end_reservations([held.id], target, now_ms)
+        assert ended == 1, "the row was locked as held"
+        quantities = {line.sku: line.quantity for line in held.lines}
+        await self._give_back(tx, [held.id], quantities, now_ms, sold=target is Status.CONFIRMED)
+        if target is Status.CONFIRMED:
+            after = await b.totals(tx, list(quantities))
+            await tx.record_movements(
+                [
+                    Movement(now_ms, sku, -quantity, after[sku].on_hand, "sale", held.id)
+                    for sku, quantity in sorted(quantities.items())
+                ]
+            )
+
+    async def _give_back(
+        self,
+        tx: Tx,
+        ids: Sequence[str],
+        quantities: Mapping[str, int],
+        now_ms: int,
+        *,
+        sold: bool,
+    ) -> None:
+        """Takes the held units of ``ids`` out of ``reserved`` (and, when sold, on_hand)."""
+        on_buckets: defaultdict[tuple[str, int], int] = defaultdict(int)
+        from_buckets: defaultdict[str, int] = defaultdict(int)
+        for part in await b.parts_of(tx, ids):
+            on_buckets[(part.sku, part.bucket)] += part.quantity
+            from_buckets[part.sku] += part.quantity
+        on_rows = {sku: q - from_buckets[sku] for sku, q in quantities.items()}
+        if sold:
+            await b.lock_levels(tx, list(quantities))  # the ledger sees one on_hand at a time
+            await b.add(tx, {key: (-q, -q) for key, q in on_buckets.items()})
+            await b.add_levels(tx, {sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
+        else:
+            await b.add(tx, {key: (0, -q) for key, q in on_buckets.items()})
+            await tx.add_reserved({sku: -q for sku, q in on_rows.items() if q}, now_ms)
+
+    async def expire_due(self) -> int:
+        """Ends held reservations past expiry, a batch per transaction, sums per bucket."""
+        total = 0
+        while True:
+
+            async def batch() -> int:
+                async with self.store.transaction() as tx:
+                    now_ms = await tx.now_ms()
+                    ids = await tx.due_reservation_ids(now_ms, EXPIRE_BATCH_MAX)
+                    if not ids:
+                        return 0
+                    quantities = await tx.held_quantity_by_sku(ids)
+                    ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
+                    assert ended == len(ids), "due rows were locked as held"
+                    await self._give_back(tx, ids, quantities, now_ms, sold=False)
+                    await tx.commit()
+                    return ended
+
+            ended = await self.store.run(batch)
+            total += ended
+            if ended < EXPIRE_BATCH_MAX:
+                return total
+
+    # ------------------------------------------------------------------ admin edits
+
+    async def _set(
+        self,
+        sku: str,
+        on_hand_of: Callable[[StockLevel], int],
+        expected_on_hand: int | None,
+        reason: str,
+        *,
+        create: bool = False,
+        grow_to: int | None = None,
+    ) -> StockLevel:
+        """Sets a SKU's whole on_hand and spreads it evenly over its buckets.
+
+        Locks the SKU's row and every bucket, so it also is the rebalancing step: after it
+        every bucket has the same available (give or take one unit).
+        """
+
+        async def work() -> tuple[StockLevel, int]:
+            async with self.store.transaction() as tx:
+                now_ms = await tx.now_ms()
+                row = (await tx.levels([sku], lock=True)).get(sku)
+                if row is None:
+                    if not create or expected_on_hand is not None:
+                        raise domain.UnknownSku([sku])
+                    on_hand = on_hand_of(StockLevel(sku, 0, 0, 0))
+                    count = self.buckets_for(sku)
+                    await tx.insert_levels({sku: 0}, now_ms)
+                    empty = [Bucket(sku, n, 0, 0) for n in range(count)]
+                    await b.insert_buckets(tx, b.spread(empty, on_hand))
+                    await tx.record_movements(
+                        [Movement(now_ms, sku, on_hand, on_hand, "created", None)]
+                    )
+                else:
+                    rows = (await b.buckets(tx, [sku], lock=True)).get(sku, [])
+                    count = max(len(rows) or self.buckets_for(sku), grow_to or 0)
+                    added = [Bucket(sku, n, 0, 0) for n in range(len(rows), count)]
+                    await b.insert_buckets(tx, added)
+                    rows = rows + added
+                    current = StockLevel(
+                        sku,
+                        row.on_hand + sum(r.on_hand for r in rows),
+                        row.reserved + sum(r.reserved for r in rows),
+                        row.version,
+                    )
+                    on_hand = on_hand_of(current)
+                    domain.check_on_hand_change(current, on_hand, expected_on_hand)
+                    # The row keeps what its own (pre-sharding) holds need; buckets get the rest.
+                    await b.write(tx, b.spread(rows, on_hand - row.reserved))
+                    if row.on_hand != row.reserved:
+                        await tx.write_on_hand(sku, row.reserved, now_ms)
+                    if on_hand != current.on_hand:
+                        await tx.record_movements(
+                            [
+                                Movement(
+                                    now_ms, sku, on_hand - current.on_hand, on_hand, reason, None
+                                )
+                            ]
+                        )
+                after = (await b.totals(tx, [sku]))[sku]
+                await tx.commit()
+                return after, count
+
+        try:
+            level, count = await self.store.run(work)
+        except DuplicateKey:  # created concurrently by another admin: now it exists
+            level, count = await self.store.run(work)
+        self._bucket_counts[sku] = count
+        return level
