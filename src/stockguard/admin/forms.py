@@ -77,8 +77,10 @@ class ProductForm:
     def read(cls, form: FormData) -> ProductForm:
         names = form.getlist("axis_name")
         values = form.getlist("axis_values")
-        if len(names) != len(values) or len(names) > OPTION_AXES_MAX:
-            raise domain.InvalidInput("options", f"at most {OPTION_AXES_MAX} option axes")
+        if len(names) != len(values):
+            raise domain.InvalidInput("options", "every option needs a name and its values")
+        if len(names) > OPTION_AXES_MAX:
+            raise domain.InvalidInput("options", f"at most {OPTION_AXES_MAX} options")
         axes = [
             (str(n).strip(), str(v).strip())
             for n, v in zip(names, values, strict=True)

@@ -113,6 +113,11 @@ def explain(error: domain.StockguardError) -> str:
         return f"No SKU {', '.join(error.skus)} exists."
     if isinstance(error, domain.DuplicateSku):
         return f"These SKUs already exist: {', '.join(error.skus)}. Choose another SKU prefix."
+    if isinstance(error, domain.BelowReserved) and error.on_hand_wanted < 0:
+        return (
+            f"{error.current.sku}: only {error.current.on_hand} on hand; "
+            "on hand cannot go below zero."
+        )
     if isinstance(error, domain.BelowReserved):
         return (
             f"{error.current.sku}: on hand cannot go to {error.on_hand_wanted}, below the "
