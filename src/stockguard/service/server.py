@@ -18,8 +18,10 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -33,6 +35,7 @@ APP_FACTORY = "stockguard.service.app:create_app_from_env"
 GRACEFUL_S_MAX = 30
 """In-flight requests get this long to finish after SIGTERM before workers stop anyway."""
 ADMIN_TOKEN_BYTES = 32
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def _migrate(database_url: str) -> str:
@@ -70,6 +73,12 @@ def _event_loop_and_parser() -> tuple[str, str]:
     return loop, http
 
 
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    """Uvicorn re-raises the stop signal once its graceful shutdown is done; reaching
+    this handler then means "stopped as asked": exit 0 after our own clean-up."""
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     """Runs the service until SIGTERM/SIGINT; returns after a graceful shutdown."""
     where = asyncio.run(_migrate(settings.database_url))
@@ -94,6 +103,7 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     echo(f"admin page: {url}/admin")
     if generated_token is not None:
         echo(f"admin token (generated, shown once): {generated_token}")
+    previous = {sig: signal.signal(sig, _exit_cleanly) for sig in STOP_SIGNALS}
     try:
         uvicorn.run(
             APP_FACTORY,
@@ -109,5 +119,7 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
             timeout_graceful_shutdown=GRACEFUL_S_MAX,
         )
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -67,9 +67,15 @@ class Sweeper:
         return ended
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
+        # Wait first: a fresh process answers its first requests without a sweep
+        # competing for the pool (expiry never depends on the sweep: confirm checks the
+        # database clock itself).
+        while not await self._stopped_within(self.interval_s):
             await self.sweep_once()
             if self.strategy_events is not None:
                 self.strategy_events.sync()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()

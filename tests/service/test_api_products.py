@@ -1,0 +1,129 @@
+"""POST/GET /v1/products over HTTP (DESIGN §4), on every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from .support import Api, assert_problem
+
+
+async def test_options_without_variants_make_every_size_and_colour_combination(
+    api: Api,
+) -> None:
+    answer = await api.client.post(
+        "/v1/products",
+        json={
+            "name": "Tee",
+            "options": {"size": ["S", "M"], "colour": ["red", "blue"]},
+            "initial_on_hand": 5,
+        },
+        headers=api.admin,
+    )
+
+    assert answer.status_code == 201, answer.text
+    product = answer.json()
+    assert product["name"] == "Tee"
+    assert product["options"] == {"size": ["S", "M"], "colour": ["red", "blue"]}
+    assert sorted((v["options"]["size"], v["options"]["colour"]) for v in product["variants"]) == [
+        ("M", "blue"), ("M", "red"), ("S", "blue"), ("S", "red")
+    ]  # fmt: skip
+    assert {v["sku"] for v in product["variants"]} == {
+        "TEE-S-RED", "TEE-S-BLUE", "TEE-M-RED", "TEE-M-BLUE"
+    }  # fmt: skip
+    assert all(
+        (v["on_hand"], v["reserved"], v["available"]) == (5, 0, 5) for v in product["variants"]
+    )
+    assert (await api.stock("TEE-M-BLUE"))["on_hand"] == 5
+
+
+async def test_explicit_variants_keep_their_skus_and_stock(api: Api) -> None:
+    answer = await api.client.post(
+        "/v1/products",
+        json={
+            "name": "Cap",
+            "options": {"size": ["S", "L"]},
+            "variants": [
+                {"sku": "CAP-SMALL", "options": {"size": "S"}, "on_hand": 3},
+                {"sku": "CAP-LARGE", "options": {"size": "L"}, "on_hand": 0},
+            ],
+        },
+        headers=api.admin,
+    )
+
+    assert answer.status_code == 201, answer.text
+    assert [(v["sku"], v["on_hand"]) for v in answer.json()["variants"]] == [
+        ("CAP-SMALL", 3),
+        ("CAP-LARGE", 0),
+    ]
+
+
+async def test_a_product_without_options_is_one_sku(api: Api) -> None:
+    answer = await api.client.post(
+        "/v1/products", json={"name": "Poster", "initial_on_hand": 2}, headers=api.admin
+    )
+
+    assert answer.status_code == 201
+    assert [(v["sku"], v["options"]) for v in answer.json()["variants"]] == [("POSTER", {})]
+
+
+async def test_a_product_reusing_an_existing_sku_is_409_and_writes_nothing(api: Api) -> None:
+    await api.set_stock("MUG-WHITE", 1)
+
+    answer = await api.client.post(
+        "/v1/products",
+        json={"name": "Mug", "options": {"colour": ["white", "black"]}},
+        headers=api.admin,
+    )
+
+    assert assert_problem(answer, 409, "duplicate-sku")["skus"] == ["MUG-WHITE"]
+    assert_problem(await api.client.get("/v1/stock/MUG-BLACK"), 404, "unknown-sku")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": ""},
+        {"name": "Tee", "options": {"size": []}},
+        {"name": "Tee", "options": {"size": ["S", "S"]}},
+        {"name": "Tee", "options": {f"axis{n}": ["a"] for n in range(9)}},
+        {"name": "Tee", "options": {"size": ["S"]},
+         "variants": [{"sku": "T", "options": {"colour": "red"}, "on_hand": 1}]},
+        {"name": "Tee", "options": {"size": ["S"]},
+         "variants": [{"sku": "T", "options": {"size": "XL"}, "on_hand": 1}]},
+        {"name": "Tee", "initial_on_hand": -1},
+        {"name": "Tee", "price": 10},
+    ],
+)  # fmt: skip
+async def test_an_invalid_product_is_422_and_writes_nothing(
+    api: Api, body: dict[str, object]
+) -> None:
+    answer = await api.client.post("/v1/products", json=body, headers=api.admin)
+
+    assert_problem(answer, 422, "invalid-input")
+    assert_problem(await api.client.get("/v1/stock/TEE"), 404)
+    assert_problem(await api.client.get("/v1/stock/T"), 404)
+
+
+async def test_get_product_shows_live_stock_per_variant(api: Api) -> None:
+    created = (
+        await api.client.post(
+            "/v1/products",
+            json={"name": "Tee", "options": {"size": ["S", "M"]}, "initial_on_hand": 4},
+            headers=api.admin,
+        )
+    ).json()
+    await api.reserve("order-1", {"TEE-S": 3})
+
+    answer = await api.client.get(f"/v1/products/{created['id']}")
+
+    assert answer.status_code == 200
+    assert {v["sku"]: (v["reserved"], v["available"]) for v in answer.json()["variants"]} == {
+        "TEE-S": (3, 1),
+        "TEE-M": (0, 4),
+    }
+
+
+async def test_an_unknown_product_is_404(api: Api) -> None:
+    answer = await api.client.get("/v1/products/00000000-0000-0000-0000-000000000000")
+
+    assert_problem(answer, 404, "product-not-found")
