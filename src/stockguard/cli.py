@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from stockguard import strategies
+from stockguard.bench.command import bench
 from stockguard.config import Settings
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.service import server
@@ -113,6 +114,9 @@ def serve(
             console.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
         raise typer.Exit(2) from None
     server.serve(settings, echo=typer.echo)
+
+
+app.command()(bench)
 
 
 def main() -> None:

@@ -1,0 +1,198 @@
+"""``stockguard bench``: options, progress, and what is printed (registered in cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from stockguard import strategies
+from stockguard.bench import report
+from stockguard.bench.runner import Plan, RunResult, backend_name, default_strategies, run_plan
+from stockguard.bench.workloads import WORKLOADS, WorkloadSpec
+
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+PROGRESS_EVERY_S = 0.1
+
+
+def bench(
+    db: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--db",
+            help="Database URL to benchmark; repeat for several (sqlite:///…, postgresql://…, "
+            "mysql://…). Each run gets a fresh database created beside the one named and "
+            "dropped afterwards. Default: an embedded SQLite file in a temporary directory.",
+        ),
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--strategy",
+            help=f"Strategy to run; repeat for several ({', '.join(strategies.names())}). "
+            "Default: every strategy the given services support (Redis ones need --redis).",
+        ),
+    ] = None,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            help="flash (one hot SKU) or mixed (Zipf-skewed SKUs, multi-line orders, "
+            "confirms/releases/expiries); repeat for both. Default: both.",
+        ),
+    ] = None,
+    admission: Annotated[
+        str,
+        typer.Option(
+            help="Admission control in front of the strategy: off (the strategy alone), on "
+            "(caps and sold-out fast path, rows named STRATEGY+admission), or both.",
+        ),
+    ] = "both",
+    requests: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="flash: reservation requests per run.")
+    ] = 10_000,
+    mixed_requests: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1_000_000,
+            help="mixed: reservation requests per run (each then confirms, releases or "
+            "expires, so a mixed run does about twice the writes).",
+        ),
+    ] = 2_000,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Requests in flight at any time.")
+    ] = 1_000,
+    units: Annotated[
+        int,
+        typer.Option(min=0, max=10**9, help="flash: units of the hot SKU; mixed: per SKU."),
+    ] = 1_000,
+    skus: Annotated[int, typer.Option(min=1, max=10_000, help="mixed: number of SKUs.")] = 100,
+    seed: Annotated[int, typer.Option(help="mixed: random seed for orders and outcomes.")] = 2024,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=200, help="Database connections per run (default: backend's)."),
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL; adds the Redis strategies.")
+    ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object per run on stdout (tables: stderr)."),
+    ] = False,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write index.html, PNG plots, results.json and results.md to this directory.",
+        ),
+    ] = None,
+    markdown_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--markdown",
+            help="Write the result tables as Markdown into this file, between the markers "
+            f"{report.MARK_BEGIN} and {report.MARK_END} when it has them.",
+        ),
+    ] = None,
+) -> None:
+    """Run the same workloads against every strategy and database, in-process, and audit.
+
+    After every run the tables are audited (invariants I1-I4) and oversold units counted;
+    the exit status is 1 if any run oversold or broke an invariant.
+    """
+    workloads = workload or list(WORKLOADS)
+    for name in workloads:
+        if name not in WORKLOADS:
+            raise typer.BadParameter(f"unknown workload {name!r}", param_hint="--workload")
+    chosen = strategy or default_strategies(redis)
+    for name in chosen:
+        try:
+            needs = strategies.strategy_class(name).requires
+        except ValueError as unknown:
+            raise typer.BadParameter(str(unknown), param_hint="--strategy") from None
+        if "redis" in needs and redis is None:
+            raise typer.BadParameter(f"{name} needs --redis URL", param_hint="--strategy")
+    modes = {"off": [False], "on": [True], "both": [False, True]}.get(admission)
+    if modes is None:
+        raise typer.BadParameter("choose off, on or both", param_hint="--admission")
+    urls = db or ["sqlite:///bench.db"]  # the file name is replaced: runs use fresh files
+    for url in urls:
+        try:
+            backend_name(url)
+        except ValueError as unsupported:
+            raise typer.BadParameter(str(unsupported), param_hint="--db") from None
+    spec = WorkloadSpec(requests, concurrency, units, skus, seed, mixed_requests)
+    plan = Plan(urls, chosen, workloads, modes, spec, redis, pool_size)
+    given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+    command = " ".join(["stockguard bench", *(shlex.quote(arg) for arg in given)])
+    results = asyncio.run(_run_with_progress(plan, json_output))
+
+    console.print(report.results_table(results))
+    if report_dir is not None:
+        page = report.write_report(report_dir, results, command)
+        console.print(f"report: {page}")
+    if markdown_file is not None:
+        report.update_markdown(markdown_file, results, command)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        console.print(
+            f"[bold red]{r.backend} {r.strategy} {r.workload}: oversold {r.oversold}[/bold red]"
+        )
+        for violation in r.violations:
+            console.print(f"  {violation}")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _run_with_progress(plan: Plan, json_output: bool) -> list[RunResult]:
+    done = [0]
+    runs = plan.runs()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        overall = progress.add_task("runs", total=len(runs))
+        current = progress.add_task("", total=plan.spec.requests)
+        labels = iter(runs)
+
+        def describe() -> None:
+            step = next(labels, None)
+            if step is not None:
+                url, workload, strategy, admission = step
+                name = strategy + ("+admission" if admission else "")
+                progress.update(
+                    current,
+                    description=f"{workload} {name} on {backend_name(url)}",
+                    completed=0,
+                    total=plan.spec.requests_of(workload),
+                )
+
+        def finished(result: RunResult) -> None:
+            if json_output:
+                typer.echo(report.json_lines([result]))
+            progress.advance(overall)
+            describe()
+
+        async def tick() -> None:
+            # A ticker, not a callback per request: progress must not slow the workload.
+            while True:
+                progress.update(current, completed=done[0])
+                await asyncio.sleep(PROGRESS_EVERY_S)
+
+        describe()
+        ticker = asyncio.create_task(tick())
+        try:
+            return await run_plan(plan, done, finished)
+        finally:
+            ticker.cancel()

@@ -1,0 +1,254 @@
+"""Runs every (database, strategy, admission, workload) combination on fresh tables.
+
+Each run gets a database of its own that nothing else touches: a new SQLite file in a
+temporary directory, or on a server a new ``stockguard_bench_<random>`` database created
+next to the one in the URL and dropped right after the run (also when the run fails), so
+a benchmark leaves nothing behind and never reads another run's rows or bloat. After the
+workload the tables are audited (I1-I4, ``stores/sql/audit.py``): oversold units and
+broken invariants are part of every result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from stockguard import strategies
+from stockguard.admission import AdmissionLimits
+from stockguard.bench.workloads import RUNNERS, WorkloadSpec, is_rejection
+from stockguard.engine import Engine
+from stockguard.stores.sql.audit import audit
+from stockguard.stores.sql.backend import backend_for
+
+ADMISSION_SUFFIX = "+admission"
+JSON_FIELDS = (
+    "strategy",
+    "backend",
+    "workload",
+    "requests",
+    "succeeded",
+    "rejected",
+    "errors",
+    "oversold",
+    "throughput_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+)
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    """The strategy's name, with ``+admission`` when admission control ran in front."""
+    backend: str
+    workload: str
+    requests: int
+    succeeded: int
+    rejected: int
+    errors: int
+    oversold: int
+    throughput_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    latency_ms: list[float] = field(default_factory=list, repr=False)
+    """Per request, in arrival order (the staircase plot)."""
+    violations: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    """Admission and strategy counters: fast-path answers, look-ups, batches…"""
+
+    def as_json(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in JSON_FIELDS}
+
+    @property
+    def ok(self) -> bool:
+        return self.oversold == 0 and not self.violations
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return 0.0
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def backend_name(url: str) -> str:
+    return backend_for(url).name
+
+
+def default_strategies(redis_url: str | None) -> list[str]:
+    """Every registered strategy the given infrastructure supports."""
+    return [
+        name
+        for name in strategies.names()
+        if redis_url is not None or "redis" not in strategies.strategy_class(name).requires
+    ]
+
+
+@asynccontextmanager
+async def fresh_database(url: str, workdir: Path) -> AsyncIterator[str]:
+    """A new empty database on the server (or SQLite file) of ``url``, dropped afterwards."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            _remove_sqlite_files(path)
+        return
+    backend = backend_for(url)
+    name = f"stockguard_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(backend.url, isolation_level="AUTOCOMMIT", pool_size=1)
+    quoted = f'"{name}"' if backend.name == "postgres" else f"`{name}`"
+    create = f"CREATE DATABASE {quoted}"
+    drop = f"DROP DATABASE IF EXISTS {quoted}"
+    if backend.name == "postgres":
+        drop += " WITH (FORCE)"
+    else:
+        create += " CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(create))
+        try:
+            yield parsed.set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(drop))
+    finally:
+        await admin.dispose()
+
+
+def _remove_sqlite_files(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
+def _strategy_options(name: str, redis_url: str | None) -> dict[str, object]:
+    """Extra options: a Redis strategy gets a keyspace of its own for the run."""
+    options: dict[str, object] = {}
+    cls = strategies.strategy_class(name)
+    if "redis" in cls.requires:
+        options["redis_url"] = redis_url
+        if "key_prefix" in inspect.signature(cls.__init__).parameters:
+            options["key_prefix"] = f"sg-bench-{uuid.uuid4().hex[:10]}"
+    return options
+
+
+async def run_one(
+    url: str,
+    strategy: str,
+    workload: str,
+    spec: WorkloadSpec,
+    *,
+    admission: bool,
+    redis_url: str | None,
+    pool_size: int | None,
+    done: list[int],
+    workdir: Path,
+) -> RunResult:
+    """One workload on one strategy over a fresh database, then the audit."""
+    async with fresh_database(url, workdir) as fresh_url:
+        engine = await Engine.open(
+            fresh_url,
+            strategy,
+            pool_size=pool_size,
+            admission=AdmissionLimits() if admission else AdmissionLimits.off(),
+            **_strategy_options(strategy, redis_url),  # type: ignore[arg-type]
+        )
+        try:
+            samples = await RUNNERS[workload](engine, spec, done)
+            report = await audit(engine.store)
+            counters = dict(engine.admission.counters) | dict(engine.strategy.counters)
+        finally:
+            await engine.close()
+    ordered = sorted(samples.latency_ms)
+    succeeded = samples.outcome.count("held") + samples.outcome.count("replayed")
+    rejected = sum(1 for kind in samples.outcome if is_rejection(kind))
+    return RunResult(
+        strategy=strategy + (ADMISSION_SUFFIX if admission else ""),
+        backend=backend_name(url),
+        workload=workload,
+        requests=len(samples.outcome),
+        succeeded=succeeded,
+        rejected=rejected,
+        errors=len(samples.outcome) - succeeded - rejected,
+        oversold=report.oversold_units,
+        throughput_per_s=round(len(samples.outcome) / samples.elapsed_s, 1),
+        p50_ms=round(percentile(ordered, 0.50), 2),
+        p95_ms=round(percentile(ordered, 0.95), 2),
+        p99_ms=round(percentile(ordered, 0.99), 2),
+        max_ms=round(ordered[-1] if ordered else 0.0, 2),
+        latency_ms=samples.latency_ms,
+        violations=report.violations + samples.problems,
+        counters=counters,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    urls: Sequence[str]
+    strategies: Sequence[str]
+    workloads: Sequence[str]
+    admission: Sequence[bool]
+    spec: WorkloadSpec
+    redis_url: str | None = None
+    pool_size: int | None = None
+
+    def runs(self) -> list[tuple[str, str, str, bool]]:
+        return [
+            (url, workload, strategy, admission)
+            for url in self.urls
+            for workload in self.workloads
+            for admission in self.admission
+            for strategy in self.strategies
+        ]
+
+
+async def run_plan(
+    plan: Plan, done: list[int], on_result: Callable[[RunResult], None]
+) -> list[RunResult]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="stockguard-bench-") as workdir:
+        for url, workload, strategy, admission in plan.runs():
+            done[0] = 0
+            result = await run_one(
+                url,
+                strategy,
+                workload,
+                plan.spec,
+                admission=admission,
+                redis_url=plan.redis_url,
+                pool_size=plan.pool_size,
+                done=done,
+                workdir=Path(workdir),
+            )
+            results.append(result)
+            on_result(result)
+    return results
+
+
+def ratios(results: Sequence[RunResult]) -> list[tuple[RunResult, float | None]]:
+    """Each result's throughput over conditional's, same backend, workload and admission."""
+    baseline = {
+        (r.backend, r.workload, r.strategy.endswith(ADMISSION_SUFFIX)): r.throughput_per_s
+        for r in results
+        if r.strategy.removesuffix(ADMISSION_SUFFIX) == "conditional"
+    }
+    paired = []
+    for r in results:
+        base = baseline.get((r.backend, r.workload, r.strategy.endswith(ADMISSION_SUFFIX)))
+        paired.append((r, round(r.throughput_per_s / base, 1) if base else None))
+    return paired

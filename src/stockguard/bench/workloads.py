@@ -1,0 +1,183 @@
+"""The two workloads ``stockguard bench`` runs, in-process against an open Engine.
+
+* ``flash`` — seed 002's sale: one hot SKU with ``units`` in stock, ``requests`` buyers of
+  one unit each, ``concurrency`` of them in flight at any time. Arrival order is the
+  request number, so latency by arrival order draws seed 002's staircase.
+* ``mixed`` — a shop on a busy day: ``mixed_requests`` orders over ``skus`` SKUs whose
+  popularity follows a Zipf law,
+  orders of 1-3 lines, and after each hold the buyer pays (confirm), cancels (release)
+  or walks away (a 1-second hold that the expiry sweep ends), all interleaved.
+
+Only reservation requests are timed; ``requests`` counts them. Everything is bounded:
+the number of requests, the concurrency and the wait for the last holds to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from stockguard import domain
+from stockguard.engine import Engine
+
+WORKLOADS = ("flash", "mixed")
+FLASH_SKU = "FLASH-1"
+SWEEP_EVERY_S = 0.25
+WALK_AWAY_TTL_S = 1
+ZIPF_S = 1.1
+LINES_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    requests: int = 10_000
+    concurrency: int = 1_000
+    units: int = 1_000
+    """flash: units of the hot SKU; mixed: units of each SKU."""
+    skus: int = 100
+    """mixed only: how many SKUs."""
+    seed: int = 2024
+    mixed_requests: int = 2_000
+    """mixed only: reservation requests (each also confirms, releases or expires)."""
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.requests <= 10_000_000
+        assert 1 <= self.concurrency <= 100_000
+        assert 0 <= self.units <= domain.ON_HAND_MAX
+        assert 1 <= self.skus <= 100_000
+        assert 1 <= self.mixed_requests <= 10_000_000
+
+    def requests_of(self, workload: str) -> int:
+        return self.mixed_requests if workload == "mixed" else self.requests
+
+
+@dataclass
+class Samples:
+    """What one workload run observed, request by request, in arrival order."""
+
+    latency_ms: list[float]
+    outcome: list[str]
+    """Per request: held, replayed, out-of-stock, overloaded, … (an error kind), or error."""
+    elapsed_s: float
+    problems: list[str] = field(default_factory=list)
+    """Answers that contradict the stock (e.g. refused while units were left)."""
+
+
+_REJECTIONS = frozenset({"out-of-stock", "overloaded", "idempotency-conflict", "unknown-sku"})
+
+
+def is_rejection(outcome: str) -> bool:
+    return outcome in _REJECTIONS
+
+
+async def _timed(
+    engine: Engine, order_id: str, lines: list[tuple[str, int]], ttl_s: int
+) -> tuple[float, str, domain.Reservation | None]:
+    started = time.perf_counter()
+    try:
+        outcome = await engine.reserve(order_id, lines, ttl_s=ttl_s)
+    except domain.StockguardError as error:
+        return (time.perf_counter() - started) * 1000, error.kind, None
+    except Exception:  # a bug shows up as an error in the table, not a crashed benchmark
+        return (time.perf_counter() - started) * 1000, "error", None
+    kind = "held" if outcome.created else "replayed"
+    return (time.perf_counter() - started) * 1000, kind, outcome.reservation
+
+
+async def _drive(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Runs ``one(i)`` for i in arrival order with ``concurrency`` workers; wall seconds."""
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for n in numbers:
+            await one(n)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+    return time.perf_counter() - started
+
+
+async def flash(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
+    await engine.set_on_hand(FLASH_SKU, spec.units)
+    latency = [0.0] * spec.requests
+    outcome = [""] * spec.requests
+
+    async def one(n: int) -> None:
+        latency[n], outcome[n], _ = await _timed(
+            engine, f"flash-{n}", [(FLASH_SKU, 1)], domain.TTL_S_DEFAULT
+        )
+        done[0] += 1
+
+    elapsed_s = await _drive(spec.requests, spec.concurrency, one)
+    samples = Samples(latency, outcome, elapsed_s)
+    held = outcome.count("held")
+    clean = all(kind in ("held", "out-of-stock") for kind in outcome)
+    if clean and held != min(spec.units, spec.requests):
+        samples.problems.append(
+            f"flash: {held} units held of {spec.units} for {spec.requests} buyers"
+        )
+    return samples
+
+
+def zipf_weights(count: int, s: float = ZIPF_S) -> list[float]:
+    return [1 / (rank**s) for rank in range(1, count + 1)]
+
+
+async def mixed(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
+    skus = [f"MIX-{n:05d}" for n in range(spec.skus)]
+    for sku in skus:
+        await engine.set_on_hand(sku, spec.units)
+    rng = random.Random(spec.seed)
+    weights = zipf_weights(len(skus))
+    orders: list[tuple[list[tuple[str, int]], str]] = []
+    for _ in range(spec.mixed_requests):
+        wanted = min(rng.randint(1, LINES_MAX), len(skus))
+        chosen: set[str] = set()
+        while len(chosen) < wanted:
+            chosen.add(rng.choices(skus, weights)[0])
+        lines = [(sku, rng.randint(1, 2)) for sku in sorted(chosen)]
+        orders.append((lines, rng.choices(("confirm", "release", "walk"), (5, 3, 2))[0]))
+    latency = [0.0] * spec.mixed_requests
+    outcome = [""] * spec.mixed_requests
+    problems: list[str] = []
+    stop = asyncio.Event()
+
+    async def sweeper() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(domain.StockguardError):
+                await engine.expire_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_EVERY_S)
+
+    async def one(n: int) -> None:
+        lines, then = orders[n]
+        ttl_s = WALK_AWAY_TTL_S if then == "walk" else domain.TTL_S_DEFAULT
+        latency[n], outcome[n], hold = await _timed(engine, f"mixed-{n}", lines, ttl_s)
+        done[0] += 1
+        if hold is None or then == "walk":
+            return
+        try:
+            if then == "confirm":
+                await engine.confirm(hold.id)
+            else:
+                await engine.release(hold.id)
+        except domain.StockguardError as error:
+            problems.append(f"mixed: {then} of a fresh hold failed: {error.kind}")
+
+    sweeping = asyncio.create_task(sweeper())
+    try:
+        elapsed_s = await _drive(spec.mixed_requests, spec.concurrency, one)
+    finally:
+        stop.set()
+        await sweeping
+    # Walk-aways end by expiry: wait out their TTL once, then one last sweep.
+    await asyncio.sleep(WALK_AWAY_TTL_S + 0.1)
+    await engine.expire_due()
+    return Samples(latency, outcome, elapsed_s, problems)
+
+
+RUNNERS = {"flash": flash, "mixed": mixed}
