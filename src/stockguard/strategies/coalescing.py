@@ -19,9 +19,9 @@ thousands of reservations per transaction possible (TigerBeetle batches the same
 Several processes on one database stay correct because each batch still locks the rows
 (SQLite: the batch's ``BEGIN IMMEDIATE`` holds the database write lock).
 
-Confirm, release and expiry go through the shared store path: each is one short
-transaction on rows the reservation names, expiry is already batched (one aggregated
-update per SKU per 1,000 holds), and none of them waits behind the reservation queue.
+Confirms and releases are batched the same way by one more writer per process
+(``coalescing_transitions``); expiry uses the shared store's sweep, which is already
+batched (one aggregated update per SKU per 1,000 holds).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import copy
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, S
 from stockguard.stores.sql import bulk
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
 from stockguard.strategies.base import Strategy
+from stockguard.strategies.coalescing_transitions import apply_transitions
 
 BATCH_SIZE_MAX = 2_000
 """Requests decided in one transaction: big enough to amortise the lock and the commit."""
@@ -171,12 +172,15 @@ def _replay(found: domain.Reservation, request: ReserveRequest) -> Result:
 
 @dataclass(slots=True)
 class _Waiter:
-    request: ReserveRequest
-    future: asyncio.Future[ReserveOutcome]
+    item: Any
+    """A ReserveRequest, or a (reservation_id, target status) transition."""
+    future: asyncio.Future[Any]
 
 
 _STOP = object()
-"""Put in a group's queue by ``close()``: everything queued before it is still answered."""
+"""Put in a queue by ``close()``: everything queued before it is still answered."""
+
+Apply = Callable[[SqlStore, Sequence[Any]], Awaitable[Sequence[object]]]
 
 
 class CoalescingStrategy(Strategy):
@@ -199,16 +203,18 @@ class CoalescingStrategy(Strategy):
         self.queue_depth_max = queue_depth_max
         self.group_count = group_count
         self._queues: list[asyncio.Queue[_Waiter | object]] = []
+        """One per SKU group for reservations, and a last one for confirms and releases."""
         self._writers: list[asyncio.Task[None]] = []
         self._closing = False
 
     async def start(self) -> None:
         self._queues = [
-            asyncio.Queue(maxsize=self.queue_depth_max) for _ in range(self.group_count)
+            asyncio.Queue(maxsize=self.queue_depth_max) for _ in range(self.group_count + 1)
         ]
+        applies: list[Apply] = [apply_batch] * self.group_count + [apply_transitions]
         self._writers = [
-            asyncio.create_task(self._drain(queue), name=f"stockguard-coalescing-{n}")
-            for n, queue in enumerate(self._queues)
+            asyncio.create_task(self._drain(queue, apply), name=f"stockguard-coalescing-{n}")
+            for n, (queue, apply) in enumerate(zip(self._queues, applies, strict=True))
         ]
 
     async def close(self) -> None:
@@ -233,25 +239,38 @@ class CoalescingStrategy(Strategy):
         return zlib.crc32(request.lines[0].sku.encode()) % self.group_count
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        outcome: ReserveOutcome = await self._submit(self.group_of(request), request)
+        return outcome
+
+    async def confirm(self, reservation_id: str) -> domain.Reservation:
+        result: domain.Reservation = await self._submit(
+            self.group_count, (reservation_id, domain.Status.CONFIRMED)
+        )
+        return result
+
+    async def release(self, reservation_id: str) -> domain.Reservation:
+        result: domain.Reservation = await self._submit(
+            self.group_count, (reservation_id, domain.Status.RELEASED)
+        )
+        return result
+
+    async def _submit(self, queue_number: int, item: object) -> Any:
         if self._closing or not self._queues:
-            raise domain.StoreUnavailable("the reservation writer is not running")
-        waiter = _Waiter(request, asyncio.get_running_loop().create_future())
+            raise domain.StoreUnavailable("the coalescing writer is not running")
+        waiter = _Waiter(item, asyncio.get_running_loop().create_future())
         try:
-            self._queues[self.group_of(request)].put_nowait(waiter)
+            self._queues[queue_number].put_nowait(waiter)
         except asyncio.QueueFull:
             self.counters["coalescing_queue_full"] += 1
-            raise domain.Overloaded(
-                f"{self.queue_depth_max} reservations already queued for this SKU group"
-            ) from None
+            raise domain.Overloaded(f"{self.queue_depth_max} requests already queued") from None
         return await waiter.future
 
-    async def _drain(self, queue: asyncio.Queue[_Waiter | object]) -> None:
-        """The group's writer: one batch at a time, as many requests as are waiting."""
+    async def _drain(self, queue: asyncio.Queue[_Waiter | object], apply: Apply) -> None:
+        """A writer: one batch at a time, as many requests as are waiting."""
         stopping = False
         while not stopping:
-            first = await queue.get()
+            item = await queue.get()
             batch: list[_Waiter] = []
-            item = first
             while True:
                 if item is _STOP:
                     stopping = True
@@ -263,22 +282,22 @@ class CoalescingStrategy(Strategy):
                     break
                 item = queue.get_nowait()
             if batch:
-                await self._write(batch)
+                await self._write(batch, apply)
 
-    async def _write(self, batch: list[_Waiter]) -> None:
+    async def _write(self, batch: list[_Waiter], apply: Apply) -> None:
         self.counters["coalescing_batches"] += 1
         self.counters["coalescing_requests"] += len(batch)
         try:
-            results = await apply_batch(self.store, [waiter.request for waiter in batch])
+            results = await apply(self.store, [waiter.item for waiter in batch])
         except Exception as error:  # a bug or a driver error nobody classified
             for waiter in batch:
                 if not waiter.future.done():
-                    waiter.future.set_exception(error)
+                    waiter.future.set_exception(copy.copy(error))
             return
         for waiter, result in zip(batch, results, strict=True):
             if waiter.future.done():
                 continue
-            if isinstance(result, ReserveOutcome):
-                waiter.future.set_result(result)
-            else:
+            if isinstance(result, StockguardError):
                 waiter.future.set_exception(result)
+            else:
+                waiter.future.set_result(result)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from stockguard import domain
 from stockguard.domain import Movement, Reservation, Status, StockLevel
 from stockguard.stores.sql import buckets as b
+from stockguard.stores.sql import bulk
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import EXPIRE_BATCH_MAX, DuplicateKey, SqlStore
 from stockguard.stores.sql.tx import Tx
@@ -95,7 +96,7 @@ class ShardedWrites:
         if sold:
             await b.lock_levels(tx, list(quantities))  # the ledger sees one on_hand at a time
             await b.add(tx, {key: (-q, -q) for key, q in on_buckets.items()})
-            await b.add_levels(tx, {sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
+            await bulk.move_levels(tx, {sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
         else:
             await b.add(tx, {key: (0, -q) for key, q in on_buckets.items()})
             await tx.add_reserved({sku: -q for sku, q in on_rows.items() if q}, now_ms)

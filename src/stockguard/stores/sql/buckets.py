@@ -192,22 +192,6 @@ async def bucket_counts(tx: Tx, skus: Sequence[str]) -> dict[str, int]:
     return found
 
 
-async def add_levels(tx: Tx, deltas: Mapping[str, tuple[int, int]], now_ms: int) -> None:
-    """Moves (on_hand, reserved) of stock_levels rows by a signed amount, in SKU order."""
-    s = t.stock_levels.c
-    for sku, (on_hand, reserved) in sorted(deltas.items()):
-        await tx.connection.execute(
-            update(t.stock_levels)
-            .where(s.sku == sku)
-            .values(
-                on_hand=s.on_hand + on_hand,
-                reserved=s.reserved + reserved,
-                version=s.version + 1,
-                updated_at_ms=now_ms,
-            )
-        )
-
-
 # ---------------------------------------------------------------------------- pure arithmetic
 
 
