@@ -263,3 +263,31 @@ async def test_listing_reservations_needs_the_admin_token(api: Api) -> None:
     assert_problem(wrong, 401, "unauthorized")
     assert without.headers["www-authenticate"] == "Bearer"
     assert wrong.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_a_quantity_written_as_an_integral_number_like_2_0_is_2(api: Api) -> None:
+    """JSON has one number type and JSON Schema calls 2.0 an integer; 2.5 stays refused."""
+    await api.set_stock("A", 5)
+
+    whole = await api.client.post(
+        "/v1/reservations", json={"order_id": "o1", "items": [{"sku": "A", "quantity": 2.0}]}
+    )
+    fraction = await api.client.post(
+        "/v1/reservations", json={"order_id": "o2", "items": [{"sku": "A", "quantity": 2.5}]}
+    )
+
+    assert whole.status_code == 201
+    assert whole.json()["items"] == [{"sku": "A", "quantity": 2}]
+    assert_problem(fraction, 422, "invalid-input")
+
+
+async def test_an_unknown_query_parameter_is_422_like_an_unknown_field(api: Api) -> None:
+    await api.set_stock("A", 5)
+
+    typo = await api.client.get("/v1/reservations?stauts=held", headers=api.admin)
+    stock = await api.client.get("/v1/stock/A?verbose=1")
+
+    assert assert_problem(typo, 422, "invalid-input")["errors"] == [
+        {"field": "query.stauts", "detail": "unknown parameter"}
+    ]
+    assert_problem(stock, 422, "invalid-input")

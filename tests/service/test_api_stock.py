@@ -90,7 +90,7 @@ async def test_put_stock_expecting_a_level_of_a_missing_sku_is_404(api: Api) -> 
         {"on_hand": 10**12 + 1},
         {"on_hand": 5, "expected_on_hand": -1},
         {"on_hand": "5"},
-        {"on_hand": 5.0},
+        {"on_hand": 5.5},
         {"on_hand": True},
         {},
         {"on_hand": 5, "colour": "red"},

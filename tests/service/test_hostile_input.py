@@ -22,7 +22,7 @@ RESERVE_BODIES = {
     "a JSON string": b'"reserve please"',
     "JSON null": b"null",
     "quantity as a string": b'{"order_id": "o", "items": [{"sku": "A", "quantity": "1"}]}',
-    "quantity as a float": b'{"order_id": "o", "items": [{"sku": "A", "quantity": 1.0}]}',
+    "quantity a fraction": b'{"order_id": "o", "items": [{"sku": "A", "quantity": 1.5}]}',
     "quantity as true": b'{"order_id": "o", "items": [{"sku": "A", "quantity": true}]}',
     "quantity NaN": b'{"order_id": "o", "items": [{"sku": "A", "quantity": NaN}]}',
     "quantity 1e400": b'{"order_id": "o", "items": [{"sku": "A", "quantity": 1e400}]}',

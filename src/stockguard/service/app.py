@@ -32,6 +32,7 @@ from stockguard.service import (
     routes_stock,
 )
 from stockguard.service.auth import Tokens, require_admin, require_api
+from stockguard.service.deps import reject_unknown_query
 from stockguard.service.errors import AUTH_KINDS_ADMIN, AUTH_KINDS_API, declared
 from stockguard.service.middleware import RequestEdge
 from stockguard.service.sweeper import Sweeper
@@ -63,19 +64,23 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     if settings.admin_token is None:
         logger.warning("no admin token configured: every admin route answers 401")
 
+    strict_query = Depends(reject_unknown_query)
     admin_only: dict[str, Any] = {
-        "dependencies": [Depends(require_admin)],
+        "dependencies": [Depends(require_admin), strict_query],
         "responses": declared(*AUTH_KINDS_ADMIN),
     }
     api: dict[str, Any] = (
-        {"dependencies": [Depends(require_api)], "responses": declared(*AUTH_KINDS_API)}
+        {
+            "dependencies": [Depends(require_api), strict_query],
+            "responses": declared(*AUTH_KINDS_API),
+        }
         if settings.api_token is not None
-        else {}
+        else {"dependencies": [strict_query]}
     )
     for module in (routes_reservations, routes_stock, routes_products):
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)
-    app.include_router(routes_ops.router)
+    app.include_router(routes_ops.router, dependencies=[strict_query])
     # --- admin web page (DESIGN §6) -------------------------------------------------------
     # The admin page's APIRouter (src/stockguard/admin/) is included HERE:
     #     app.include_router(admin_router)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 
 from stockguard.domain import SKU_LEN_MAX
 from stockguard.engine import Engine
@@ -22,8 +24,35 @@ def note_order(request: Request, order_id: str) -> None:
     request.state.order_id = order_id
 
 
+UNKNOWN_PARAMS_LISTED_MAX = 10
+
 EngineDep = Annotated[Engine, Depends(engine_of)]
 SkuPath = Annotated[
     str, Path(min_length=1, max_length=SKU_LEN_MAX, pattern=NO_CONTROL_CHARS, description="SKU")
 ]
 IdPath = Annotated[str, Path(min_length=1, max_length=ID_LEN_MAX, pattern=NO_CONTROL_CHARS)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Unknown query parameters are refused like unknown body fields (DESIGN §4): a typo
+    such as ``?stauts=held`` must not silently list everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    declared = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - declared)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown parameter"}
+                for name in unknown[:UNKNOWN_PARAMS_LISTED_MAX]
+            ]
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

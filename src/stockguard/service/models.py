@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -43,7 +44,9 @@ from stockguard.domain import (
 PAGE_LIMIT_MAX = 500
 """Rows per page of a listing (the store's own bound)."""
 PAGE_LIMIT_DEFAULT = 50
-CURSOR_LEN_MAX = 32
+CURSOR_PATTERN = r"^[0-9]{1,19}$"
+"""The form of the page cursors this service hands out (opaque to clients, who only
+send back what they were given; declared so that a malformed one is refused up front)."""
 STOCK_QUERY_SKUS_MAX = 100
 """SKUs one ``GET /v1/stock?sku=…`` may name."""
 ID_LEN_MAX = 64
@@ -60,7 +63,22 @@ Sku = Annotated[str, _text(SKU_LEN_MAX)]
 OrderId = Annotated[str, _text(ORDER_ID_LEN_MAX)]
 CustomerId = Annotated[str, _text(CUSTOMER_ID_LEN_MAX)]
 OptionText = Annotated[str, _text(OPTION_TEXT_LEN_MAX)]
-OnHand = Annotated[int, Field(ge=0, le=ON_HAND_MAX)]
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type and JSON Schema calls 3.0 an integer: accept it as 3.
+    Strings, booleans and fractions still fail the strict check that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+INTEGRAL = BeforeValidator(_integral)
+# Bounds before INTEGRAL, so that they stay ``minimum``/``maximum`` in the JSON schema.
+OnHand = Annotated[int, Field(ge=0, le=ON_HAND_MAX), INTEGRAL]
+Quantity = Annotated[int, Field(ge=1, le=QUANTITY_MAX), INTEGRAL]
+TtlSeconds = Annotated[int, Field(ge=TTL_S_MIN, le=TTL_S_MAX), INTEGRAL]
+Delta = Annotated[int, Field(ge=-ON_HAND_MAX, le=ON_HAND_MAX), INTEGRAL]
 
 
 def _text_schema(length_max: int) -> dict[str, object]:
@@ -128,13 +146,13 @@ class _Request(BaseModel):
 
 class ReserveItemIn(_Request):
     sku: Sku
-    quantity: Annotated[int, Field(ge=1, le=QUANTITY_MAX)]
+    quantity: Quantity
 
 
 class ReserveIn(_Request):
     order_id: OrderId
     items: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=LINES_MAX)]
-    ttl_seconds: Annotated[int, Field(ge=TTL_S_MIN, le=TTL_S_MAX)] = TTL_S_DEFAULT
+    ttl_seconds: TtlSeconds = TTL_S_DEFAULT
     customer_id: CustomerId | None = None
 
 
@@ -144,8 +162,8 @@ class StockSetIn(_Request):
 
 
 class AdjustmentIn(_Request):
-    delta: Annotated[int, Field(ge=-ON_HAND_MAX, le=ON_HAND_MAX)]
-    """Units added (negative: removed); never zero."""
+    delta: Annotated[Delta, Field(json_schema_extra={"not": {"const": 0}})]
+    """Units added (negative: removed); never zero (the domain refuses it)."""
     reason: Annotated[str, _text(REASON_LEN_MAX)]
 
 

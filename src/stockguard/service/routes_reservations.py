@@ -11,7 +11,7 @@ from stockguard.domain import Status
 from stockguard.service.deps import EngineDep, IdPath, note_order
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
-    CURSOR_LEN_MAX,
+    CURSOR_PATTERN,
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
     CustomerId,
@@ -107,7 +107,7 @@ async def list_reservations(
     order_id: Annotated[OrderId | None, Query()] = None,
     customer_id: Annotated[CustomerId | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_LEN_MAX)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> ReservationPage:
     items, next_cursor = await engine.list_reservations(
         status=status,

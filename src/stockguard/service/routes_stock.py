@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from stockguard.service.deps import EngineDep, SkuPath
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
-    CURSOR_LEN_MAX,
+    CURSOR_PATTERN,
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
     STOCK_QUERY_SKUS_MAX,
@@ -76,7 +76,7 @@ async def movements(
     sku: SkuPath,
     engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_LEN_MAX)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> MovementPage:
     items, next_cursor = await engine.movements(sku, limit=limit, cursor=cursor)
     return MovementPage(items=[MovementOut.of(item) for item in items], next_cursor=next_cursor)
