@@ -26,6 +26,7 @@ from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from stockguard.config import Settings
 from stockguard.service.routes_ops import MULTIPROC_DIR_ENV
@@ -38,11 +39,10 @@ ADMIN_TOKEN_BYTES = 32
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def _migrate(database_url: str) -> str:
+async def _migrate(database_url: str) -> None:
     store = SqlStore.open(database_url, pool_size=1)
     try:
         await store.migrate()
-        return store.backend.describe()
     finally:
         await store.close()
 
@@ -81,7 +81,8 @@ def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
 
 def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     """Runs the service until SIGTERM/SIGINT; returns after a graceful shutdown."""
-    where = asyncio.run(_migrate(settings.database_url))
+    asyncio.run(_migrate(settings.database_url))
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
     generated_token: str | None = None
     if settings.admin_token is None:
         generated_token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
@@ -98,7 +99,7 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     url = f"http://{settings.host}:{settings.port}"
     echo(
         f"stockguard serving {url} ({where}, strategy {settings.strategy}, "
-        f"{settings.workers} worker(s), {loop}/{http})"
+        f"workers {settings.workers}, {loop}/{http})"
     )
     echo(f"admin page: {url}/admin")
     if generated_token is not None:
