@@ -51,7 +51,7 @@ class _FallBack:
 
 
 _FALL_BACK = _FallBack()
-_Attempt = ReserveOutcome | _FallBack | None
+_Attempt = ReserveOutcome | _FallBack | domain.StockguardError | None
 
 
 class ShardedStrategy(ShardedWrites, Strategy):
@@ -90,6 +90,8 @@ class ShardedStrategy(ShardedWrites, Strategy):
             return await self.store.replay_after_duplicate(request)
         if isinstance(outcome, ReserveOutcome):
             return outcome
+        if isinstance(outcome, domain.StockguardError):
+            return await self.refused(request, outcome)
         return await self.refused(request, await self._out_of_stock(request))
 
     async def _attempt(self, request: ReserveRequest, *, spread_out: bool) -> _Attempt:
@@ -113,7 +115,9 @@ class ShardedStrategy(ShardedWrites, Strategy):
                 if spread_out:
                     bucket = random.randrange(count)
                     if not await b.take_if_available(tx, line.sku, bucket, line.quantity):
-                        return _FALL_BACK
+                        # Sold out is the common case here: tell it in this transaction.
+                        short = await self._shortfalls(tx, request)
+                        return domain.OutOfStock(short) if short else _FALL_BACK
                     taken = [(bucket, line.quantity)]
                 else:
                     filled = await self._fill(tx, line)
@@ -126,6 +130,16 @@ class ShardedStrategy(ShardedWrites, Strategy):
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
             await tx.commit()
             return ReserveOutcome(reservation, created=True)
+
+    async def _shortfalls(self, tx: Tx, request: ReserveRequest) -> tuple[domain.Shortfall, ...]:
+        """The lines the SKUs' buckets (read without locks) cannot fill now, if any."""
+        rows = await b.buckets(tx, request.skus)
+        available = {sku: sum(row.available for row in found) for sku, found in rows.items()}
+        return tuple(
+            domain.Shortfall(line.sku, line.quantity, available.get(line.sku, 0))
+            for line in request.lines
+            if available.get(line.sku, 0) < line.quantity
+        )
 
     async def _enough(self, tx: Tx, request: ReserveRequest) -> bool:
         """Whether the buckets, read without locks, hold enough for every line."""
