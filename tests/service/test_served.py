@@ -69,6 +69,14 @@ async def flash_sale(served: Served, admin_token: str, label: str) -> Counter[in
     return statuses
 
 
+def worker_processes(served: Served) -> list[str]:
+    """Child processes of ``serve`` that run a uvicorn worker (Linux /proc)."""
+    pid = served.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    commands = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children]
+    return [child for child, cmd in zip(children, commands, strict=True) if b"spawn_main" in cmd]
+
+
 async def metric(served: Served, name: str, **labels: str) -> float:
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
         text = (await client.get("/metrics")).text
@@ -105,6 +113,7 @@ async def test_500_clients_racing_for_100_units_get_exactly_100_holds_on_two_wor
     env = {"STOCKGUARD_ADMIN_TOKEN": ADMIN_TOKEN, "STOCKGUARD_POOL_SIZE": "8"}
     with serve("--db", db_url, "--workers", "2", env=env) as served:
         assert "admin token" not in served.stdout.read_text()
+        assert len(worker_processes(served)) == 2
 
         statuses = await flash_sale(served, ADMIN_TOKEN, "postgres, 2 workers")
 
