@@ -108,10 +108,11 @@ class ShardedStrategy(ShardedWrites, Strategy):
             parts: list[tuple[str, int, int]] = []
             if not spread_out and not await self._enough(tx, request):
                 return None  # the whole SKU is short: refused without taking a lock
+            unknown = [sku for sku in request.skus if sku not in self._bucket_counts]
+            if unknown:  # shard() just met every SKU that exists
+                return domain.UnknownSku(unknown)
             for line in request.lines:
-                count = self._bucket_counts.get(line.sku)
-                if count is None:
-                    return None  # no such SKU: the refusal names it
+                count = self._bucket_counts[line.sku]
                 if spread_out:
                     bucket = random.randrange(count)
                     if not await b.take_if_available(tx, line.sku, bucket, line.quantity):
