@@ -9,11 +9,13 @@ import re
 from collections import Counter
 
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from stockguard import domain
 from stockguard.admission import AdmissionLimits
 from stockguard.engine import Engine
+from stockguard.metrics import StrategyEventMirror
 from stockguard.service.errors import PROBLEMS
 
 from .support import Api, AppFactory, assert_problem
@@ -134,3 +136,25 @@ async def test_the_openapi_document_declares_every_error_as_problem_details(api:
     assert {"200", "201", "404", "409", "422", "429", "503"} <= set(reserve)
     confirm = document["paths"]["/v1/reservations/{reservation_id}/confirm"]["post"]
     assert {"404", "409", "410"} <= set(confirm["responses"])
+
+
+def test_strategy_events_reach_prometheus_once_each() -> None:
+    """The mirror pushes only what a strategy counted since the last sync."""
+    counters: Counter[str] = Counter()
+    mirror = StrategyEventMirror("test-strategy", counters)
+
+    def exported() -> float:
+        value = REGISTRY.get_sample_value(
+            "stockguard_strategy_events_total",
+            {"strategy": "test-strategy", "event": "optimistic_retries"},
+        )
+        return value or 0.0
+
+    before = exported()
+    counters["optimistic_retries"] += 3
+    mirror.sync()
+    mirror.sync()
+    counters["optimistic_retries"] += 2
+    mirror.sync()
+
+    assert exported() == before + 5

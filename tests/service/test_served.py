@@ -171,3 +171,49 @@ async def test_sigterm_finishes_the_requests_in_flight_and_writes_nothing_half(
     assert statuses[201] > 0
     assert held == statuses[201]
     assert report.violations == []
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_two_workers_sweeping_one_database_end_each_expired_hold_once(
+    serve: Serve, db_url: str
+) -> None:
+    """Both workers sweep every 0.1 s; 60 one-second holds expire under both. Each ends
+    exactly once: reserved returns to 0 (a double release would drive it below the
+    held total or trip the CHECK) and the tables pass the audit."""
+    env = {"STOCKGUARD_ADMIN_TOKEN": ADMIN_TOKEN, "STOCKGUARD_POOL_SIZE": "4"}
+    args = ("--db", db_url, "--workers", "2", "--sweep-interval-s", "0.1")
+    with serve(*args, env=env) as served:
+        async with httpx.AsyncClient(base_url=served.url, timeout=CLIENT_TIMEOUT_S) as client:
+            await client.put("/v1/stock/A", json={"on_hand": 100}, headers=bearer(ADMIN_TOKEN))
+            held = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/reservations",
+                        json={
+                            "order_id": f"order-{n}",
+                            "items": [{"sku": "A", "quantity": 1}],
+                            "ttl_seconds": 1,
+                        },
+                    )
+                    for n in range(60)
+                )
+            )
+            assert [answer.status_code for answer in held] == [201] * 60
+            await asyncio.sleep(2.5)
+            stock = (await client.get("/v1/stock/A")).json()
+            listed = await client.get(
+                "/v1/reservations", params={"status": "expired", "limit": 100},
+                headers=bearer(ADMIN_TOKEN),
+            )  # fmt: skip
+        expired = await metric(served, "stockguard_reservations_expired_total")
+        assert served.stop() == 0
+
+    store = SqlStore.open(db_url, pool_size=1)
+    try:
+        report = await audit(store)
+    finally:
+        await store.close()
+    assert (stock["on_hand"], stock["reserved"]) == (100, 0)
+    assert len(listed.json()["items"]) == 60
+    assert expired == 60
+    assert report.violations == []
