@@ -285,14 +285,15 @@ class CoalescingStrategy(Strategy):
                 await self._write(batch, apply)
 
     async def _write(self, batch: list[_Waiter], apply: Apply) -> None:
-        self.counters["coalescing_batches"] += 1
-        self.counters["coalescing_requests"] += len(batch)
+        kind = "coalescing" if apply is apply_batch else "coalescing_transition"
+        self.counters[f"{kind}_batches"] += 1
+        self.counters[f"{kind}_requests"] += len(batch)
         try:
             results = await apply(self.store, [waiter.item for waiter in batch])
-        except Exception as error:  # a bug or a driver error nobody classified
+        except Exception as error:  # a bug or a driver error nobody classified: all hear it
             for waiter in batch:
                 if not waiter.future.done():
-                    waiter.future.set_exception(copy.copy(error))
+                    waiter.future.set_exception(error)
             return
         for waiter, result in zip(batch, results, strict=True):
             if waiter.future.done():
