@@ -186,6 +186,11 @@ class Admission:
     def is_sold_out(self, sku: str) -> bool:
         return bool(self._sold_out([sku]))
 
+    @property
+    def in_flight(self) -> int:
+        """Reservations admitted and not yet answered, in this process."""
+        return self._in_flight
+
     # ------------------------------------------------------------------ the fast path
 
     async def _refuse_fast(
