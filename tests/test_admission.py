@@ -11,7 +11,6 @@ import asyncio
 from collections import Counter
 
 import pytest
-
 from prometheus_client import REGISTRY
 
 from stockguard import domain
