@@ -127,6 +127,8 @@ async def test_the_openapi_document_declares_every_error_as_problem_details(api:
         for method, operation in item.items():
             statuses = set(operation["responses"])
             assert {"422", "503"} <= statuses, (method, path)
+            if "requestBody" in operation:
+                assert "413" in statuses, (method, path)
             for status, response in operation["responses"].items():
                 if status[0] in "45":
                     schema = response["content"]["application/problem+json"]["schema"]

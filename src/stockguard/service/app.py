@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     for module in (routes_reservations, routes_stock, routes_products):
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)
-    app.include_router(routes_ops.router, dependencies=[strict_query])
+    app.include_router(routes_ops.router)  # probes may add parameters of their own
     # --- admin web page (DESIGN §6) -------------------------------------------------------
     # The admin page's APIRouter (src/stockguard/admin/) is included HERE:
     #     app.include_router(admin_router)

@@ -17,7 +17,7 @@ admin_router = APIRouter(tags=["products"])
 @admin_router.post(
     "/v1/products",
     status_code=http_status.HTTP_201_CREATED,
-    responses=declared("duplicate-sku", "invalid-input", *STORE_KINDS),
+    responses=declared("duplicate-sku", "invalid-input", "body-too-large", *STORE_KINDS),
     summary="A product and its variants' stock; options alone make every combination (admin)",
 )
 async def create_product(body: ProductIn, engine: EngineDep) -> ProductOut:

@@ -34,7 +34,12 @@ admin_router = APIRouter(tags=["reservations"])
     responses={
         200: {"model": ReservationOut, "description": "Replay of an identical earlier request"},
         **declared(
-            "unknown-sku", "out-of-stock", "idempotency-conflict", "invalid-input", *STORE_KINDS
+            "unknown-sku",
+            "out-of-stock",
+            "idempotency-conflict",
+            "invalid-input",
+            "body-too-large",
+            *STORE_KINDS,
         ),
     },
     summary="Hold every item or none",

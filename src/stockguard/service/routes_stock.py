@@ -49,7 +49,12 @@ async def stock_of_many(
 @admin_router.put(
     "/v1/stock/{sku}",
     responses=declared(
-        "unknown-sku", "stock-changed", "below-reserved", "invalid-input", *STORE_KINDS
+        "unknown-sku",
+        "stock-changed",
+        "below-reserved",
+        "invalid-input",
+        "body-too-large",
+        *STORE_KINDS,
     ),
     summary="Set on_hand; with expected_on_hand only if it is still that (admin)",
 )
@@ -60,7 +65,9 @@ async def set_on_hand(sku: SkuPath, body: StockSetIn, engine: EngineDep) -> Stoc
 
 @admin_router.post(
     "/v1/stock/{sku}/adjustments",
-    responses=declared("unknown-sku", "below-reserved", "invalid-input", *STORE_KINDS),
+    responses=declared(
+        "unknown-sku", "below-reserved", "invalid-input", "body-too-large", *STORE_KINDS
+    ),
     summary="Add or remove units, never below what is reserved (admin)",
 )
 async def adjust(sku: SkuPath, body: AdjustmentIn, engine: EngineDep) -> StockOut:
