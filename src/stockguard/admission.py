@@ -17,6 +17,10 @@ Two things happen before a reservation reaches its strategy (DESIGN §3):
   still gets IdempotencyConflict. The counters below show it: ``fastpath`` requests
   answered versus ``lookups`` made for them (one per batch, not per request).
 
+The fast path is off for strategies that write reservations to SQL after answering
+(``redis``: its replay check could not see a hold that is still only in Redis); their
+own check is already in memory.
+
 How stale "sold out" can be: in this process, never — a release, an expiry sweep that
 ended holds, an on-hand change and a confirm that found its hold expired all forget the
 mark at once, and a refusal decided before such an event is not learned after it. From
@@ -89,7 +93,13 @@ class Admission:
         reserve: ReserveCall,
         stock: StockCall,
         limits: AdmissionLimits | None = None,
+        *,
+        reservations_in_sql: bool = True,
     ) -> None:
+        """``reservations_in_sql``: whether every granted reservation is in the SQL store
+        by the time it is answered. The fast path's replay check reads the SQL store, so
+        it is off for strategies that write there later (Redis write-behind): a replay
+        of an order held in Redis but not yet persisted must not be refused."""
         self.store = store
         self._reserve = reserve
         self._stock = stock
@@ -103,6 +113,7 @@ class Admission:
         """Bumped whenever stock may have come back; refusals older than it teach nothing."""
         self._lookups: list[_Lookup] = []
         self._lookup_task: asyncio.Task[None] | None = None
+        self._fast_path = reservations_in_sql and self.limits.sold_out_ttl_ms > 0
 
     # ------------------------------------------------------------------ reservations
 
@@ -167,7 +178,7 @@ class Admission:
         return frozenset(found)
 
     def _learn(self, shortfalls: Iterable[domain.Shortfall]) -> None:
-        if not self.limits.sold_out_ttl_ms:
+        if not self._fast_path:
             return
         until = time.monotonic() + self.limits.sold_out_ttl_ms / 1000
         for short in shortfalls:

@@ -35,7 +35,13 @@ class Engine:
     ) -> None:
         self.store = store
         self.strategy = strategy
-        self.admission = Admission(store, strategy.reserve, strategy.stock, admission)
+        self.admission = Admission(
+            store,
+            strategy.reserve,
+            strategy.stock,
+            admission,
+            reservations_in_sql="redis" not in strategy.requires,
+        )
         """Caps and the sold-out fast path, in front of the strategy (DESIGN §3)."""
 
     @classmethod
