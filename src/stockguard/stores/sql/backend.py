@@ -33,6 +33,8 @@ class Failure(enum.Enum):
 class Backend:
     name: ClassVar[str]
     skip_locked: ClassVar[bool] = False
+    pool_timeout_s: ClassVar[float] = POOL_TIMEOUT_S
+    """How long a caller may queue for a connection before it is answered 'busy'."""
     row_locks: ClassVar[bool] = True
     """False where the whole database is locked by the transaction instead (SQLite)."""
 

@@ -25,6 +25,7 @@ READ_ONLY_OPTION = "stockguard_read_only"
 class SqliteBackend(Backend):
     name = "sqlite"
     row_locks = False
+    pool_timeout_s = POOL_TIMEOUT_S * 6  # one connection: a burst queues here
 
     def __init__(self, url: URL, pool_size: int = 1) -> None:
         # One connection per process: SQLite has one writer anyway, and queueing in the

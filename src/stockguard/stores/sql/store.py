@@ -7,7 +7,9 @@ database it has locked), so they are correct under any reservation strategy and 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +52,8 @@ class SqlStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.engine = backend.create_engine()
+        self._slots = asyncio.Semaphore(backend.pool_size)
+        self._connect_failed_at_s = 0.0
 
     @classmethod
     def open(cls, url: str, **options: Any) -> SqlStore:
@@ -70,10 +74,23 @@ class SqlStore:
         """A transaction that rolls back unless the body calls ``tx.commit()``.
 
         Driver errors come out typed: DuplicateKey, RetryableConflict, or StoreUnavailable
-        for anything that says the database cannot answer now.
+        for anything that says the database cannot answer now. Callers queue for a
+        connection on a FIFO semaphore (bounded by ``Backend.pool_timeout_s``) rather than inside
+        the pool: when a connect fails, every caller queued before it is answered at
+        once instead of leaving each to sit out the pool timeout against a dead server.
         """
+        arrived_s = time.monotonic()
         try:
+            async with asyncio.timeout(self.backend.pool_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise domain.StoreUnavailable("no database connection free: busy") from None
+        connected = False
+        try:
+            if self._connect_failed_at_s > arrived_s:
+                raise domain.StoreUnavailable("database unreachable while this request queued")
             async with self.engine.connect() as connection:
+                connected = True
                 if read_only:
                     connection = await connection.execution_options(stockguard_read_only=True)
                 await connection.begin()
@@ -92,8 +109,12 @@ class SqlStore:
             if failure is Failure.RETRY:
                 raise RetryableConflict(str(error)) from error
             if failure is Failure.UNAVAILABLE or isinstance(error, OSError):
+                if not connected:
+                    self._connect_failed_at_s = time.monotonic()
                 raise domain.StoreUnavailable(f"database unavailable: {error}") from error
             raise
+        finally:
+            self._slots.release()
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """Runs ``work`` again when the database rolled it back to break a deadlock."""
