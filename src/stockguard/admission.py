@@ -132,6 +132,7 @@ class Admission:
             except domain.OutOfStock as refused:
                 if generation == self._generation:
                     self._learn(refused.shortfalls)
+                del refused  # the traceback holds this frame: no frame -> error cycle
                 raise
         finally:
             self._in_flight -= 1
@@ -207,11 +208,16 @@ class Admission:
     async def _refuse_fast(
         self, request: ReserveRequest, sold_out: frozenset[str]
     ) -> ReserveOutcome:
-        lookup = _Lookup(request, sold_out, asyncio.get_running_loop().create_future())
-        self._lookups.append(lookup)
+        future: asyncio.Future[ReserveOutcome] = asyncio.get_running_loop().create_future()
+        self._lookups.append(_Lookup(request, sold_out, future))
         if self._lookup_task is None or self._lookup_task.done():
             self._lookup_task = asyncio.create_task(self._look_up(), name="stockguard-soldout")
-        return await lookup.future
+        try:
+            return await future
+        finally:
+            # The refusal's traceback holds this frame; without the del the frame would hold
+            # the future that holds the refusal: a cycle per request for the cyclic GC.
+            del future
 
     async def _look_up(self) -> None:
         """Answers waiting fast-path requests, one shared read-only look-up per batch."""

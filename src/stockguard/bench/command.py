@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -82,6 +83,13 @@ def bench(
     redis: Annotated[
         str | None, typer.Option("--redis", help="Redis URL; adds the Redis strategies.")
     ] = None,
+    gc_freeze: Annotated[
+        bool,
+        typer.Option(
+            help="Freeze the start-up heap (gc.freeze) before each run, as a long-running "
+            "server would, so that full garbage collections do not land in some runs only.",
+        ),
+    ] = True,
     json_output: Annotated[
         bool,
         typer.Option("--json", help="Print one JSON object per run on stdout (tables: stderr)."),
@@ -128,8 +136,10 @@ def bench(
             backend_name(url)
         except ValueError as unsupported:
             raise typer.BadParameter(str(unsupported), param_hint="--db") from None
+    # asyncmy warns once per migration about a constraint name MariaDB ignores: noise here.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     spec = WorkloadSpec(requests, concurrency, units, skus, seed, mixed_requests)
-    plan = Plan(urls, chosen, workloads, modes, spec, redis, pool_size)
+    plan = Plan(urls, chosen, workloads, modes, spec, redis, pool_size, gc_freeze)
     given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     command = " ".join(["stockguard bench", *(shlex.quote(arg) for arg in given)])
     results = asyncio.run(_run_with_progress(plan, json_output))

@@ -21,10 +21,15 @@ from stockguard.bench.runner import JSON_FIELDS, RunResult, ratios
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
 COUNTER_NAMES = ("passed", "fastpath", "lookups", "overloaded", "coalescing_batches")
+"""Shown in tables, with every counter of a failed confirm or release (``*_store-…``)."""
 
 
 def _counters(result: RunResult) -> str:
-    return ", ".join(f"{k}={result.counters[k]}" for k in COUNTER_NAMES if result.counters.get(k))
+    names = [
+        *COUNTER_NAMES,
+        *sorted(k for k in result.counters if k.startswith(("confirm_", "release_"))),
+    ]
+    return ", ".join(f"{k}={result.counters[k]}" for k in names if result.counters.get(k))
 
 
 _HEADERS = {

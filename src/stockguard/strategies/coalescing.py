@@ -93,7 +93,7 @@ async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
             if isinstance(result, ReserveOutcome) and result.created
         ]
         if created:
-            await tx.insert_reservations(created)
+            await bulk.insert_reservations(tx, created)
             await tx.add_reserved(
                 {sku: after[sku].reserved - levels[sku].reserved for sku in levels}, now_ms
             )
@@ -257,13 +257,16 @@ class CoalescingStrategy(Strategy):
     async def _submit(self, queue_number: int, item: object) -> Any:
         if self._closing or not self._queues:
             raise domain.StoreUnavailable("the coalescing writer is not running")
-        waiter = _Waiter(item, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            self._queues[queue_number].put_nowait(waiter)
+            self._queues[queue_number].put_nowait(_Waiter(item, future))
         except asyncio.QueueFull:
             self.counters["coalescing_queue_full"] += 1
             raise domain.Overloaded(f"{self.queue_depth_max} requests already queued") from None
-        return await waiter.future
+        try:
+            return await future
+        finally:
+            del future  # no frame -> future -> error -> traceback -> frame cycle per refusal
 
     async def _drain(self, queue: asyncio.Queue[_Waiter | object], apply: Apply) -> None:
         """A writer: one batch at a time, as many requests as are waiting."""
