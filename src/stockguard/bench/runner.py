@@ -182,6 +182,7 @@ async def run_one(
             finally:
                 if gc_freeze:
                     gc.unfreeze()
+            await engine.strategy.settle()  # write-behind strategies: tables catch up first
             report = await audit(engine.store)
             counters = (
                 dict(engine.admission.counters) | dict(engine.strategy.counters) | samples.counters
