@@ -208,9 +208,25 @@ async def engine(
     """An engine on an empty database, for every backend × every strategy."""
     options: dict[str, str] = {}
     if "redis" in strategies.strategy_class(strategy).requires:
+        # Other pytest sessions share this Redis: every engine gets its own keyspace.
         options["redis_url"] = request.getfixturevalue("redis_url")
+        options["key_prefix"] = redis_test_prefix()
     opened = await Engine.open(db_url, strategy, migrate=False, **options)
     try:
         yield opened
     finally:
         await opened.close()
+        if "key_prefix" in options:
+            await drop_redis_keyspace(options["redis_url"], options["key_prefix"])
+
+
+def redis_test_prefix() -> str:
+    """A Redis key prefix no other test or session uses."""
+    return f"sg-test-{uuid.uuid4().hex[:12]}"
+
+
+async def drop_redis_keyspace(url: str, prefix: str) -> None:
+    """Deletes one test keyspace (SCAN + UNLINK of its prefix; never FLUSHDB)."""
+    from stockguard.stores.redis.client import drop_keyspace
+
+    await drop_keyspace(url, prefix)

@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "optimistic": "stockguard.strategies.optimistic:OptimisticStrategy",
     "coalescing": "stockguard.strategies.coalescing:CoalescingStrategy",
     "sharded": "stockguard.strategies.sharded:ShardedStrategy",
+    "redis": "stockguard.strategies.redis:RedisStrategy",
 }
 
 DEFAULT_STRATEGY = "conditional"

@@ -1,0 +1,88 @@
+"""How domain values are written into Redis strings and read back. Pure, no I/O.
+
+Lines are ``SKU<TAB>qty`` joined by newlines: SKUs never hold control characters
+(``domain.validate_sku``), and the Lua scripts parse this form with one pattern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import total_ordering
+
+from stockguard.domain import Line, Reservation, Status, StockLevel
+
+
+def encode_lines(lines: Iterable[Line]) -> str:
+    return "\n".join(f"{line.sku}\t{line.quantity}" for line in sorted(lines, key=_sku))
+
+
+def decode_lines(text: str) -> tuple[Line, ...]:
+    if not text:
+        return ()
+    lines = []
+    for row in text.split("\n"):
+        sku, _, quantity = row.partition("\t")
+        if not sku or not quantity.isdigit():
+            raise ValueError(f"malformed line {row!r}")
+        lines.append(Line(sku, int(quantity)))
+    return tuple(sorted(lines, key=_sku))
+
+
+def decode_after(text: str) -> dict[str, int]:
+    """``SKU<TAB>on_hand_after`` rows of a confirm event."""
+    return {line.sku: line.quantity for line in decode_lines(text)}
+
+
+def _sku(line: Line) -> str:
+    return line.sku
+
+
+def pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A flat HGETALL reply (field, value, field, value…) as a mapping."""
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def reservation_from_hash(reservation_id: str, fields: Mapping[str, str]) -> Reservation:
+    return Reservation(
+        id=reservation_id,
+        order_id=fields["order_id"],
+        customer_id=fields.get("customer_id") or None,
+        status=Status(fields["status"]),
+        lines=decode_lines(fields["lines"]),
+        expires_at_ms=int(fields["expires_at"]),
+        created_at_ms=int(fields["created_at"]),
+    )
+
+
+def level_from(sku: str, values: Sequence[str]) -> StockLevel:
+    """``[on_hand, reserved, version]`` as read by HMGET."""
+    on_hand, reserved, version = values
+    return StockLevel(sku, int(on_hand), int(reserved), int(version))
+
+
+@total_ordering
+@dataclass(frozen=True, slots=True)
+class StreamId:
+    """A stream entry id ``<ms>-<seq>``; ordered as Redis orders them."""
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> StreamId:
+        ms, _, seq = text.partition("-")
+        if not ms.isdigit() or not seq.isdigit():
+            raise ValueError(f"not a stream id: {text!r}")
+        return cls(int(ms), int(seq))
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, StreamId):
+            return NotImplemented
+        return (self.ms, self.seq) < (other.ms, other.seq)
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+STREAM_START = StreamId(0, 0)

@@ -1,0 +1,23 @@
+-- Paid: a held reservation's units leave on_hand and reserved. Past its expiry (Redis
+-- clock) it ends as expired instead, whatever the sweeper has done so far.
+-- KEYS: 1 load marker, 2 reservation key, 3 due index, 4 event stream
+-- ARGV: 1 reservation id, 2 stock key prefix, 3 ms to keep the reservation after it ends
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'unloaded'}
+end
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines')
+if not found[1] then
+  return {'missing'}
+end
+if found[1] == 'held' then
+  local now = now_ms()
+  if now >= tonumber(found[2]) then
+    end_hold(KEYS[2], ARGV[1], found[3], 'expired', now, ARGV[2], KEYS[3], KEYS[4],
+      tonumber(ARGV[3]), false)
+  else
+    end_hold(KEYS[2], ARGV[1], found[3], 'confirmed', now, ARGV[2], KEYS[3], KEYS[4],
+      tonumber(ARGV[3]), true)
+  end
+end
+-- Python reads the final status: confirmed (done or replay), expired, released.
+return {'found', redis.call('HGETALL', KEYS[2])}

@@ -1,0 +1,150 @@
+"""The events the Lua scripts append to the stream, as typed values. Pure, no I/O.
+
+A stream entry is a flat map of strings; ``parse`` turns it into one of the event types
+below or raises ``PoisonEvent`` (the persister moves such an entry to the dead-letter
+stream instead of retrying it forever).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockguard import domain
+from stockguard.domain import Line, Reservation, Status
+from stockguard.stores.redis.codec import StreamId, decode_after, decode_lines
+
+
+class PoisonEvent(ValueError):
+    """An entry that cannot be understood or applied: retrying will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    entry_id: StreamId
+    reservation: Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A held reservation confirmed, released or expired."""
+
+    entry_id: StreamId
+    reservation_id: str
+    status: Status
+    lines: tuple[Line, ...]
+    at_ms: int
+    on_hand_after: Mapping[str, int]
+    """Per SKU after a confirm (the ledger's ``on_hand_after``); empty otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class StockChanged:
+    entry_id: StreamId
+    sku: str
+    delta: int
+    on_hand_after: int
+    reason: str
+    created: bool
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductCreated:
+    entry_id: StreamId
+    product_id: str
+    name: str
+    options: Mapping[str, tuple[str, ...]]
+    variants: tuple[domain.VariantSpec, ...]
+    at_ms: int
+
+
+Event = Reserved | Ended | StockChanged | ProductCreated
+
+
+def product_payload(product_id: str, spec: domain.ProductSpec) -> str:
+    """The product as the create_product script appends it (JSON)."""
+    return json.dumps(
+        {
+            "id": product_id,
+            "name": spec.name,
+            "options": {axis: list(values) for axis, values in spec.options.items()},
+            "variants": [
+                {"sku": v.sku, "options": dict(v.options), "on_hand": v.on_hand}
+                for v in spec.variants
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse(entry_id: str, fields: Mapping[str, str]) -> Event:
+    try:
+        return _parse(StreamId.parse(entry_id), fields)
+    except (KeyError, ValueError, TypeError, AttributeError, domain.InvalidInput) as error:
+        raise PoisonEvent(f"entry {entry_id}: {type(error).__name__}: {error}") from error
+
+
+def _parse(entry_id: StreamId, fields: Mapping[str, str]) -> Event:
+    kind = fields["type"]
+    if kind == "reserved":
+        return Reserved(
+            entry_id,
+            Reservation(
+                id=fields["id"],
+                order_id=fields["order_id"],
+                customer_id=fields.get("customer_id") or None,
+                status=Status.HELD,
+                lines=_lines(fields["lines"]),
+                expires_at_ms=int(fields["expires_at"]),
+                created_at_ms=int(fields["at"]),
+            ),
+        )
+    if kind in (Status.CONFIRMED, Status.RELEASED, Status.EXPIRED):
+        return Ended(
+            entry_id,
+            fields["id"],
+            Status(kind),
+            _lines(fields["lines"]),
+            int(fields["at"]),
+            decode_after(fields.get("after", "")),
+        )
+    if kind == "stock":
+        return StockChanged(
+            entry_id,
+            domain.validate_sku(fields["sku"]),
+            int(fields["delta"]),
+            int(fields["after"]),
+            fields["reason"],
+            fields.get("created") == "1",
+            int(fields["at"]),
+        )
+    if kind == "product":
+        return _product(entry_id, json.loads(fields["product"]), int(fields["at"]))
+    raise ValueError(f"unknown event type {kind!r}")
+
+
+def _lines(text: str) -> tuple[Line, ...]:
+    lines = decode_lines(text)
+    if not lines:
+        raise ValueError("an event without lines")
+    return lines
+
+
+def _product(entry_id: StreamId, payload: Any, at_ms: int) -> ProductCreated:
+    variants = tuple(
+        domain.VariantSpec(
+            domain.validate_sku(v["sku"]),
+            {str(k): str(x) for k, x in v["options"].items()},
+            domain.validate_on_hand(v["on_hand"]),
+        )
+        for v in payload["variants"]
+    )
+    options = {
+        str(axis): tuple(str(x) for x in values) for axis, values in payload["options"].items()
+    }
+    return ProductCreated(
+        entry_id, str(payload["id"]), str(payload["name"]), options, variants, at_ms
+    )

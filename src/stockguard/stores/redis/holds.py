@@ -1,0 +1,234 @@
+"""The redis strategy's operations on one keyspace: scripts in, domain values out.
+
+Each method is one script call (one round trip). The scripts decide; this module only
+builds their keys and arguments and turns their replies into domain values and typed
+errors. ``NotLoaded`` (the keyspace holds no load marker) is a ``StoreUnavailable``: an
+empty or fenced Redis answers 503 and never sells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from stockguard import domain
+from stockguard.domain import (
+    Reservation,
+    ReserveOutcome,
+    ReserveRequest,
+    Shortfall,
+    Status,
+    StockLevel,
+)
+from stockguard.stores.redis.client import unavailable_on_error
+from stockguard.stores.redis.codec import (
+    StreamId,
+    encode_lines,
+    level_from,
+    pairs,
+    reservation_from_hash,
+)
+from stockguard.stores.redis.keys import KeyLayout
+from stockguard.stores.redis.scripts import script
+
+EXPIRE_BATCH_MAX = 1_000
+ENDED_RETENTION_S_DEFAULT = 3_600
+"""How long an ended reservation stays readable in Redis; afterwards it is read from SQL."""
+READ_SKUS_MAX = 1_000
+"""SKUs read per script call (a script blocks Redis while it runs)."""
+
+
+class NotLoaded(domain.StoreUnavailable):
+    def __init__(self) -> None:
+        super().__init__(
+            "Redis holds no stock for this keyspace (empty, restarted or fenced): "
+            "run `stockguard reconcile` to load it from SQL",
+            retry_after_s=5,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KnownOrder:
+    """The order_id already has a reservation whose details left Redis (read it in SQL)."""
+
+    reservation_id: str
+
+
+class RedisHolds:
+    def __init__(
+        self, client: Redis, keys: KeyLayout, ended_retention_s: int = ENDED_RETENTION_S_DEFAULT
+    ) -> None:
+        assert 60 <= ended_retention_s <= 30 * 86_400
+        self.client = client
+        self.keys = keys
+        self.retention_ms = str(ended_retention_s * 1000)
+
+    async def _run(self, name: str, keys: list[str], args: Sequence[str]) -> Any:
+        async with unavailable_on_error(name):
+            reply = await script(name)(self.client, keys, list(args))
+        if isinstance(reply, list) and reply and reply[0] == "unloaded":
+            raise NotLoaded()
+        return reply
+
+    # ------------------------------------------------------------------ holds
+
+    async def reserve(
+        self, request: ReserveRequest, reservation_id: str
+    ) -> ReserveOutcome | KnownOrder:
+        k = self.keys
+        lines = encode_lines(request.lines)
+        reply = await self._run(
+            "reserve",
+            [k.loaded, k.order(request.order_id), k.reservation(reservation_id), k.due, k.events]
+            + [k.stock(line.sku) for line in request.lines],
+            [
+                reservation_id,
+                request.order_id,
+                request.customer_id or "",
+                str(request.ttl_s * 1000),
+                lines,
+                k.reservation_prefix,
+            ],
+        )
+        verdict = reply[0]
+        if verdict == "held":
+            created_at_ms, expires_at_ms = int(reply[1]), int(reply[2])
+            reservation = Reservation(
+                reservation_id,
+                request.order_id,
+                request.customer_id,
+                Status.HELD,
+                request.lines,
+                expires_at_ms,
+                created_at_ms,
+            )
+            return ReserveOutcome(reservation, created=True)
+        if verdict == "known":
+            if not reply[2]:
+                return KnownOrder(reply[1])
+            return replay_or_conflict(reservation_from_hash(reply[1], pairs(reply[2])), request)
+        if verdict == "unknown":
+            raise domain.UnknownSku(reply[1])
+        if verdict == "short":
+            flat = reply[1]
+            raise domain.OutOfStock(
+                [
+                    Shortfall(flat[i], int(flat[i + 1]), int(flat[i + 2]))
+                    for i in range(0, len(flat), 3)
+                ]
+            )
+        raise AssertionError(f"reserve.lua answered {reply!r}")
+
+    async def end(self, reservation_id: str, target: Status) -> Reservation | None:
+        """Confirms or releases; None when Redis no longer holds the reservation."""
+        assert target in (Status.CONFIRMED, Status.RELEASED)
+        k = self.keys
+        reply = await self._run(
+            "confirm" if target is Status.CONFIRMED else "release",
+            [k.loaded, k.reservation(reservation_id), k.due, k.events],
+            [reservation_id, k.stock_prefix, self.retention_ms],
+        )
+        if reply[0] == "missing":
+            return None
+        reservation = reservation_from_hash(reservation_id, pairs(reply[1]))
+        # The script has already ended a held reservation; what is left is the verdict on
+        # a terminal state, which is the domain's rule (replay, expired, invalid state).
+        domain.check_transition(reservation, target, reservation.expires_at_ms)
+        return reservation
+
+    async def expire_due(self) -> int:
+        k = self.keys
+        total = 0
+        while True:
+            reply = await self._run(
+                "expire",
+                [k.loaded, k.due, k.events],
+                [k.reservation_prefix, k.stock_prefix, str(EXPIRE_BATCH_MAX), self.retention_ms],
+            )
+            ended, looked_at = int(reply[0]), int(reply[1])
+            if ended < 0:
+                raise NotLoaded()
+            total += ended
+            if looked_at < EXPIRE_BATCH_MAX:
+                return total
+
+    async def get(self, reservation_id: str) -> Reservation | None:
+        k = self.keys
+        reply = await self._run("reservation", [k.loaded, k.reservation(reservation_id)], [])
+        return reservation_from_hash(reservation_id, pairs(reply[1])) if reply[1] else None
+
+    # ------------------------------------------------------------------ stock
+
+    async def levels(self, skus: Sequence[str]) -> list[StockLevel]:
+        """Levels of the SKUs that exist, in SKU order."""
+        wanted = sorted(set(skus))
+        found: list[StockLevel] = []
+        for start in range(0, len(wanted), READ_SKUS_MAX):
+            chunk = wanted[start : start + READ_SKUS_MAX]
+            reply = await self._run(
+                "levels", [self.keys.loaded] + [self.keys.stock(sku) for sku in chunk], []
+            )
+            found.extend(
+                level_from(sku, values)
+                for sku, values in zip(chunk, reply[1], strict=True)
+                if values
+            )
+        return found
+
+    async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> StockLevel:
+        k = self.keys
+        reply = await self._run(
+            "set_on_hand",
+            [k.loaded, k.stock(sku), k.skus, k.events],
+            [sku, str(on_hand), "" if expected_on_hand is None else str(expected_on_hand)],
+        )
+        if reply[0] == "unknown":
+            raise domain.UnknownSku([sku])
+        level = level_from(sku, reply[1:4])
+        if reply[0] == "changed":
+            assert expected_on_hand is not None
+            raise domain.StockChanged(level, expected_on_hand)
+        if reply[0] == "below":
+            raise domain.BelowReserved(level, on_hand)
+        return level
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
+        k = self.keys
+        reply = await self._run(
+            "adjust",
+            [k.loaded, k.stock(sku), k.events],
+            [sku, str(delta), reason, str(domain.ON_HAND_MAX)],
+        )
+        if reply[0] == "unknown":
+            raise domain.UnknownSku([sku])
+        level = level_from(sku, reply[1:4])
+        if reply[0] == "below":
+            raise domain.BelowReserved(level, int(reply[4]))
+        if reply[0] == "too-much":
+            raise domain.InvalidInput("on_hand", f"must be at most {domain.ON_HAND_MAX}")
+        return level
+
+    async def create_product(self, payload: str, variants: Sequence[tuple[str, int]]) -> StreamId:
+        """Creates every variant's SKU or none; returns the event to wait for in SQL."""
+        k = self.keys
+        args = [k.stock_prefix, payload]
+        for sku, on_hand in variants:
+            args += [sku, str(on_hand)]
+        reply = await self._run("create_product", [k.loaded, k.skus, k.events], args)
+        if reply[0] == "taken":
+            raise domain.DuplicateSku(reply[1])
+        return StreamId.parse(reply[1])
+
+    async def newest_event(self) -> StreamId | None:
+        async with unavailable_on_error("newest event"):
+            newest = await self.client.xrevrange(self.keys.events, "+", "-", count=1)
+        return StreamId.parse(str(newest[0][0])) if newest else None
+
+
+def replay_or_conflict(earlier: Reservation, request: ReserveRequest) -> ReserveOutcome:
+    if earlier.same_request(request.lines):
+        return ReserveOutcome(earlier, created=False)
+    raise domain.IdempotencyConflict(request.order_id, earlier.id)

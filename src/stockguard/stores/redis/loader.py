@@ -1,0 +1,169 @@
+"""Loading a keyspace from SQL: cold start, and recovery after Redis lost its data.
+
+A load runs only while the load marker is absent (then every script refuses, so nothing
+sells on a half-built keyspace), and by one process at a time (a lock). It
+
+1. deletes whatever is left of the redis strategy's keys in this keyspace;
+2. in ONE SQL transaction, starts a new epoch on the stream position row (locking it,
+   which also waits out and then fences any persister of the old epoch) and reads every
+   stock level, every held reservation with its lines, and every order_id;
+3. writes them into Redis in pipelined chunks, creates the stream's consumer group;
+4. sets the marker to the new epoch, last: from then on, Redis sells.
+
+Events that were in Redis but not yet in SQL when Redis lost its data are gone; the
+ones a persister was writing when the load began either committed before the snapshot
+(so the load sees them) or are fenced by the epoch. docs/durability.md says what that
+means for answered reservations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from stockguard import domain
+from stockguard.domain import Status
+from stockguard.stores.redis.client import RedisClients, delete_matching, unavailable_on_error
+from stockguard.stores.redis.codec import encode_lines
+from stockguard.stores.redis.keys import PERSIST_GROUP, KeyLayout
+from stockguard.stores.redis.lease import Lease
+from stockguard.stores.redis.sql_apply import start_epoch
+from stockguard.stores.sql import schema as t
+from stockguard.stores.sql.store import SqlStore
+from stockguard.stores.sql.tx import Tx
+
+LOAD_LOCK_MS = 600_000
+"""A load that takes longer than this loses its lock (then another may start over)."""
+PAGE_ROWS = 5_000
+"""Rows read per query and written per Redis pipeline."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    epoch: str
+    skus: int
+    held: int
+    orders: int
+    keys_replaced: int
+
+
+async def ensure_loaded(
+    clients: RedisClients, store: SqlStore, keys: KeyLayout
+) -> LoadReport | None:
+    """Loads the keyspace from SQL if it is not loaded; None if it already was."""
+    redis = clients.commands
+    async with unavailable_on_error("load"):
+        if await redis.exists(keys.loaded):
+            return None
+        lock = Lease(redis, keys.loading, LOAD_LOCK_MS)
+        if not await lock.hold():
+            raise domain.StoreUnavailable("another process is loading Redis from SQL", 5)
+        try:
+            if await redis.exists(keys.loaded):
+                return None
+            return await _load(clients, store, keys)
+        finally:
+            await lock.release()
+
+
+async def _load(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> LoadReport:
+    redis = clients.commands
+    replaced = 0
+    for pattern in keys.strategy_patterns:
+        replaced += await delete_matching(redis, pattern)
+    replaced += int(await redis.unlink(*keys.strategy_singletons))
+    epoch = uuid.uuid4().hex
+    async with store.transaction() as tx:
+        now_ms = await tx.now_ms()
+        await start_epoch(tx, keys.events, epoch, now_ms)
+        skus = await _load_levels(tx, clients, keys)
+        held = await _load_held(tx, clients, keys)
+        orders = await _load_orders(tx, clients, keys)
+        await tx.commit()
+    await redis.xgroup_create(keys.events, PERSIST_GROUP, id="0", mkstream=True)
+    await redis.set(keys.loaded, epoch)
+    return LoadReport(epoch, skus, held, orders, replaced)
+
+
+async def _load_levels(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
+    count = 0
+    after = ""
+    while True:
+        rows = (
+            await tx.connection.execute(
+                select(t.stock_levels)
+                .where(t.stock_levels.c.sku > after)
+                .order_by(t.stock_levels.c.sku)
+                .limit(PAGE_ROWS)
+            )
+        ).all()
+        if not rows:
+            return count
+        pipe = clients.commands.pipeline(transaction=False)
+        for row in rows:
+            pipe.hset(
+                keys.stock(row.sku),
+                mapping={"on_hand": row.on_hand, "reserved": row.reserved, "version": row.version},
+            )
+        pipe.sadd(keys.skus, *[row.sku for row in rows])
+        await pipe.execute()
+        count += len(rows)
+        after = rows[-1].sku
+
+
+async def _load_held(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
+    count = 0
+    after_seq = -1
+    while True:
+        rows = (
+            await tx.connection.execute(
+                select(t.reservations)
+                .where(
+                    t.reservations.c.status == Status.HELD.value,
+                    t.reservations.c.seq > after_seq,
+                )
+                .order_by(t.reservations.c.seq)
+                .limit(PAGE_ROWS)
+            )
+        ).all()
+        if not rows:
+            return count
+        pipe = clients.commands.pipeline(transaction=False)
+        for reservation in await tx.reservations_from_rows(rows):
+            pipe.hset(
+                keys.reservation(reservation.id),
+                mapping={
+                    "order_id": reservation.order_id,
+                    "customer_id": reservation.customer_id or "",
+                    "status": Status.HELD.value,
+                    "lines": encode_lines(reservation.lines),
+                    "expires_at": reservation.expires_at_ms,
+                    "created_at": reservation.created_at_ms,
+                },
+            )
+            pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
+        await pipe.execute()
+        count += len(rows)
+        after_seq = rows[-1].seq
+
+
+async def _load_orders(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
+    """Every order_id ever reserved: idempotency outlives a reservation's Redis copy."""
+    count = 0
+    after_seq = -1
+    while True:
+        rows = (
+            await tx.connection.execute(
+                select(t.reservations.c.seq, t.reservations.c.id, t.reservations.c.order_id)
+                .where(t.reservations.c.seq > after_seq)
+                .order_by(t.reservations.c.seq)
+                .limit(PAGE_ROWS)
+            )
+        ).all()
+        if not rows:
+            return count
+        await clients.commands.mset({keys.order(row.order_id): row.id for row in rows})
+        count += len(rows)
+        after_seq = rows[-1].seq

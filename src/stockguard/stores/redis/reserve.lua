@@ -1,0 +1,55 @@
+-- Holds every line of one order or none. Validates everything before its first write.
+-- KEYS: 1 load marker, 2 order index key, 3 reservation key, 4 due index, 5 event stream,
+--       6.. the stock key of each line, in the order of ARGV[5]
+-- ARGV: 1 reservation id, 2 order id, 3 customer id ('' for none), 4 ttl in ms,
+--       5 lines ('SKU\tqty' joined by '\n', sorted by SKU), 6 reservation key prefix
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'unloaded'}
+end
+local earlier = redis.call('GET', KEYS[2])
+if earlier then
+  -- Same order again: Python compares the lines (replay or conflict).
+  return {'known', earlier, redis.call('HGETALL', ARGV[6] .. earlier)}
+end
+local skus, qtys = {}, {}
+for sku, qty in each_line(ARGV[5]) do
+  skus[#skus + 1] = sku
+  qtys[#qtys + 1] = tonumber(qty)
+end
+if #skus ~= #KEYS - 5 then
+  return redis.error_reply('reserve: lines and stock keys disagree')
+end
+local unknown, short = {}, {}
+for i = 1, #skus do
+  local level = redis.call('HMGET', KEYS[5 + i], 'on_hand', 'reserved')
+  if not level[1] then
+    unknown[#unknown + 1] = skus[i]
+  else
+    local available = tonumber(level[1]) - tonumber(level[2])
+    if available < qtys[i] then
+      short[#short + 1] = skus[i]
+      short[#short + 1] = int(qtys[i])
+      short[#short + 1] = int(math.max(available, 0))
+    end
+  end
+end
+if #unknown > 0 then
+  return {'unknown', unknown}
+end
+if #short > 0 then
+  return {'short', short}
+end
+-- Every line fits: from here on, write.
+local now = now_ms()
+local expires = now + tonumber(ARGV[4])
+for i = 1, #skus do
+  redis.call('HINCRBY', KEYS[5 + i], 'reserved', qtys[i])
+  redis.call('HINCRBY', KEYS[5 + i], 'version', 1)
+end
+redis.call('HSET', KEYS[3], 'order_id', ARGV[2], 'customer_id', ARGV[3], 'status', 'held',
+  'lines', ARGV[5], 'expires_at', int(expires), 'created_at', int(now))
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], int(expires), ARGV[1])
+redis.call('XADD', KEYS[5], '*', 'type', 'reserved', 'id', ARGV[1], 'order_id', ARGV[2],
+  'customer_id', ARGV[3], 'lines', ARGV[5], 'expires_at', int(expires), 'at', int(now))
+return {'held', int(now), int(expires)}

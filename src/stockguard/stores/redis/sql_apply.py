@@ -1,0 +1,255 @@
+"""Writing a batch of stream events into the SQL tables, inside one transaction.
+
+The persister calls ``apply_events`` in the transaction that also moves the stream
+position (``redis_offsets``), so a batch lands whole or not at all and a replayed batch
+is skipped by position. Row-level checks back that up: a reservation id is unique, and
+an ending applies only to a row that is still ``held`` — anything else means SQL and the
+stream disagree, and the event is poison rather than applied twice.
+
+Statements run in an order that satisfies every foreign key and CHECK: new stock rows,
+products, one aggregated stock update per SKU (its final value is Redis's, which never
+oversold), reservation rows, endings, then the ledger in event order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, insert, select, update
+
+from stockguard.domain import Movement, Reservation, Status
+from stockguard.stores.redis.codec import STREAM_START, StreamId
+from stockguard.stores.redis.events import (
+    Ended,
+    Event,
+    PoisonEvent,
+    ProductCreated,
+    Reserved,
+    StockChanged,
+)
+from stockguard.stores.sql import schema as t
+from stockguard.stores.sql.tx import Tx
+
+# ---------------------------------------------------------------------------- position
+
+
+@dataclass(frozen=True, slots=True)
+class Offset:
+    epoch: str
+    last_id: StreamId
+
+
+async def read_offset(tx: Tx, stream: str, *, lock: bool = False) -> Offset | None:
+    """The stream position; ``lock`` holds it (and so every persister) until commit."""
+    query = select(t.redis_offsets.c.epoch, t.redis_offsets.c.last_id).where(
+        t.redis_offsets.c.stream == stream
+    )
+    if lock and tx.backend.row_locks:
+        query = query.with_for_update()
+    row = (await tx.connection.execute(query)).first()
+    return None if row is None else Offset(row.epoch, StreamId.parse(row.last_id))
+
+
+async def write_offset(tx: Tx, stream: str, last_id: StreamId, now_ms: int) -> None:
+    await tx.connection.execute(
+        update(t.redis_offsets)
+        .where(t.redis_offsets.c.stream == stream)
+        .values(last_id=str(last_id), updated_at_ms=now_ms)
+    )
+
+
+async def start_epoch(tx: Tx, stream: str, epoch: str, now_ms: int) -> None:
+    """A fresh load: the stream starts over and older persisters are fenced out."""
+    if await read_offset(tx, stream, lock=True) is None:
+        await tx.connection.execute(
+            insert(t.redis_offsets).values(
+                stream=stream, epoch=epoch, last_id=str(STREAM_START), updated_at_ms=now_ms
+            )
+        )
+        return
+    await tx.connection.execute(
+        update(t.redis_offsets)
+        .where(t.redis_offsets.c.stream == stream)
+        .values(epoch=epoch, last_id=str(STREAM_START), updated_at_ms=now_ms)
+    )
+
+
+# ---------------------------------------------------------------------------- events
+
+
+@dataclass
+class _Plan:
+    """What a batch of events does to the tables, folded in stream order."""
+
+    new_levels: dict[str, int] = field(default_factory=dict)
+    products: list[ProductCreated] = field(default_factory=list)
+    on_hand: dict[str, int] = field(default_factory=dict)
+    reserved: dict[str, int] = field(default_factory=dict)
+    new_reservations: dict[str, Reservation] = field(default_factory=dict)
+    endings: dict[str, tuple[Status, int]] = field(default_factory=dict)
+    older_endings: dict[str, tuple[Status, int]] = field(default_factory=dict)
+    movements: list[Movement] = field(default_factory=list)
+    at_ms: int = 0
+
+    def move(self, sku: str, on_hand: int, reserved: int) -> None:
+        self.on_hand[sku] = self.on_hand.get(sku, 0) + on_hand
+        self.reserved[sku] = self.reserved.get(sku, 0) + reserved
+
+
+def plan(events: Sequence[Event]) -> _Plan:
+    result = _Plan()
+    for event in events:
+        if isinstance(event, Reserved):
+            reservation = event.reservation
+            if reservation.id in result.new_reservations:
+                raise PoisonEvent(f"{event.entry_id}: reservation {reservation.id} twice")
+            result.new_reservations[reservation.id] = reservation
+            for line in reservation.lines:
+                result.move(line.sku, 0, line.quantity)
+            result.at_ms = max(result.at_ms, reservation.created_at_ms)
+        elif isinstance(event, Ended):
+            _plan_ending(result, event)
+        elif isinstance(event, StockChanged):
+            if event.created:
+                if event.sku in result.new_levels:
+                    raise PoisonEvent(f"{event.entry_id}: {event.sku} created twice")
+                result.new_levels[event.sku] = event.on_hand_after
+            else:
+                result.move(event.sku, event.delta, 0)
+            result.movements.append(
+                Movement(
+                    event.at_ms, event.sku, event.delta, event.on_hand_after, event.reason, None
+                )
+            )
+            result.at_ms = max(result.at_ms, event.at_ms)
+        else:
+            result.products.append(event)
+            for variant in event.variants:
+                if variant.sku in result.new_levels:
+                    raise PoisonEvent(f"{event.entry_id}: {variant.sku} created twice")
+                result.new_levels[variant.sku] = variant.on_hand
+                result.movements.append(
+                    Movement(
+                        event.at_ms, variant.sku, variant.on_hand, variant.on_hand, "created", None
+                    )
+                )
+            result.at_ms = max(result.at_ms, event.at_ms)
+    return result
+
+
+def _plan_ending(result: _Plan, event: Ended) -> None:
+    rid = event.reservation_id
+    if rid in result.endings or rid in result.older_endings:
+        raise PoisonEvent(f"{event.entry_id}: reservation {rid} ended twice")
+    target = result.endings if rid in result.new_reservations else result.older_endings
+    target[rid] = (event.status, event.at_ms)
+    for line in event.lines:
+        if event.status is Status.CONFIRMED:
+            result.move(line.sku, -line.quantity, -line.quantity)
+            if line.sku not in event.on_hand_after:
+                raise PoisonEvent(f"{event.entry_id}: no on_hand after the sale of {line.sku}")
+            result.movements.append(
+                Movement(
+                    event.at_ms,
+                    line.sku,
+                    -line.quantity,
+                    event.on_hand_after[line.sku],
+                    "sale",
+                    rid,
+                )
+            )
+        else:
+            result.move(line.sku, 0, -line.quantity)
+    result.at_ms = max(result.at_ms, event.at_ms)
+
+
+async def apply_events(tx: Tx, events: Sequence[Event]) -> None:
+    """Writes ``events`` (in stream order) into the open transaction ``tx``."""
+    if not events:
+        return
+    todo = plan(events)
+    if todo.new_levels:
+        await tx.insert_levels(todo.new_levels, todo.at_ms)
+    for product in todo.products:
+        await tx.insert_product(
+            product.product_id,
+            product.name,
+            product.options,
+            [(v.sku, v.options) for v in product.variants],
+            product.at_ms,
+        )
+    await _move_stock(tx, todo)
+    await _insert_reservations(tx, todo)
+    await _end_older(tx, todo.older_endings)
+    await tx.record_movements(todo.movements)
+
+
+async def _move_stock(tx: Tx, todo: _Plan) -> None:
+    for sku in sorted(set(todo.on_hand) | set(todo.reserved)):
+        on_hand, reserved = todo.on_hand.get(sku, 0), todo.reserved.get(sku, 0)
+        if on_hand == 0 and reserved == 0:
+            continue
+        result = await tx.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == sku)
+            .values(
+                on_hand=t.stock_levels.c.on_hand + on_hand,
+                reserved=t.stock_levels.c.reserved + reserved,
+                version=t.stock_levels.c.version + 1,
+                updated_at_ms=todo.at_ms,
+            )
+        )
+        if result.rowcount != 1:
+            raise PoisonEvent(f"stock of {sku} changed in Redis but has no SQL row")
+
+
+async def _insert_reservations(tx: Tx, todo: _Plan) -> None:
+    """New reservations in their final state: one that ended in the same batch is written
+    ended, so the row is inserted once and never updated."""
+    if not todo.new_reservations:
+        return
+    rows = []
+    for r in todo.new_reservations.values():
+        status, ended_at_ms = todo.endings.get(r.id, (Status.HELD, None))
+        rows.append(
+            {
+                "id": r.id,
+                "order_id": r.order_id,
+                "customer_id": r.customer_id,
+                "status": status.value,
+                "expires_at_ms": r.expires_at_ms,
+                "created_at_ms": r.created_at_ms,
+                "ended_at_ms": ended_at_ms,
+            }
+        )
+    await tx.connection.execute(insert(t.reservations), rows)
+    await tx.connection.execute(
+        insert(t.reservation_lines),
+        [
+            {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+            for r in todo.new_reservations.values()
+            for line in r.lines
+        ],
+    )
+
+
+async def _end_older(tx: Tx, endings: dict[str, tuple[Status, int]]) -> None:
+    """Endings of reservations written by earlier batches: each row must still be held."""
+    if not endings:
+        return
+    ids = sorted(endings)
+    query = select(t.reservations.c.id, t.reservations.c.status).where(t.reservations.c.id.in_(ids))
+    if tx.backend.row_locks:
+        query = query.with_for_update()
+    found = {row.id: row.status for row in await tx.connection.execute(query)}
+    for rid in ids:
+        if found.get(rid) != Status.HELD.value:
+            raise PoisonEvent(f"reservation {rid} ends in Redis but is {found.get(rid)} in SQL")
+    await tx.connection.execute(
+        update(t.reservations)
+        .where(t.reservations.c.id == bindparam("rid"))
+        .values(status=bindparam("new_status"), ended_at_ms=bindparam("at"))
+        .execution_options(synchronize_session=False),
+        [{"rid": rid, "new_status": endings[rid][0].value, "at": endings[rid][1]} for rid in ids],
+    )

@@ -1,0 +1,235 @@
+"""Stock counters and holds in Redis, the SQL store written behind (seeds 002 §2, 004).
+
+Every hold, confirm, release, expiry and admin edit is ONE Lua script on Redis: it checks
+everything, writes, and appends its event to a stream in the same atomic step, so there
+are no WATCH retries and no lock (seed 004). The answer is sent when the script returns;
+a persister task copies the stream into the SQL tables in batches, exactly once, in
+order (``stores/redis/persister.py``). The SQL tables therefore lag by the persister's
+lag; ``settle()`` waits it out, and reads that must be current (stock, reservations)
+are answered from Redis.
+
+Cold start: ``start()`` loads Redis from SQL when this keyspace holds nothing (no load
+marker) — the state a fresh install and a Redis that lost its data share. Once this
+process has seen the keyspace loaded it never loads again on its own: if Redis empties
+while running (flushed, restarted without persistence, fenced by the persister because
+it fell behind SQL), every script refuses with 503 until ``stockguard reconcile`` loads
+it, so a human sees the loss instead of a silent reload (see docs/durability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from stockguard import domain
+from stockguard.domain import (
+    Product,
+    ProductSpec,
+    Reservation,
+    ReserveOutcome,
+    ReserveRequest,
+    Status,
+    StockLevel,
+    Variant,
+)
+from stockguard.stores.redis.client import CONNECTIONS_MAX, connect, unavailable_on_error
+from stockguard.stores.redis.codec import StreamId
+from stockguard.stores.redis.events import product_payload
+from stockguard.stores.redis.holds import (
+    ENDED_RETENTION_S_DEFAULT,
+    KnownOrder,
+    RedisHolds,
+    replay_or_conflict,
+)
+from stockguard.stores.redis.keys import PREFIX_DEFAULT, KeyLayout
+from stockguard.stores.redis.loader import ensure_loaded
+from stockguard.stores.redis.persister import Persister
+from stockguard.stores.redis.scripts import load_all
+from stockguard.stores.redis.sql_apply import read_offset
+from stockguard.stores.sql.store import SqlStore
+from stockguard.strategies.base import Strategy
+
+log = logging.getLogger("stockguard.redis")
+
+SETTLE_S_MAX = 30.0
+"""Longest ``settle()`` waits for the persister before answering StoreUnavailable."""
+SETTLE_POLL_S = 0.05
+CLOSE_SETTLE_S = 5.0
+"""``close()`` lets the persister catch up this long, so a clean stop leaves SQL current."""
+CLOSE_TASK_S = 5.0
+"""How long ``close()`` waits for the background task to stop once cancelled."""
+AUTOLOAD_RETRY_S = 1.0
+
+
+class RedisStrategy(Strategy):
+    name = "redis"
+    requires = ("redis",)
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        redis_url: str,
+        key_prefix: str = PREFIX_DEFAULT,
+        persister: bool = True,
+        autoload: bool = True,
+        ended_retention_s: int = ENDED_RETENTION_S_DEFAULT,
+        connections_max: int = CONNECTIONS_MAX,
+        **options: Any,
+    ) -> None:
+        super().__init__(store, **options)
+        self.keys = KeyLayout(key_prefix)
+        self.clients = connect(redis_url, connections_max)
+        self.holds = RedisHolds(self.clients.commands, self.keys, ended_retention_s)
+        self.persister = Persister(self.clients, store, self.keys) if persister else None
+        self.autoload = autoload
+        self._seen_loaded = False
+        self._background: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Loads the scripts, loads an empty keyspace from SQL, starts the persister.
+
+        Redis being down here does not stop the process: requests answer 503 and the
+        background task keeps trying, so the service recovers without a restart.
+        """
+        try:
+            async with unavailable_on_error("start"):
+                await load_all(self.clients.commands)
+            await self._autoload()
+        except domain.StoreUnavailable as error:
+            log.warning("Redis is not ready (%s); reservations answer 503 until it is", error)
+        self._background = asyncio.create_task(
+            self._keep(), name=f"stockguard-redis-{self.keys.prefix}"
+        )
+
+    async def _autoload(self) -> None:
+        if self.autoload and not self._seen_loaded:
+            report = await ensure_loaded(self.clients, self.store, self.keys)
+            if report is not None:
+                log.warning("loaded Redis keyspace %s from SQL: %s", self.keys.prefix, report)
+        self._seen_loaded = True
+
+    async def _keep(self) -> None:
+        while not self._seen_loaded:
+            try:
+                await self._autoload()
+            except domain.StoreUnavailable:
+                await asyncio.sleep(AUTOLOAD_RETRY_S)
+        if self.persister is not None:
+            await self.persister.run()
+
+    async def close(self) -> None:
+        if self._background is not None:
+            if self.persister is not None and not self._background.done():
+                with contextlib.suppress(domain.StoreUnavailable, TimeoutError):
+                    await asyncio.wait_for(self.settle(), CLOSE_SETTLE_S)
+            if self.persister is not None:
+                self.persister.stop()
+            self._background.cancel()
+            done, _ = await asyncio.wait({self._background}, timeout=CLOSE_TASK_S)
+            if not done:
+                log.warning("the Redis background task of %s did not stop", self.keys.prefix)
+            self._background = None
+        await self.clients.close()
+
+    async def settle(self, until: StreamId | None = None) -> None:
+        """Waits until the SQL tables hold every event up to ``until`` (default: now)."""
+        target = until or await self.holds.newest_event()
+        if target is None:
+            return
+        deadline = time.monotonic() + SETTLE_S_MAX
+        while True:
+            if self.persister is not None and await self.persister.wait_persisted(
+                target, SETTLE_POLL_S
+            ):
+                return
+            async with self.store.transaction(read_only=True) as tx:
+                offset = await read_offset(tx, self.keys.events)
+            if offset is not None and offset.last_id >= target:
+                return
+            if time.monotonic() > deadline:
+                raise domain.StoreUnavailable(
+                    f"the persister is more than {SETTLE_S_MAX:.0f}s behind", retry_after_s=5
+                )
+            if self.persister is None:
+                await asyncio.sleep(SETTLE_POLL_S)
+
+    # ------------------------------------------------------------------ holds
+
+    async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        outcome = await self.holds.reserve(request, str(uuid.uuid4()))
+        if isinstance(outcome, KnownOrder):
+            return replay_or_conflict(await self._from_sql(outcome.reservation_id), request)
+        return outcome
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.CONFIRMED)
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.RELEASED)
+
+    async def _end(self, reservation_id: str, target: Status) -> Reservation:
+        ended = await self.holds.end(reservation_id, target)
+        if ended is not None:
+            return ended
+        # Redis let it go: it ended longer ago than the retention, so SQL's row is final.
+        found = await self.store.get_reservation(reservation_id)
+        if found.status is Status.HELD:
+            raise domain.StoreUnavailable(
+                f"reservation {reservation_id} is held in SQL but unknown to Redis: "
+                "run `stockguard reconcile`"
+            )
+        domain.check_transition(found, target, found.expires_at_ms)
+        return found
+
+    async def _from_sql(self, reservation_id: str) -> Reservation:
+        try:
+            return await self.store.get_reservation(reservation_id)
+        except domain.ReservationNotFound:
+            await self.settle()  # ended and dropped from Redis before the persister caught up
+            return await self.store.get_reservation(reservation_id)
+
+    async def expire_due(self) -> int:
+        return await self.holds.expire_due()
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        found = await self.holds.get(reservation_id)
+        return found if found is not None else await self.store.get_reservation(reservation_id)
+
+    # ------------------------------------------------------------------ stock
+
+    async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
+        return await self.holds.levels(skus)
+
+    async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> StockLevel:
+        return await self.holds.set_on_hand(sku, on_hand, expected_on_hand)
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
+        return await self.holds.adjust(sku, delta, reason)
+
+    async def create_product(self, spec: ProductSpec) -> Product:
+        """Creates the SKUs in Redis (all or none), then waits until SQL has the product:
+        products are read from SQL, and an admin expects to see what they just made."""
+        product_id = str(uuid.uuid4())
+        event = await self.holds.create_product(
+            product_payload(product_id, spec), [(v.sku, v.on_hand) for v in spec.variants]
+        )
+        try:
+            await self.settle(until=event)
+        except domain.StoreUnavailable as error:
+            log.warning("product %s is in Redis, not yet in SQL: %s", product_id, error)
+        return Product(
+            product_id,
+            spec.name,
+            spec.options,
+            tuple(
+                Variant(v.sku, v.options, StockLevel(v.sku, v.on_hand, 0, 0)) for v in spec.variants
+            ),
+        )
