@@ -118,6 +118,95 @@ def serve(
 
 app.command()(bench)
 
+RedisOption = Annotated[
+    str,
+    typer.Option(
+        "--redis",
+        envvar="STOCKGUARD_REDIS_URL",
+        help="Redis URL of the redis strategy, e.g. redis://127.0.0.1:6379/0.",
+    ),
+]
+PrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--prefix",
+        envvar="STOCKGUARD_REDIS_PREFIX",
+        help="Key prefix of the redis strategy's keyspace (its keys are '{prefix}:…'); "
+        "the one the service uses (default stockguard).",
+    ),
+]
+
+
+@app.command()
+def reconcile(
+    redis: RedisOption,
+    db: DbOption = DEFAULT_DATABASE_URL,
+    prefix: PrefixOption = "stockguard",
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Make Redis what SQL plus the unpersisted event tail says where they differ "
+            "(without it, only print the differences).",
+        ),
+    ] = False,
+) -> None:
+    """Compare Redis with SQL for the redis strategy; load Redis from SQL when it is empty.
+
+    Exit 0 when Redis was loaded or matches (after --repair), 1 when differences remain.
+    """
+    # Imported here: Redis is an optional dependency (stockguard[redis]).
+    from stockguard.stores.redis.commands import run_reconcile
+
+    report = asyncio.run(run_reconcile(db, redis, prefix, repair))
+    if report.loaded is not None:
+        loaded = report.loaded
+        console.print(
+            f"[green]loaded[/green] Redis from SQL: {loaded.skus} SKU(s), {loaded.held} held "
+            f"reservation(s), {loaded.orders} order id(s); replaced {loaded.keys_replaced} "
+            f"stale key(s); epoch {loaded.epoch}"
+        )
+    for difference in report.differences:
+        console.print(
+            f"[yellow]differs[/yellow] {difference.subject}: Redis {difference.redis}, "
+            f"SQL + tail {difference.expected}"
+        )
+    for poison in report.poison_in_tail:
+        console.print(f"[red]poison event in the tail[/red] {poison}")
+    console.print(
+        f"{report.tail_events} event(s) not yet persisted; {report.dead_letters} dead letter(s); "
+        f"{report.repaired} repair(s)"
+    )
+    if not report.consistent:
+        raise typer.Exit(1)
+    console.print("[green]consistent[/green]")
+
+
+@app.command()
+def persist(
+    redis: RedisOption,
+    db: DbOption = DEFAULT_DATABASE_URL,
+    prefix: PrefixOption = "stockguard",
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Stop once every event in the stream is in SQL (exit 1 if that takes over "
+            "10 minutes) instead of running until SIGINT/SIGTERM.",
+        ),
+    ] = False,
+) -> None:
+    """Run the redis strategy's persister alone: copy the Redis event stream into SQL.
+
+    `serve` runs one inside every process already; a lease lets one of them work at a time.
+    """
+    from stockguard.stores.redis.commands import run_persister
+
+    if not asyncio.run(run_persister(db, redis, prefix, until_idle)):
+        console.print("[red]the stream was not drained in time[/red]")
+        raise typer.Exit(1)
+    console.print("persister stopped")
+
 
 def main() -> None:
     app()

@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str] = {
     "coalescing": "stockguard.strategies.coalescing:CoalescingStrategy",
     "sharded": "stockguard.strategies.sharded:ShardedStrategy",
     "redis": "stockguard.strategies.redis:RedisStrategy",
+    "queue": "stockguard.strategies.queue:QueueStrategy",
 }
 
 DEFAULT_STRATEGY = "conditional"

@@ -111,9 +111,9 @@ class KeyLayout:
         """Held by the one worker consuming a partition, across every process."""
         return f"{self.tag}:q:{partition}:lease"
 
-    def reply(self, request_id: str) -> str:
-        """List the worker pushes one answer onto; the caller waits on it with BLPOP."""
-        return f"{self.tag}:reply:{request_id}"
+    def inbox(self, process_id: str) -> str:
+        """List of one process's answers (each names its request); one reader drains it."""
+        return f"{self.tag}:inbox:{process_id}"
 
     # -------------------------------------------------------------- housekeeping
 

@@ -28,6 +28,7 @@ NAMES = (
     "snapshot",
     "lease",
     "delete_if",
+    "enqueue",
 )
 
 

@@ -1,0 +1,250 @@
+"""Reconciliation: Redis against what SQL plus the unpersisted stream tail says it must be.
+
+``stockguard reconcile``:
+
+- **empty keyspace** (no load marker: first start, Redis lost its data, or the persister
+  fenced it for being behind SQL): load it from SQL (``loader.py``). Nothing sells until
+  then, so there is nothing to compare.
+- **loaded**: take one consistent picture — the SQL stream position row is locked (the
+  persister waits) while one read-only script snapshots every SKU, every held
+  reservation and the newest event id — then fold the stream tail after SQL's position
+  over SQL's rows (pure: ``expected``) and list every difference with Redis.
+- **--repair**: make Redis what SQL plus the tail says. Counters are corrected by
+  deltas, so traffic that ran after the snapshot is kept; holds missing in Redis are
+  recreated from SQL or the tail, holds only Redis knows are dropped (no answered hold
+  can be among them: the script that answered appended its event in the same step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from stockguard.domain import Reservation, Status
+from stockguard.stores.redis.client import RedisClients, unavailable_on_error
+from stockguard.stores.redis.codec import STREAM_START, decode_lines, encode_lines
+from stockguard.stores.redis.events import (
+    Ended,
+    Event,
+    PoisonEvent,
+    ProductCreated,
+    Reserved,
+    StockChanged,
+    parse,
+)
+from stockguard.stores.redis.keys import KeyLayout
+from stockguard.stores.redis.loader import LoadReport, ensure_loaded
+from stockguard.stores.redis.scripts import script
+from stockguard.stores.redis.sql_apply import read_offset
+from stockguard.stores.sql import schema as t
+from stockguard.stores.sql.store import SqlStore
+
+
+@dataclass
+class View:
+    """Stock and held reservations as one side sees them."""
+
+    levels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """sku → (on_hand, reserved)"""
+    held: dict[str, Reservation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    subject: str
+    redis: str
+    expected: str
+
+
+@dataclass
+class ReconcileReport:
+    loaded: LoadReport | None = None
+    differences: list[Difference] = field(default_factory=list)
+    tail_events: int = 0
+    """Events in Redis not yet in SQL when the picture was taken."""
+    poison_in_tail: list[str] = field(default_factory=list)
+    dead_letters: int = 0
+    repaired: int = 0
+
+    @property
+    def consistent(self) -> bool:
+        return not self.differences and not self.poison_in_tail
+
+
+def expected(sql: View, tail: Sequence[Event]) -> View:
+    """SQL's rows with the unpersisted events applied in order. Pure."""
+    levels = dict(sql.levels)
+    held = dict(sql.held)
+
+    def move(sku: str, on_hand: int, reserved: int) -> None:
+        current = levels.get(sku, (0, 0))
+        levels[sku] = (current[0] + on_hand, current[1] + reserved)
+
+    for event in tail:
+        if isinstance(event, Reserved):
+            held[event.reservation.id] = event.reservation
+            for line in event.reservation.lines:
+                move(line.sku, 0, line.quantity)
+        elif isinstance(event, Ended):
+            held.pop(event.reservation_id, None)
+            sold = event.status is Status.CONFIRMED
+            for line in event.lines:
+                move(line.sku, -line.quantity if sold else 0, -line.quantity)
+        elif isinstance(event, StockChanged):
+            if event.created:
+                levels[event.sku] = (event.on_hand_after, 0)
+            else:
+                move(event.sku, event.delta, 0)
+        elif isinstance(event, ProductCreated):
+            for variant in event.variants:
+                levels[variant.sku] = (variant.on_hand, 0)
+    return View(levels, held)
+
+
+def differences(redis: View, wanted: View) -> list[Difference]:
+    found: list[Difference] = []
+    for sku in sorted(set(redis.levels) | set(wanted.levels)):
+        have, want = redis.levels.get(sku), wanted.levels.get(sku)
+        if have != want:
+            found.append(Difference(f"sku {sku}", _level(have), _level(want)))
+    for rid in sorted(set(redis.held) | set(wanted.held)):
+        if (rid in redis.held) != (rid in wanted.held):
+            found.append(
+                Difference(
+                    f"hold {rid}",
+                    "held" if rid in redis.held else "absent",
+                    "held" if rid in wanted.held else "absent",
+                )
+            )
+    return found
+
+
+def _level(level: tuple[int, int] | None) -> str:
+    return "absent" if level is None else f"on_hand {level[0]}, reserved {level[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pictures:
+    redis: View
+    wanted: View
+    tail_events: int
+    poison: list[str]
+    redis_epoch: str
+    sql_epoch: str
+
+
+async def reconcile(
+    clients: RedisClients, store: SqlStore, keys: KeyLayout, *, repair: bool = False
+) -> ReconcileReport:
+    report = ReconcileReport()
+    async with unavailable_on_error("reconcile"):
+        if not await clients.commands.exists(keys.loaded):
+            report.loaded = await ensure_loaded(clients, store, keys)
+        if report.loaded is None:
+            pictures = await _pictures(clients, store, keys)
+            if pictures.redis_epoch != pictures.sql_epoch and repair:
+                # Redis is not the continuation of SQL's history: only a reload is safe.
+                await script("delete_if")(clients.commands, [keys.loaded], [pictures.redis_epoch])
+                report.loaded = await ensure_loaded(clients, store, keys)
+                report.repaired = 1
+                pictures = await _pictures(clients, store, keys)
+            elif repair and differences(pictures.redis, pictures.wanted):
+                report.repaired = await _repair(clients, keys, pictures.redis, pictures.wanted)
+                pictures = await _pictures(clients, store, keys)
+            report.tail_events = pictures.tail_events
+            report.poison_in_tail = pictures.poison
+            report.differences = differences(pictures.redis, pictures.wanted)
+            if pictures.redis_epoch != pictures.sql_epoch:
+                report.differences.insert(
+                    0, Difference("load epoch", pictures.redis_epoch, pictures.sql_epoch)
+                )
+        report.dead_letters = int(await clients.commands.xlen(keys.dead))
+    return report
+
+
+async def _pictures(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> _Pictures:
+    """Redis, and what Redis must be, as of one moment (the persister held still)."""
+    async with store.transaction() as tx:
+        offset = await read_offset(tx, keys.events, lock=True)
+        sql = View()
+        for row in await tx.connection.execute(select(t.stock_levels)):
+            sql.levels[row.sku] = (int(row.on_hand), int(row.reserved))
+        held_rows = (
+            await tx.connection.execute(
+                select(t.reservations).where(t.reservations.c.status == Status.HELD.value)
+            )
+        ).all()
+        sql.held = {r.id: r for r in await tx.reservations_from_rows(held_rows)}
+        snapshot: Any = await script("snapshot")(
+            clients.commands,
+            [keys.loaded, keys.skus, keys.due, keys.events],
+            [keys.stock_prefix, keys.reservation_prefix],
+        )
+    epoch, levels, held, newest = snapshot
+    redis = View()
+    for sku, on_hand, reserved, _version in levels:
+        if on_hand != "":
+            redis.levels[sku] = (int(on_hand), int(reserved))
+    for rid, status, lines, expires_at in held:
+        if status == Status.HELD.value:
+            redis.held[rid] = Reservation(
+                rid, "", None, Status.HELD, decode_lines(lines), int(expires_at or 0), 0
+            )
+    sql_epoch = offset.epoch if offset is not None else ""
+    after = offset.last_id if offset is not None and sql_epoch == epoch else STREAM_START
+    entries: Any = await clients.commands.xrange(keys.events, f"({after}", newest) if newest else []
+    tail: list[Event] = []
+    poison: list[str] = []
+    for entry_id, fields in entries:
+        try:
+            tail.append(parse(entry_id, fields))
+        except PoisonEvent as error:
+            poison.append(str(error))
+    return _Pictures(redis, expected(sql, tail), len(entries), poison, epoch, sql_epoch)
+
+
+async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: View) -> int:
+    """Makes Redis what ``wanted`` says, by deltas (traffic since the picture is kept)."""
+    pipe = clients.commands.pipeline(transaction=False)
+    fixes = 0
+    for sku in sorted(set(redis.levels) | set(wanted.levels)):
+        have, want = redis.levels.get(sku), wanted.levels.get(sku)
+        if have == want or want is None:
+            continue  # a SKU only Redis knows: reported, left for a human
+        if have is None:
+            pipe.hset(keys.stock(sku), mapping={"on_hand": want[0], "reserved": want[1]})
+            pipe.hsetnx(keys.stock(sku), "version", 0)
+            pipe.sadd(keys.skus, sku)
+        else:
+            pipe.hincrby(keys.stock(sku), "on_hand", want[0] - have[0])
+            pipe.hincrby(keys.stock(sku), "reserved", want[1] - have[1])
+            pipe.hincrby(keys.stock(sku), "version", 1)
+        fixes += 1
+    for rid in sorted(set(wanted.held) - set(redis.held)):
+        _recreate(pipe, keys, wanted.held[rid])
+        fixes += 1
+    for rid in sorted(set(redis.held) - set(wanted.held)):
+        pipe.delete(keys.reservation(rid))
+        pipe.zrem(keys.due, rid)
+        fixes += 1
+    await pipe.execute()
+    return fixes
+
+
+def _recreate(pipe: Any, keys: KeyLayout, reservation: Reservation) -> None:
+    pipe.hset(
+        keys.reservation(reservation.id),
+        mapping={
+            "order_id": reservation.order_id,
+            "customer_id": reservation.customer_id or "",
+            "status": Status.HELD.value,
+            "lines": encode_lines(reservation.lines),
+            "expires_at": reservation.expires_at_ms,
+            "created_at": reservation.created_at_ms,
+        },
+    )
+    pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
+    pipe.set(keys.order(reservation.order_id), reservation.id)
