@@ -79,7 +79,7 @@ class PartitionWorker:
             while not self._stopping:
                 try:
                     handled = await self.step()
-                except domain.StoreUnavailable as error:
+                except (domain.StoreUnavailable, redis_errors.ResponseError) as error:
                     _raise_if_cancelled(error)
                     self._recovering = True
                     log.warning("queue partition %d retries in %.2fs: %s", self.partition,

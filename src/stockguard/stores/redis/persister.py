@@ -115,7 +115,8 @@ class Persister:
             while not self._stopping:
                 try:
                     handled = await self.step()
-                except TRANSIENT as error:
+                except (*TRANSIENT, redis_errors.ResponseError) as error:
+                    # ResponseError: e.g. the stream was deleted under a blocked read.
                     if _cancel_requested():
                         # The client library turned our cancel into a read timeout.
                         raise asyncio.CancelledError() from error
@@ -123,6 +124,11 @@ class Persister:
                     log.warning("persister retries in %.2fs: %s", backoff_s, error)
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, BACKOFF_S_MAX)
+                    continue
+                except Exception:  # a bug: keep persisting what can be, loudly
+                    log.exception("persister step failed; retrying in %.2fs", BACKOFF_S_MAX)
+                    self._synced = False
+                    await asyncio.sleep(BACKOFF_S_MAX)
                     continue
                 if _cancel_requested():  # swallowed by a read that answered "no data"
                     raise asyncio.CancelledError()
@@ -150,7 +156,6 @@ class Persister:
                 return -1
             entries = await self._read()
         if not entries:
-            self._recovering = False  # every pending entry is done: read new ones now
             await self._measure()
             return 0
         await self._persist(entries)
@@ -196,14 +201,24 @@ class Persister:
         return True
 
     async def _read(self) -> list[tuple[str, dict[str, str] | None]]:
-        start = "0" if self._recovering else ">"
+        """Entries read before and never acknowledged first (a takeover), then new ones."""
+        if self._recovering:
+            pending = await self._read_group("0", block_ms=None)
+            if pending:
+                return pending
+            self._recovering = False
+        return await self._read_group(">", block_ms=self.block_ms)
+
+    async def _read_group(
+        self, start: str, block_ms: int | None
+    ) -> list[tuple[str, dict[str, str] | None]]:
         try:
             reply: Any = await self.clients.blocking.xreadgroup(
                 PERSIST_GROUP,
                 PERSIST_GROUP,
                 {self.keys.events: start},
                 count=self.batch_max,
-                block=None if self._recovering else self.block_ms,
+                block=block_ms,
             )
         except redis_errors.ResponseError as error:
             if "NOGROUP" not in str(error):
@@ -297,11 +312,14 @@ class Persister:
 
     async def _measure(self) -> None:
         """Lag: events not yet in SQL, and the age of the oldest of them."""
-        async with unavailable_on_error("persister lag"):
-            groups = await self.clients.commands.xinfo_groups(self.keys.events)
-            oldest = await self.clients.commands.xrange(
-                self.keys.events, f"({self.persisted or STREAM_START}", "+", count=1
-            )
+        try:
+            async with unavailable_on_error("persister lag"):
+                groups = await self.clients.commands.xinfo_groups(self.keys.events)
+                oldest = await self.clients.commands.xrange(
+                    self.keys.events, f"({self.persisted or STREAM_START}", "+", count=1
+                )
+        except redis_errors.ResponseError:  # the stream went away meanwhile
+            return
         for group in groups:
             if group.get("name") == PERSIST_GROUP:
                 lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
