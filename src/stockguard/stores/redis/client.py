@@ -103,8 +103,12 @@ async def delete_matching(client: Redis, pattern: str) -> int:
 
 
 async def delete_keyspace(client: Redis, keys: KeyLayout) -> int:
-    """Deletes every key of one keyspace, and nothing else."""
-    return await delete_matching(client, keys.match_all)
+    """Deletes every key of one keyspace, and nothing else.
+
+    The load marker goes first, in one step: from then on every script refuses, so the
+    keyspace is never seen half-deleted (a stock key gone while the marker remains would
+    answer "unknown SKU" instead of "unavailable")."""
+    return int(await client.unlink(keys.loaded)) + await delete_matching(client, keys.match_all)
 
 
 async def drop_keyspace(url: str, prefix: str) -> int:
