@@ -29,6 +29,7 @@ NAMES = (
     "lease",
     "delete_if",
     "enqueue",
+    "turn",
 )
 
 
