@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from stockguard.bench.runner import JSON_FIELDS, RunResult, ratios
+from stockguard.bench.runner import ADMISSION_SUFFIX, JSON_FIELDS, RunResult, ratios
 
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
@@ -136,16 +136,23 @@ def write_report(directory: Path, results: Sequence[RunResult], command: str) ->
         stem = _slug(f"{workload}-{backend}")
         images = []
 
-        figure, axes = plt.subplots(figsize=(9, 4.5))
-        for r in group:
-            axes.plot(range(1, len(r.latency_ms) + 1), r.latency_ms, ".", ms=1.5, label=r.strategy)
-        axes.set(
-            xlabel="request number (arrival order)",
-            ylabel="latency (ms, log)",
-            yscale="log",
-            title=f"{workload} on {backend}: latency by arrival order",
+        panels = [
+            [r for r in group if not r.strategy.endswith(ADMISSION_SUFFIX)],
+            [r for r in group if r.strategy.endswith(ADMISSION_SUFFIX)],
+        ]
+        panels = [panel for panel in panels if panel]
+        figure, axes_row = plt.subplots(
+            1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False
         )
-        axes.legend(markerscale=6, fontsize="small")
+        for axes, panel in zip(axes_row[0], panels, strict=True):
+            for r in panel:
+                axes.plot(
+                    range(1, len(r.latency_ms) + 1), r.latency_ms, ".", ms=1.5, label=r.strategy
+                )
+            axes.set(xlabel="request number (arrival order)", yscale="log")
+            axes.legend(markerscale=6, fontsize="small")
+        axes_row[0][0].set_ylabel("latency (ms, log)")
+        figure.suptitle(f"{workload} on {backend}: latency by arrival order")
         images.append(_save(figure, directory / f"{stem}-staircase.png"))
 
         figure, axes = plt.subplots(figsize=(9, 4.5))
