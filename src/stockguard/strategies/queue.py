@@ -36,6 +36,7 @@ from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
 from stockguard.stores.redis.client import BLOCK_S_MAX, connect, unavailable_on_error
 from stockguard.stores.redis.keys import KeyLayout
+from stockguard.stores.redis.pipeliner import Pipeliner
 from stockguard.stores.redis.replies import Answer, decode_answer, request_fields
 from stockguard.stores.redis.scripts import load_all, script
 from stockguard.stores.sql.store import SqlStore
@@ -85,6 +86,7 @@ class QueueStrategy(Strategy):
         self.reply_wait_s = reply_wait_s
         self.queue_depth_max = queue_depth_max
         self.clients = connect(redis_url)
+        self.pipeliner = Pipeliner(self.clients.commands)
         self.inbox = self.keys.inbox(uuid.uuid4().hex)
         self.workers = [
             PartitionWorker(
@@ -149,12 +151,11 @@ class QueueStrategy(Strategy):
         self._waiting[request_id] = future
         partition = self.partition_of(request)
         try:
-            async with unavailable_on_error("enqueue"):
-                entry = await script("enqueue")(
-                    self.clients.commands,
-                    [self.keys.queue(partition)],
-                    [str(self.queue_depth_max), *request_fields(request_id, self.inbox, request)],
-                )
+            entry = await self.pipeliner.call(
+                script("enqueue"),
+                [self.keys.queue(partition)],
+                [str(self.queue_depth_max), *request_fields(request_id, self.inbox, request)],
+            )
             if entry is None:
                 self.counters["queue_full"] += 1
                 raise domain.Overloaded(

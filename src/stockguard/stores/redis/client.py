@@ -22,7 +22,10 @@ from stockguard import domain
 from stockguard.stores.redis.keys import KeyLayout
 
 CONNECTIONS_MAX = 32
-"""Connections per client and process; callers beyond this wait for one (POOL_WAIT_S)."""
+"""Connections per client and process; callers beyond this wait for one (POOL_WAIT_S).
+The hot path never makes them wait: its calls share a few pipelines (pipeliner.py), which
+matters because the pool's wait is unfair — a caller arriving as a connection frees takes
+it before the one woken for it, and under a burst some callers starve for seconds."""
 POOL_WAIT_S = 5.0
 COMMAND_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 2.0

@@ -1,6 +1,7 @@
 """The redis strategy's operations on one keyspace: scripts in, domain values out.
 
-Each method is one script call (one round trip). The scripts decide; this module only
+Each method is one script call (sent with whatever other calls are waiting: see
+``pipeliner.py``). The scripts decide; this module only
 builds their keys and arguments and turns their replies into domain values and typed
 errors. ``NotLoaded`` (the keyspace holds no load marker) is a ``StoreUnavailable``: an
 empty or fenced Redis answers 503 and never sells.
@@ -32,6 +33,7 @@ from stockguard.stores.redis.codec import (
     reservation_from_hash,
 )
 from stockguard.stores.redis.keys import KeyLayout
+from stockguard.stores.redis.pipeliner import Pipeliner
 from stockguard.stores.redis.scripts import script
 
 EXPIRE_BATCH_MAX = 1_000
@@ -59,16 +61,20 @@ class KnownOrder:
 
 class RedisHolds:
     def __init__(
-        self, client: Redis, keys: KeyLayout, ended_retention_s: int = ENDED_RETENTION_S_DEFAULT
+        self,
+        client: Redis,
+        keys: KeyLayout,
+        ended_retention_s: int = ENDED_RETENTION_S_DEFAULT,
+        pipeliner: Pipeliner | None = None,
     ) -> None:
         assert 60 <= ended_retention_s <= 30 * 86_400
         self.client = client
+        self.pipeliner = pipeliner or Pipeliner(client)
         self.keys = keys
         self.retention_ms = str(ended_retention_s * 1000)
 
     async def _run(self, name: str, keys: list[str], args: Sequence[str]) -> Any:
-        async with unavailable_on_error(name):
-            reply = await script(name)(self.client, keys, list(args))
+        reply = await self.pipeliner.call(script(name), keys, list(args))
         if isinstance(reply, list) and reply and reply[0] == "unloaded":
             raise NotLoaded()
         return reply
