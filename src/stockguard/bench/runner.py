@@ -148,6 +148,18 @@ def _strategy_options(name: str, redis_url: str | None) -> dict[str, object]:
     return options
 
 
+@asynccontextmanager
+async def _redis_keyspace(options: dict[str, object]) -> AsyncIterator[None]:
+    """A Redis strategy's keyspace of this run is deleted afterwards, like its database."""
+    try:
+        yield
+    finally:
+        if "key_prefix" in options:
+            from stockguard.stores.redis.client import drop_keyspace  # Redis is optional
+
+            await drop_keyspace(str(options["redis_url"]), str(options["key_prefix"]))
+
+
 async def run_one(
     url: str,
     strategy: str,
@@ -162,13 +174,14 @@ async def run_one(
     gc_freeze: bool = True,
 ) -> RunResult:
     """One workload on one strategy over a fresh database, then the audit."""
-    async with fresh_database(url, workdir) as fresh_url:
+    options = _strategy_options(strategy, redis_url)
+    async with fresh_database(url, workdir) as fresh_url, _redis_keyspace(options):
         engine = await Engine.open(
             fresh_url,
             strategy,
             pool_size=pool_size,
             admission=AdmissionLimits() if admission else AdmissionLimits.off(),
-            **_strategy_options(strategy, redis_url),  # type: ignore[arg-type]
+            **options,  # type: ignore[arg-type]
         )
         try:
             if gc_freeze:

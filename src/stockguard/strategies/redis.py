@@ -112,8 +112,15 @@ class RedisStrategy(Strategy):
     async def _autoload(self) -> None:
         if self.autoload and not self._seen_loaded:
             report = await ensure_loaded(self.clients, self.store, self.keys)
-            if report is not None:
-                log.warning("loaded Redis keyspace %s from SQL: %s", self.keys.prefix, report)
+            if report is not None and report.previous_epoch is None:
+                log.info("first start of Redis keyspace %s: loaded from SQL", self.keys.prefix)
+            elif report is not None:
+                log.warning(
+                    "Redis keyspace %s was empty (restart without persistence, flush or "
+                    "fence) and was reloaded from SQL: %s",
+                    self.keys.prefix,
+                    report,
+                )
         self._seen_loaded = True
 
     async def _keep(self) -> None:

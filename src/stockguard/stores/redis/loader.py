@@ -29,7 +29,7 @@ from stockguard.stores.redis.client import RedisClients, delete_matching, unavai
 from stockguard.stores.redis.codec import encode_lines
 from stockguard.stores.redis.keys import PERSIST_GROUP, KeyLayout
 from stockguard.stores.redis.lease import Lease
-from stockguard.stores.redis.sql_apply import start_epoch
+from stockguard.stores.redis.sql_apply import read_offset, start_epoch
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.store import SqlStore
 from stockguard.stores.sql.tx import Tx
@@ -43,6 +43,8 @@ PAGE_ROWS = 5_000
 @dataclass(frozen=True, slots=True)
 class LoadReport:
     epoch: str
+    previous_epoch: str | None
+    """The load this one replaces; None on a first start (nothing was lost)."""
     skus: int
     held: int
     orders: int
@@ -77,6 +79,7 @@ async def _load(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> Load
     epoch = uuid.uuid4().hex
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
+        previous = await read_offset(tx, keys.events, lock=True)
         await start_epoch(tx, keys.events, epoch, now_ms)
         skus = await _load_levels(tx, clients, keys)
         held = await _load_held(tx, clients, keys)
@@ -84,7 +87,7 @@ async def _load(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> Load
         await tx.commit()
     await redis.xgroup_create(keys.events, PERSIST_GROUP, id="0", mkstream=True)
     await redis.set(keys.loaded, epoch)
-    return LoadReport(epoch, skus, held, orders, replaced)
+    return LoadReport(epoch, previous.epoch if previous else None, skus, held, orders, replaced)
 
 
 async def _load_levels(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
