@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +26,13 @@ ADMIN_TOKEN = "admin-page-test-token"
 SERVE_START_S_MAX = 60.0
 SERVE_STOP_S_MAX = 40.0
 HEALTH_POLL_S = 0.1
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = (
+    DOCS_SCREENSHOTS
+    if os.environ.get("STOCKGUARD_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "stockguard-screenshots"
+)
+"""docs/screenshots is rewritten only on request, so a plain test run leaves the tree clean."""
 VIEWPORT = {"width": 1280, "height": 900}
 
 
@@ -178,9 +185,11 @@ def stock_row(page: Page, sku: str) -> Any:
 
 
 async def screenshot(page: Page, backend: str, name: str, *, full_page: bool = False) -> None:
-    """Saves docs/screenshots/<name>.png; only the SQLite run writes, so runs never race."""
+    """Saves <name>.png (docs/screenshots with STOCKGUARD_UPDATE_SCREENSHOTS=1); only the
+    SQLite run writes, so runs never race."""
     if backend != "sqlite":
         return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(
         path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page, animations="disabled"
     )
