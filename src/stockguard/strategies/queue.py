@@ -19,8 +19,10 @@ Why an inbox per process rather than a reply key per request: a caller blocked i
 holds a Redis connection for its whole wait, so ten thousand waiting buyers would need
 ten thousand connections; one reader per process serves them all with one.
 
-Confirm, release, expiry, reads and admin writes go straight to the SQL store, as for
-``coalescing``: only holds are queued, and SQL is the store of record (nothing to settle).
+Only holds are queued. Confirms and releases need no order across processes (each names
+one reservation), so they take the coalescing strategy's in-process batches (one
+transaction per batch instead of one per payer); expiry, reads and admin writes go to
+the SQL store. SQL is the store of record: there is nothing to settle.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import zlib
 from typing import Any
 
 from stockguard import domain
-from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.domain import Reservation, ReserveOutcome, ReserveRequest
 from stockguard.stores.redis.client import BLOCK_S_MAX, connect, unavailable_on_error
 from stockguard.stores.redis.keys import KeyLayout
 from stockguard.stores.redis.pipeliner import Pipeliner
@@ -41,6 +43,7 @@ from stockguard.stores.redis.replies import Answer, decode_answer, request_field
 from stockguard.stores.redis.scripts import load_all, script
 from stockguard.stores.sql.store import SqlStore
 from stockguard.strategies.base import Strategy
+from stockguard.strategies.coalescing import CoalescingStrategy
 from stockguard.strategies.queue_worker import LEASE_MS_DEFAULT, PartitionWorker
 
 log = logging.getLogger("stockguard.queue")
@@ -101,6 +104,8 @@ class QueueStrategy(Strategy):
             )
             for n in range(partitions)
         ] if workers else []  # fmt: skip
+        self.transitions = CoalescingStrategy(store, group_count=1)
+        """Confirms and releases, batched in-process (its reservation writer stays idle)."""
         self._waiting: dict[str, asyncio.Future[Answer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -109,6 +114,7 @@ class QueueStrategy(Strategy):
         with contextlib.suppress(domain.StoreUnavailable):  # Redis down: calls reload later
             async with unavailable_on_error("start"):
                 await load_all(self.clients.commands)
+        await self.transitions.start()
         self._tasks = [asyncio.create_task(self._drain_inbox(), name=f"stockguard-{self.inbox}")]
         self._tasks += [
             asyncio.create_task(worker.run(), name=f"stockguard-queue-{worker.partition}")
@@ -130,11 +136,18 @@ class QueueStrategy(Strategy):
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(domain.StoreUnavailable("stockguard is stopping"))
+        await self.transitions.close()
         await self.clients.close()
 
     def partition_of(self, request: ReserveRequest) -> int:
         # crc32, not hash(): the same SKU maps to the same partition in every process.
         return zlib.crc32(request.lines[0].sku.encode()) % self.partitions
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        return await self.transitions.confirm(reservation_id)
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self.transitions.release(reservation_id)
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
         result = (await self.submit(request)).result

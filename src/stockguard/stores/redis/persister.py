@@ -201,6 +201,10 @@ class Persister:
         last = str(self.persisted)
         if await self.clients.commands.xrange(self.keys.events, last, last, count=1):
             return False
+        await self._fence(last)
+        return True
+
+    async def _fence(self, missing: str) -> None:
         assert self.epoch is not None
         await script("delete_if")(self.clients.commands, [self.keys.loaded], [self.epoch])
         self.fenced = True
@@ -208,9 +212,8 @@ class Persister:
         log.error(
             "Redis lost stream entry %s that SQL already holds: Redis is behind SQL. "
             "Reservations refused until `stockguard reconcile` reloads it.",
-            last,
+            missing,
         )
-        return True
 
     async def _read(self) -> list[tuple[str, dict[str, str] | None]]:
         """Entries read before and never acknowledged first (a takeover), then new ones."""
@@ -284,7 +287,7 @@ class Persister:
             if not fresh:
                 self.persisted = offset.last_id
                 return
-            await self._check_no_gap(offset.last_id, fresh[0].entry_id)
+            await self._check_continuity(offset.last_id, fresh[0].entry_id)
             await apply_events(tx, [e.event for e in fresh if e.event is not None])
             dead = [e for e in fresh if e.event is None]
             if dead:  # before the commit: a crash here dead-letters twice, never zero times
@@ -297,14 +300,25 @@ class Persister:
         async with self._progress:
             self._progress.notify_all()
 
-    async def _check_no_gap(self, last: StreamId, first: StreamId) -> None:
-        if last == STREAM_START:
-            return
+    async def _check_continuity(self, last: StreamId, first: StreamId) -> None:
+        """The batch must start right after the last persisted entry, which must still be
+        in the stream (one round trip checks both, inside the batch's transaction):
+
+        - an unpersisted entry in between → another persister overlapped: re-read;
+        - the last persisted entry gone → Redis restarted with less than SQL has: fence.
+        """
+        start = "-" if last == STREAM_START else str(last)
         async with unavailable_on_error("persister"):
-            between = await self.clients.commands.xrange(
-                self.keys.events, f"({last}", f"({first}", count=1
+            before: Any = await self.clients.commands.xrange(
+                self.keys.events, start, f"({first}", count=2
             )
-        if between:
+        found = [StreamId.parse(str(entry_id)) for entry_id, _ in before]
+        if last != STREAM_START:
+            if not found or found[0] != last:
+                await self._fence(str(last))
+                raise EpochChanged(f"Redis lost entry {last}, which SQL holds")
+            found = found[1:]
+        if found:
             raise StreamGap(f"entries between {last} and {first} are not persisted yet")
 
     async def _dead_letter(self, dead: Sequence[_Entry]) -> None:
