@@ -37,7 +37,7 @@ from typing import Any
 from stockguard import domain
 from stockguard.domain import Reservation, ReserveOutcome, ReserveRequest
 from stockguard.stores.redis.client import BLOCK_S_MAX, connect, unavailable_on_error
-from stockguard.stores.redis.keys import KeyLayout
+from stockguard.stores.redis.keys import KeyLayout, default_prefix
 from stockguard.stores.redis.pipeliner import Pipeliner
 from stockguard.stores.redis.replies import Answer, decode_answer, request_fields
 from stockguard.stores.redis.scripts import load_all, script
@@ -48,7 +48,6 @@ from stockguard.strategies.queue_worker import LEASE_MS_DEFAULT, PartitionWorker
 
 log = logging.getLogger("stockguard.queue")
 
-PREFIX_DEFAULT = "stockguard-queue"
 PARTITIONS_DEFAULT = 4
 PARTITIONS_MAX = 64
 BATCH_SIZE_MAX = 1_000
@@ -70,7 +69,7 @@ class QueueStrategy(Strategy):
         store: SqlStore,
         *,
         redis_url: str,
-        key_prefix: str = PREFIX_DEFAULT,
+        key_prefix: str | None = None,
         partitions: int = PARTITIONS_DEFAULT,
         reply_wait_s: float = REPLY_WAIT_S_DEFAULT,
         batch_size_max: int = BATCH_SIZE_MAX,
@@ -84,7 +83,7 @@ class QueueStrategy(Strategy):
         assert 0.1 <= reply_wait_s <= BLOCK_S_MAX
         assert 1 <= batch_size_max <= 10_000
         assert 1 <= queue_depth_max <= 1_000_000
-        self.keys = KeyLayout(key_prefix)
+        self.keys = KeyLayout(key_prefix or default_prefix())
         self.partitions = partitions
         self.reply_wait_s = reply_wait_s
         self.queue_depth_max = queue_depth_max

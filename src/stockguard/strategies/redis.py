@@ -46,7 +46,7 @@ from stockguard.stores.redis.holds import (
     RedisHolds,
     replay_or_conflict,
 )
-from stockguard.stores.redis.keys import PREFIX_DEFAULT, KeyLayout
+from stockguard.stores.redis.keys import KeyLayout, default_prefix
 from stockguard.stores.redis.loader import ensure_loaded
 from stockguard.stores.redis.persister import Persister
 from stockguard.stores.redis.scripts import load_all
@@ -75,7 +75,7 @@ class RedisStrategy(Strategy):
         store: SqlStore,
         *,
         redis_url: str,
-        key_prefix: str = PREFIX_DEFAULT,
+        key_prefix: str | None = None,
         persister: bool = True,
         autoload: bool = True,
         ended_retention_s: int = ENDED_RETENTION_S_DEFAULT,
@@ -83,7 +83,7 @@ class RedisStrategy(Strategy):
         **options: Any,
     ) -> None:
         super().__init__(store, **options)
-        self.keys = KeyLayout(key_prefix)
+        self.keys = KeyLayout(key_prefix or default_prefix())
         self.clients = connect(redis_url, connections_max)
         self.holds = RedisHolds(self.clients.commands, self.keys, ended_retention_s)
         self.persister = Persister(self.clients, store, self.keys) if persister else None
