@@ -325,33 +325,33 @@ async def test_every_on_hand_change_is_in_the_ledger(engine: Engine) -> None:
     await assert_invariants(engine)
 
 
-@pytest.mark.parametrize(
-    ("order_id", "lines", "ttl_s"),
-    [
-        ("o", [("H", 0)], 60),
-        ("o", [("H", -1)], 60),
-        ("o", [("H", 1_000_001)], 60),
-        ("o", [("H", 10**30)], 60),
-        ("o", [], 60),
-        ("o", [(f"S{n}", 1) for n in range(101)], 60),
-        ("o", [("H", 1), ("H", 1)], 60),
-        ("o", [("H\x00", 1)], 60),
-        ("o", [("x" * 65, 1)], 60),
-        ("o", [("", 1)], 60),
-        ("o", [("H", True)], 60),
-        ("", [("H", 1)], 60),
-        ("o" * 129, [("H", 1)], 60),
-        ("o", [("H", 1)], 0),
-        ("o", [("H", 1)], 86_401),
-    ],
-)
-async def test_hostile_reservation_input_is_refused_and_writes_nothing(
-    engine: Engine, order_id: str, lines: list[tuple[str, int]], ttl_s: int
-) -> None:
+HOSTILE_RESERVATIONS: list[tuple[str, list[tuple[str, int]], int]] = [
+    ("o", [("H", 0)], 60),
+    ("o", [("H", -1)], 60),
+    ("o", [("H", 1_000_001)], 60),
+    ("o", [("H", 10**30)], 60),
+    ("o", [], 60),
+    ("o", [(f"S{n}", 1) for n in range(101)], 60),
+    ("o", [("H", 1), ("H", 1)], 60),
+    ("o", [("H\x00", 1)], 60),
+    ("o", [("x" * 65, 1)], 60),
+    ("o", [("", 1)], 60),
+    ("o", [("H", True)], 60),
+    ("", [("H", 1)], 60),
+    ("o" * 129, [("H", 1)], 60),
+    ("o", [("H", 1)], 0),
+    ("o", [("H", 1)], 86_401),
+]
+
+
+async def test_hostile_reservation_input_is_refused_and_writes_nothing(engine: Engine) -> None:
+    """Each hostile request in turn (zero, negative and huge quantities, 0 or 101 lines, a
+    SKU twice, NUL and 65-character SKUs, bad order ids and TTLs): InvalidInput, no row."""
     await engine.set_on_hand("H", 5)
     before = await row_counts(engine)
-    with pytest.raises(domain.InvalidInput):
-        await engine.reserve(order_id, lines, ttl_s=ttl_s)
+    for order_id, lines, ttl_s in HOSTILE_RESERVATIONS:
+        with pytest.raises(domain.InvalidInput):
+            await engine.reserve(order_id, lines, ttl_s=ttl_s)
     assert await row_counts(engine) == before
     assert await table_row(engine, "H") == (5, 0)
 
