@@ -35,14 +35,15 @@ def bench(*arguments: str) -> tuple[int, list[dict[str, object]], str]:
 
 
 async def bench_databases(url: str) -> set[str]:
-    """Names of stockguard_bench_* databases on the server of ``url``."""
+    """Names of the bench databases made beside this session's database on its server."""
     backend = backend_for(url)
     engine = create_async_engine(backend.url, pool_size=1)
+    pattern = f"stockguard_bench_{backend.url.database}_%"
     query = (
-        "SELECT datname FROM pg_database WHERE datname LIKE 'stockguard_bench_%'"
+        f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}'"
         if backend.name == "postgres"
         else "SELECT schema_name FROM information_schema.schemata "
-        "WHERE schema_name LIKE 'stockguard_bench_%'"
+        f"WHERE schema_name LIKE '{pattern}'"
     )
     try:
         async with engine.connect() as connection:

@@ -1,7 +1,7 @@
 """Runs every (database, strategy, admission, workload) combination on fresh tables.
 
 Each run gets a database of its own that nothing else touches: a new SQLite file in a
-temporary directory, or on a server a new ``stockguard_bench_<random>`` database created
+temporary directory, or on a server a new ``stockguard_bench_<database>_<random>`` database created
 next to the one in the URL and dropped right after the run (also when the run fails), so
 a benchmark leaves nothing behind and never reads another run's rows or bloat. After the
 workload the tables are audited (I1-I4, ``stores/sql/audit.py``): oversold units and
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -111,7 +112,9 @@ async def fresh_database(url: str, workdir: Path) -> AsyncIterator[str]:
             _remove_sqlite_files(path)
         return
     backend = backend_for(url)
-    name = f"stockguard_bench_{uuid.uuid4().hex[:8]}"
+    # Named after the database given, so runs beside different databases never mix.
+    source = re.sub(r"[^A-Za-z0-9_]", "_", parsed.database or "db")[:30]
+    name = f"stockguard_bench_{source}_{uuid.uuid4().hex[:8]}"
     admin = create_async_engine(backend.url, isolation_level="AUTOCOMMIT", pool_size=1)
     quoted = f'"{name}"' if backend.name == "postgres" else f"`{name}`"
     create = f"CREATE DATABASE {quoted}"
