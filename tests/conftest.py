@@ -41,7 +41,8 @@ def service_unreachable(what: str, error: BaseException) -> None:
     pytest.skip(message)
 
 
-async def _create_server_database(backend: str, name: str) -> str:
+async def _admin_execute(backend: str, statement: str) -> None:
+    """Runs one statement on the server's maintenance database (CREATE/DROP DATABASE)."""
     url = make_url(SERVER_URLS[backend])
     if backend == "postgres":
         import asyncpg
@@ -55,7 +56,7 @@ async def _create_server_database(backend: str, name: str) -> str:
             timeout=5,
         )
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            await connection.execute(statement)
         finally:
             await connection.close()
     else:
@@ -70,46 +71,26 @@ async def _create_server_database(backend: str, name: str) -> str:
         )
         try:
             async with connection.cursor() as cursor:
-                await cursor.execute(
-                    f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
-                )
+                await cursor.execute(statement)
         finally:
             connection.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def _create_server_database(backend: str, name: str) -> str:
+    if backend == "postgres":
+        await _admin_execute(backend, f'CREATE DATABASE "{name}"')
+    else:
+        await _admin_execute(
+            backend, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+        )
+    return make_url(SERVER_URLS[backend]).set(database=name).render_as_string(hide_password=False)
 
 
 async def _drop_server_database(backend: str, name: str) -> None:
-    url = make_url(SERVER_URLS[backend])
     if backend == "postgres":
-        import asyncpg
-
-        connection = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            timeout=5,
-        )
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
+        await _admin_execute(backend, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
-        import asyncmy
-
-        connection = await asyncmy.connect(
-            host=url.host,
-            port=url.port or 3306,
-            user=url.username or "root",
-            password=url.password or "",
-            connect_timeout=5,
-        )
-        try:
-            async with connection.cursor() as cursor:
-                await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            connection.close()
+        await _admin_execute(backend, f"DROP DATABASE IF EXISTS `{name}`")
 
 
 class Databases:
