@@ -18,7 +18,7 @@ def test_defaults_are_the_embedded_database_and_the_default_strategy(
     settings = Settings()
 
     assert settings.database_url == "sqlite:///./stockguard.db"
-    assert settings.strategy == "conditional"
+    assert settings.strategy == "coalescing"
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.sweep_interval_s == 1.0
     assert settings.admin_token is None and settings.api_token is None
