@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -116,6 +117,25 @@ async def _load_levels(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
         after = rows[-1].sku
 
 
+def write_held(pipe: Any, keys: KeyLayout, reservation: domain.Reservation) -> None:
+    """The Redis copy of a held reservation: its hash and its place in the expiry index.
+
+    The one writer of that layout outside the Lua scripts (load and reconcile share it).
+    """
+    pipe.hset(
+        keys.reservation(reservation.id),
+        mapping={
+            "order_id": reservation.order_id,
+            "customer_id": reservation.customer_id or "",
+            "status": Status.HELD.value,
+            "lines": encode_lines(reservation.lines),
+            "expires_at": reservation.expires_at_ms,
+            "created_at": reservation.created_at_ms,
+        },
+    )
+    pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
+
+
 async def _load_held(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
     count = 0
     after_seq = -1
@@ -135,18 +155,7 @@ async def _load_held(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
             return count
         pipe = clients.commands.pipeline(transaction=False)
         for reservation in await tx.reservations_from_rows(rows):
-            pipe.hset(
-                keys.reservation(reservation.id),
-                mapping={
-                    "order_id": reservation.order_id,
-                    "customer_id": reservation.customer_id or "",
-                    "status": Status.HELD.value,
-                    "lines": encode_lines(reservation.lines),
-                    "expires_at": reservation.expires_at_ms,
-                    "created_at": reservation.created_at_ms,
-                },
-            )
-            pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
+            write_held(pipe, keys, reservation)
         await pipe.execute()
         count += len(rows)
         after_seq = rows[-1].seq

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from stockguard.domain import Reservation, Status
 from stockguard.stores.redis.client import RedisClients, unavailable_on_error
-from stockguard.stores.redis.codec import STREAM_START, decode_lines, encode_lines
+from stockguard.stores.redis.codec import STREAM_START, decode_lines
 from stockguard.stores.redis.events import (
     Ended,
     Event,
@@ -36,7 +36,7 @@ from stockguard.stores.redis.events import (
     parse,
 )
 from stockguard.stores.redis.keys import KeyLayout
-from stockguard.stores.redis.loader import LoadReport, ensure_loaded
+from stockguard.stores.redis.loader import LoadReport, ensure_loaded, write_held
 from stockguard.stores.redis.scripts import script
 from stockguard.stores.redis.sql_apply import read_offset
 from stockguard.stores.sql import schema as t
@@ -235,16 +235,5 @@ async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: V
 
 
 def _recreate(pipe: Any, keys: KeyLayout, reservation: Reservation) -> None:
-    pipe.hset(
-        keys.reservation(reservation.id),
-        mapping={
-            "order_id": reservation.order_id,
-            "customer_id": reservation.customer_id or "",
-            "status": Status.HELD.value,
-            "lines": encode_lines(reservation.lines),
-            "expires_at": reservation.expires_at_ms,
-            "created_at": reservation.created_at_ms,
-        },
-    )
-    pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
+    write_held(pipe, keys, reservation)
     pipe.set(keys.order(reservation.order_id), reservation.id)
