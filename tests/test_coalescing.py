@@ -228,3 +228,24 @@ async def test_batched_confirms_and_releases_keep_every_total_and_the_ledger_exa
         # All 62 were queued before the writer ran: one transaction, not 62.
         assert engine.strategy.counters["coalescing_transition_batches"] <= 2
         assert (await audit(engine.store)).ok
+
+
+def test_a_repeat_of_a_refused_order_with_the_same_lines_gets_the_same_refusal() -> None:
+    """Pure: 'x' is refused at its turn; its repeat in the same batch asks for the same
+    lines, so it hears the same out-of-stock answer (its own copy of it)."""
+    levels = {"S": domain.StockLevel("S", 1, 0, 0)}
+    batch = [request("x", ("S", 2)), request("x", ("S", 2)), request("y", ("S", 1))]
+    new = domain.Reservation
+    after, results = decide_batch(
+        levels,
+        {},
+        batch,
+        lambda r, now_ms: new(r.order_id, r.order_id, None, Status.HELD, r.lines, now_ms, 0),
+        0,
+    )
+
+    assert kinds(results) == ["out-of-stock", "out-of-stock", "held"]
+    first, repeat = results[0], results[1]
+    assert isinstance(first, domain.OutOfStock) and isinstance(repeat, domain.OutOfStock)
+    assert repeat is not first and repeat.shortfalls == first.shortfalls
+    assert after["S"].reserved == 1

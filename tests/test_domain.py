@@ -215,3 +215,35 @@ def test_a_reservation_ends_at_most_once(
         except domain.StockguardError:
             pass
     assert writes <= (1 if statuses is Status.HELD else 0)
+
+
+ONE_OF_EACH_ERROR: list[domain.StockguardError] = [
+    domain.InvalidInput("sku", "must be a string"),
+    domain.UnknownSku(["B", "A"]),
+    domain.DuplicateSku(["A"]),
+    domain.ProductNotFound("p1"),
+    domain.ReservationNotFound("r1"),
+    domain.OutOfStock([domain.Shortfall("A", 2, 1), domain.Shortfall("B", 1, 0)]),
+    domain.IdempotencyConflict("o1", "r1"),
+    domain.InvalidState("r1", Status.CONFIRMED, "release"),
+    domain.ReservationExpired("r1"),
+    domain.StockChanged(StockLevel("A", 11, 0, 3), 12),
+    domain.BelowReserved(StockLevel("A", 11, 5, 3), 4),
+    domain.Overloaded("too many", retry_after_s=2),
+    domain.StoreUnavailable("down", retry_after_s=3),
+]
+
+
+@pytest.mark.parametrize("error", ONE_OF_EACH_ERROR, ids=lambda e: e.kind)
+def test_every_error_copies_into_an_equal_independent_instance(
+    error: domain.StockguardError,
+) -> None:
+    """A batch answers several waiters with one error: each gets its own copy, because a
+    raise grows the instance's traceback. Copies must keep every field and the message."""
+    import copy
+    import pickle
+
+    for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert type(clone) is type(error) and clone is not error
+        assert vars(clone) == vars(error)
+        assert str(clone) == str(error)

@@ -29,6 +29,7 @@ import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # Limits (DESIGN §4). Every input is checked against these before any write.
 SKU_LEN_MAX = 64
@@ -68,6 +69,19 @@ class StockguardError(Exception):
     """Base of every operating error; ``kind`` is stable and names the problem type."""
 
     kind = "error"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Each subclass's __init__ takes its data, not the message that ends up in
+        # ``args``, so the default (call the class with ``args``) cannot rebuild it. A batch
+        # answers several waiters with copies of one error (each raise grows the instance's
+        # own traceback, so waiters must not share one); copy and pickle come through here.
+        return (_restore_error, (type(self), self.args), self.__dict__)
+
+
+def _restore_error(cls: type[StockguardError], args: tuple[Any, ...]) -> StockguardError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class InvalidInput(StockguardError):
@@ -122,13 +136,14 @@ class OutOfStock(StockguardError):
     kind = "out-of-stock"
 
     def __init__(self, shortfalls: Sequence[Shortfall]) -> None:
+        # The message is built only when read: a flash sale refuses thousands of buyers a
+        # second and most refusals are counted, never printed.
         assert shortfalls, "an out-of-stock answer names at least one line"
         self.shortfalls = tuple(shortfalls)
-        super().__init__(
-            "; ".join(
-                f"{s.sku}: requested {s.requested}, available {s.available}"
-                for s in self.shortfalls
-            )
+
+    def __str__(self) -> str:
+        return "; ".join(
+            f"{s.sku}: requested {s.requested}, available {s.available}" for s in self.shortfalls
         )
 
 
@@ -363,7 +378,10 @@ def validate_reserve(
         else _validate_text(customer_id, "customer_id", CUSTOMER_ID_LEN_MAX)
     )
     ttl = _validate_int(ttl_s, "ttl_seconds", TTL_S_MIN, TTL_S_MAX)
-    if not isinstance(lines, Sequence) or isinstance(lines, str):
+    # ``type(...) in`` before the ABC check: every request of a flash sale passes here.
+    if type(lines) not in (list, tuple) and (
+        not isinstance(lines, Sequence) or isinstance(lines, str)
+    ):
         raise InvalidInput("items", "must be a list")
     if not 1 <= len(lines) <= LINES_MAX:
         raise InvalidInput("items", f"must hold 1-{LINES_MAX} lines")
@@ -376,13 +394,26 @@ def validate_reserve(
             sku_raw, quantity_raw = raw
         else:
             raise InvalidInput(f"items[{index}]", "must be a (sku, quantity) line")
-        sku = validate_sku(sku_raw, f"items[{index}].sku")
-        quantity = _validate_int(quantity_raw, f"items[{index}].quantity", 1, QUANTITY_MAX)
+        # The common case is checked inline; anything else goes through the full check,
+        # which names the field (the f-strings are built only then).
+        if (
+            type(sku_raw) is str
+            and 1 <= len(sku_raw) <= SKU_LEN_MAX
+            and _CONTROL_CHARS.search(sku_raw) is None
+        ):
+            sku = sku_raw
+        else:
+            sku = validate_sku(sku_raw, f"items[{index}].sku")
+        if type(quantity_raw) is int and 1 <= quantity_raw <= QUANTITY_MAX:
+            quantity = quantity_raw
+        else:
+            quantity = _validate_int(quantity_raw, f"items[{index}].quantity", 1, QUANTITY_MAX)
         if sku in seen:
             raise InvalidInput(f"items[{index}].sku", f"{sku!r} appears more than once")
         seen.add(sku)
         checked.append(Line(sku, quantity))
-    checked.sort(key=_by_sku)
+    if len(checked) > 1:
+        checked.sort(key=_by_sku)
     return ReserveRequest(order, tuple(checked), ttl, customer)
 
 
@@ -408,12 +439,17 @@ def hold(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> dict[str, S
     if short:
         raise OutOfStock(short)
     after = dict(levels)
-    for line in line_tuple:
-        level = after[line.sku]
-        after[line.sku] = StockLevel(
+    _take(after, line_tuple)
+    return after
+
+
+def _take(levels: dict[str, StockLevel], lines: Iterable[Line]) -> None:
+    """Moves ``lines`` into ``reserved``, in place; the caller checked that they fit."""
+    for line in lines:
+        level = levels[line.sku]
+        levels[line.sku] = StockLevel(
             level.sku, level.on_hand, level.reserved + line.quantity, level.version + 1
         )
-    return after
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,11 +476,11 @@ def decide_in_order(
     current = dict(levels)
     decisions: list[Decision] = []
     for request in requests:
-        try:
-            current = hold(current, request.lines)
-            decisions.append(Decision(request, ()))
-        except OutOfStock as refused:
-            decisions.append(Decision(request, refused.shortfalls))
+        # ``hold`` without its exception: a sold-out batch refuses a thousand requests here.
+        short = shortfalls(current, request.lines)
+        if not short:
+            _take(current, request.lines)
+        decisions.append(Decision(request, short))
     return current, tuple(decisions)
 
 

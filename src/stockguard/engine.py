@@ -103,13 +103,13 @@ class Engine:
         try:
             outcome = await self.admission.reserve(request)
         except domain.StockguardError as error:
-            metrics.RESERVATIONS.labels(outcome=error.kind).inc()
+            metrics.reservation_outcome(error.kind).inc()
             # The traceback holds this frame; unbinding the error avoids a frame -> error ->
             # traceback -> frame cycle per refusal, which in a flash sale (thousands of
             # refusals a second) makes the cyclic GC pause the event loop.
             del error
             raise
-        metrics.RESERVATIONS.labels(outcome="held" if outcome.created else "replayed").inc()
+        metrics.reservation_outcome("held" if outcome.created else "replayed").inc()
         return outcome
 
     async def confirm(self, reservation_id: str) -> Reservation:

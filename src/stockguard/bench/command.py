@@ -86,8 +86,9 @@ def bench(
     gc_freeze: Annotated[
         bool,
         typer.Option(
-            help="Freeze the start-up heap (gc.freeze) before each run, as a long-running "
-            "server would, so that full garbage collections do not land in some runs only.",
+            help="Set the garbage collector before each run as `serve` does after start-up "
+            "(freeze the start-up heap, gen-0 threshold 20,000: stockguard/heap.py), so that "
+            "full collections do not land in some runs only. --no-gc-freeze: CPython defaults.",
         ),
     ] = True,
     json_output: Annotated[

@@ -10,7 +10,6 @@ broken invariants are part of every result.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import re
 import tempfile
@@ -24,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from stockguard import strategies
+from stockguard import heap, strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.bench.workloads import RUNNERS, WorkloadSpec, is_rejection
 from stockguard.engine import Engine
@@ -187,17 +186,15 @@ async def run_one(
             **options,  # type: ignore[arg-type]
         )
         try:
-            if gc_freeze:
-                # The start-up heap (SQLAlchemy, drivers, …) is left out of full collections,
-                # as a long-running server does after start-up; otherwise a 30-50 ms full
-                # collection lands inside some runs and not others and decides their p99.
-                gc.collect()
-                gc.freeze()
+            # The collector as ``serve`` sets it after start-up (``heap.settle``); otherwise
+            # a 30-50 ms full collection lands inside some runs and not others and decides
+            # their p99.
+            previous = heap.settle() if gc_freeze else None
             try:
                 samples = await RUNNERS[workload](engine, spec, done)
             finally:
-                if gc_freeze:
-                    gc.unfreeze()
+                if previous is not None:
+                    heap.unsettle(previous)
             await engine.strategy.settle()  # write-behind strategies: tables catch up first
             report = await audit(engine.store)
             counters = (

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from prometheus_client import multiprocess
 
-from stockguard import __version__, metrics
+from stockguard import __version__, heap, metrics
 from stockguard.admin import admin_router
 from stockguard.config import Settings
 from stockguard.engine import Engine
@@ -115,6 +115,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     sweeper = Sweeper(engine, settings.sweep_interval_s, app.state.strategy_events)
     sweeper.start()
+    if given is None:
+        heap.settle()  # start-up is over: the collector as a long-running server wants it
     try:
         yield
     finally:

@@ -2,7 +2,8 @@
 
 One transaction per reservation serialises every buyer of a hot SKU on its row lock, so
 the N-th buyer waits N transactions (seed 002's staircase). Here each process queues
-reservations in a bounded FIFO per SKU group, and one writer task per group drains it:
+reservations in a bounded FIFO per SKU group, and one writer task per group drains it
+(``batch_writer.BatchWriter``):
 a batch of up to ``batch_size_max`` requests becomes ONE transaction that
 
 1. locks the stock rows of every SKU in the batch once, in sorted order;
@@ -27,11 +28,9 @@ batched (one aggregated update per SKU per 1,000 holds).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stockguard import domain
@@ -39,6 +38,7 @@ from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, S
 from stockguard.stores.sql import bulk
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
 from stockguard.strategies.base import Strategy
+from stockguard.strategies.batch_writer import BatchWriter
 from stockguard.strategies.coalescing_transitions import apply_transitions
 
 BATCH_SIZE_MAX = 2_000
@@ -170,19 +170,6 @@ def _replay(found: domain.Reservation, request: ReserveRequest) -> Result:
     return domain.IdempotencyConflict(request.order_id, found.id)
 
 
-@dataclass(slots=True)
-class _Waiter:
-    item: Any
-    """A ReserveRequest, or a (reservation_id, target status) transition."""
-    future: asyncio.Future[Any]
-
-
-_STOP = object()
-"""Put in a queue by ``close()``: everything queued before it is still answered."""
-
-Apply = Callable[[SqlStore, Sequence[Any]], Awaitable[Sequence[object]]]
-
-
 class CoalescingStrategy(Strategy):
     name = "coalescing"
 
@@ -196,112 +183,53 @@ class CoalescingStrategy(Strategy):
         **options: Any,
     ) -> None:
         super().__init__(store, **options)
-        assert 1 <= batch_size_max <= 100_000
-        assert 1 <= queue_depth_max <= 1_000_000
         assert 1 <= group_count <= 64
-        self.batch_size_max = batch_size_max
-        self.queue_depth_max = queue_depth_max
         self.group_count = group_count
-        self._queues: list[asyncio.Queue[_Waiter | object]] = []
-        """One per SKU group for reservations, and a last one for confirms and releases."""
-        self._writers: list[asyncio.Task[None]] = []
-        self._closing = False
+        sizes = {"batch_size_max": batch_size_max, "queue_depth_max": queue_depth_max}
+        self._groups = [
+            BatchWriter("coalescing", self._apply_holds, self.counters, **sizes)
+            for _ in range(group_count)
+        ]
+        """Reservations, one writer per SKU group."""
+        self._transitions = BatchWriter(
+            "coalescing_transition", self._apply_transitions, self.counters, **sizes
+        )
+        """Confirms and releases."""
+
+    async def _apply_holds(self, requests: Sequence[ReserveRequest]) -> list[Result]:
+        return await apply_batch(self.store, requests)
+
+    async def _apply_transitions(
+        self, items: Sequence[tuple[str, domain.Status]]
+    ) -> Sequence[object]:
+        return await apply_transitions(self.store, items)
 
     async def start(self) -> None:
-        self._queues = [
-            asyncio.Queue(maxsize=self.queue_depth_max) for _ in range(self.group_count + 1)
-        ]
-        applies: list[Apply] = [apply_batch] * self.group_count + [apply_transitions]
-        self._writers = [
-            asyncio.create_task(self._drain(queue, apply), name=f"stockguard-coalescing-{n}")
-            for n, (queue, apply) in enumerate(zip(self._queues, applies, strict=True))
-        ]
+        for writer in (*self._groups, self._transitions):
+            writer.start()
 
     async def close(self) -> None:
         """Stops taking requests, answers every request already queued, then stops."""
-        if self._closing:
-            return
-        self._closing = True
-        for queue in self._queues:
-            await queue.put(_STOP)  # waits while a full queue drains: FIFO keeps every answer
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._writers), CLOSE_S_MAX)
-        for writer in self._writers:
-            writer.cancel()
-        for queue in self._queues:
-            while not queue.empty():
-                item = queue.get_nowait()
-                if isinstance(item, _Waiter) and not item.future.done():
-                    item.future.set_exception(domain.StoreUnavailable("stockguard is stopping"))
+        await asyncio.gather(
+            *(writer.close(CLOSE_S_MAX) for writer in (*self._groups, self._transitions))
+        )
 
     def group_of(self, request: ReserveRequest) -> int:
         # crc32, not hash(): the same SKU maps to the same group in every process and run.
         return zlib.crc32(request.lines[0].sku.encode()) % self.group_count
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
-        outcome: ReserveOutcome = await self._submit(self.group_of(request), request)
+        outcome: ReserveOutcome = await self._groups[self.group_of(request)].submit(request)
         return outcome
 
     async def confirm(self, reservation_id: str) -> domain.Reservation:
-        result: domain.Reservation = await self._submit(
-            self.group_count, (reservation_id, domain.Status.CONFIRMED)
+        result: domain.Reservation = await self._transitions.submit(
+            (reservation_id, domain.Status.CONFIRMED)
         )
         return result
 
     async def release(self, reservation_id: str) -> domain.Reservation:
-        result: domain.Reservation = await self._submit(
-            self.group_count, (reservation_id, domain.Status.RELEASED)
+        result: domain.Reservation = await self._transitions.submit(
+            (reservation_id, domain.Status.RELEASED)
         )
         return result
-
-    async def _submit(self, queue_number: int, item: object) -> Any:
-        if self._closing or not self._queues:
-            raise domain.StoreUnavailable("the coalescing writer is not running")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        try:
-            self._queues[queue_number].put_nowait(_Waiter(item, future))
-        except asyncio.QueueFull:
-            self.counters["coalescing_queue_full"] += 1
-            raise domain.Overloaded(f"{self.queue_depth_max} requests already queued") from None
-        try:
-            return await future
-        finally:
-            del future  # no frame -> future -> error -> traceback -> frame cycle per refusal
-
-    async def _drain(self, queue: asyncio.Queue[_Waiter | object], apply: Apply) -> None:
-        """A writer: one batch at a time, as many requests as are waiting."""
-        stopping = False
-        while not stopping:
-            item = await queue.get()
-            batch: list[_Waiter] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(item, _Waiter)
-                if not item.future.cancelled():  # the caller gave up before its turn
-                    batch.append(item)
-                if len(batch) >= self.batch_size_max or queue.empty():
-                    break
-                item = queue.get_nowait()
-            if batch:
-                await self._write(batch, apply)
-
-    async def _write(self, batch: list[_Waiter], apply: Apply) -> None:
-        kind = "coalescing" if apply is apply_batch else "coalescing_transition"
-        self.counters[f"{kind}_batches"] += 1
-        self.counters[f"{kind}_requests"] += len(batch)
-        try:
-            results = await apply(self.store, [waiter.item for waiter in batch])
-        except Exception as error:  # a bug or a driver error nobody classified: all hear it
-            for waiter in batch:
-                if not waiter.future.done():
-                    waiter.future.set_exception(error)
-            return
-        for waiter, result in zip(batch, results, strict=True):
-            if waiter.future.done():
-                continue
-            if isinstance(result, StockguardError):
-                waiter.future.set_exception(result)
-            else:
-                waiter.future.set_result(result)
