@@ -20,14 +20,22 @@ from stockguard.bench.runner import ADMISSION_SUFFIX, JSON_FIELDS, RunResult, ra
 
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
-COUNTER_NAMES = ("passed", "fastpath", "lookups", "overloaded", "coalescing_batches")
-"""Shown in tables, with every counter of a failed confirm or release (``*_store-…``)."""
+COUNTER_NAMES = (
+    "passed",
+    "fastpath",
+    "lookups",
+    "overloaded",
+    "coalescing_batches",
+    "conflict_retries",
+)
+"""Shown in tables, with every counter of a failed confirm or release (``*_store-…``) and
+of each kind of error answer (``error_<kind>``)."""
 
 
 def _counters(result: RunResult) -> str:
     names = [
         *COUNTER_NAMES,
-        *sorted(k for k in result.counters if k.startswith(("confirm_", "release_"))),
+        *sorted(k for k in result.counters if k.startswith(("confirm_", "release_", "error_"))),
     ]
     return ", ".join(f"{k}={result.counters[k]}" for k in names if result.counters.get(k))
 

@@ -14,6 +14,7 @@ import inspect
 import re
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -76,6 +77,14 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.oversold == 0 and not self.violations
+
+
+def error_kinds(outcomes: Sequence[str]) -> dict[str, int]:
+    """``error_<kind>`` counts of the answers that were neither a hold nor a refusal."""
+    kinds = Counter(
+        kind for kind in outcomes if kind not in ("held", "replayed") and not is_rejection(kind)
+    )
+    return {f"error_{kind}": count for kind, count in sorted(kinds.items())}
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -198,8 +207,12 @@ async def run_one(
             await engine.strategy.settle()  # write-behind strategies: tables catch up first
             report = await audit(engine.store)
             counters = (
-                dict(engine.admission.counters) | dict(engine.strategy.counters) | samples.counters
+                dict(engine.admission.counters)
+                | dict(engine.strategy.counters)
+                | dict(engine.store.counters)
+                | samples.counters
             )
+            counters |= error_kinds(samples.outcome)
         finally:
             await engine.close()
     ordered = sorted(samples.latency_ms)

@@ -62,7 +62,8 @@ class Samples:
 
     latency_ms: list[float]
     outcome: list[str]
-    """Per request: held, replayed, out-of-stock, overloaded, … (an error kind), or error."""
+    """Per request: held, replayed, out-of-stock, overloaded, … (an error kind), or
+    ``exception-<type>`` for an exception that is not a stockguard error (a bug)."""
     elapsed_s: float
     problems: list[str] = field(default_factory=list)
     """Answers that contradict the stock (e.g. refused while units were left)."""
@@ -85,8 +86,8 @@ async def _timed(
         outcome = await engine.reserve(order_id, lines, ttl_s=ttl_s)
     except domain.StockguardError as error:
         return (time.perf_counter() - started) * 1000, error.kind, None
-    except Exception:  # a bug shows up as an error in the table, not a crashed benchmark
-        return (time.perf_counter() - started) * 1000, "error", None
+    except Exception as error:  # a bug shows up as an error in the table, not a crash
+        return (time.perf_counter() - started) * 1000, f"exception-{type(error).__name__}", None
     kind = "held" if outcome.created else "replayed"
     return (time.perf_counter() - started) * 1000, kind, outcome.reservation
 

@@ -3,7 +3,11 @@
 Each gives units back to (or takes them from) exactly the buckets recorded for the held
 line in ``reservation_buckets``; a line with no such record was held on the SKU's
 ``stock_levels`` row (before the SKU was sharded) and is settled there. Lock order:
-reservation rows, then ``stock_levels`` rows, then buckets in (sku, bucket) order.
+reservation rows, then buckets in (sku, bucket) order, then ``stock_levels`` rows: the
+order a reservation takes them in (its buckets, then, on MariaDB, a shared lock on each
+row from the foreign key check of its lines). Before it was kept everywhere, confirms
+that locked the row first deadlocked with reservations on MariaDB (the bench's mixed
+workload: a few requests a run ran out of retries).
 """
 
 from __future__ import annotations
@@ -94,8 +98,11 @@ class ShardedWrites:
             from_buckets[part.sku] += part.quantity
         on_rows = {sku: q - from_buckets[sku] for sku, q in quantities.items()}
         if sold:
-            await b.lock_levels(tx, list(quantities))  # the ledger sees one on_hand at a time
+            # Buckets before rows, like every writer here: a reservation holds its bucket
+            # and then takes a shared lock on the row (MariaDB's foreign key check on its
+            # lines), so a confirm holding the row while it waits for that bucket deadlocks.
             await b.add(tx, {key: (-q, -q) for key, q in on_buckets.items()})
+            await b.lock_levels(tx, list(quantities))  # the ledger sees one on_hand at a time
             await bulk.move_levels(tx, {sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
         else:
             await b.add(tx, {key: (0, -q) for key, q in on_buckets.items()})
@@ -145,6 +152,7 @@ class ShardedWrites:
         async def work() -> tuple[StockLevel, int]:
             async with self.store.transaction() as tx:
                 now_ms = await tx.now_ms()
+                rows = (await b.buckets(tx, [sku], lock=True)).get(sku, [])  # buckets first
                 row = (await tx.levels([sku], lock=True)).get(sku)
                 if row is None:
                     if not create or expected_on_hand is not None:
@@ -158,7 +166,6 @@ class ShardedWrites:
                         [Movement(now_ms, sku, on_hand, on_hand, "created", None)]
                     )
                 else:
-                    rows = (await b.buckets(tx, [sku], lock=True)).get(sku, [])
                     count = max(len(rows) or self.buckets_for(sku), grow_to or 0)
                     added = [Bucket(sku, n, 0, 0) for n in range(len(rows), count)]
                     await b.insert_buckets(tx, added)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -54,6 +55,9 @@ class SqlStore:
         self.engine = backend.create_engine()
         self._slots = asyncio.Semaphore(backend.pool_size)
         self._connect_failed_at_s = 0.0
+        self.counters: Counter[str] = Counter()
+        """``conflict_retries``: transactions the database aborted (deadlock,
+        serialization) and ``run`` ran again. Writers that keep one lock order make none."""
 
     @classmethod
     def open(cls, url: str, **options: Any) -> SqlStore:
@@ -122,6 +126,7 @@ class SqlStore:
             try:
                 return await work()
             except RetryableConflict as conflict:
+                self.counters["conflict_retries"] += 1
                 if attempt == RETRY_MAX - 1:
                     raise domain.StoreUnavailable(
                         "the database kept aborting the transaction"
