@@ -249,3 +249,26 @@ def test_a_repeat_of_a_refused_order_with_the_same_lines_gets_the_same_refusal()
     assert isinstance(first, domain.OutOfStock) and isinstance(repeat, domain.OutOfStock)
     assert repeat is not first and repeat.shortfalls == first.shortfalls
     assert after["S"].reserved == 1
+
+
+async def test_a_strategy_that_fails_to_start_leaves_no_writer_running(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start() gets halfway (its writers run) and then fails: Engine.open stops them."""
+    started = CoalescingStrategy.start
+
+    async def start_then_fail(self: CoalescingStrategy) -> None:
+        await started(self)
+        raise RuntimeError("failed after the writers started")
+
+    monkeypatch.setattr(CoalescingStrategy, "start", start_then_fail)
+    with pytest.raises(RuntimeError):
+        await Engine.open(db_url, "coalescing", migrate=False)
+    await asyncio.sleep(0)
+
+    writers = [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("stockguard-coalescing") and not task.done()
+    ]
+    assert writers == []

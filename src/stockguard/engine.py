@@ -7,6 +7,7 @@ decision about concurrency.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -66,7 +67,14 @@ class Engine:
                     raise ValueError(f"strategy {strategy!r} needs a Redis URL")
                 strategy_options["redis_url"] = redis_url
             chosen = strategies.create(strategy, store, **strategy_options)
-            await chosen.start()
+            try:
+                await chosen.start()
+            except BaseException:
+                # start() may have got halfway (writer tasks, a Redis pool): stop what it
+                # started, then report why it could not start.
+                with contextlib.suppress(Exception):
+                    await chosen.close()
+                raise
         except BaseException:
             await store.close()
             raise
