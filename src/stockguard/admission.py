@@ -114,10 +114,18 @@ class Admission:
         self._lookups: list[_Lookup] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._fast_path = reservations_in_sql and self.limits.sold_out_ttl_ms > 0
+        self._off = self.limits == AdmissionLimits.off()
+        """Nothing to check: requests go straight to the strategy (still counted)."""
 
     # ------------------------------------------------------------------ reservations
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        if self._off:
+            # Caps nobody can reach and no fast path: the bookkeeping below would cost
+            # ~3 µs a request (a fifth of the whole path) to decide nothing.
+            self.counters["passed"] += 1
+            _PASSED.inc()
+            return await self._reserve(request)
         skus = request.skus  # a property that builds a tuple: read it once
         self._admit(skus)
         try:
