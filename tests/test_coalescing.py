@@ -105,19 +105,26 @@ async def test_an_order_stored_earlier_is_replayed_inside_a_batch(store: SqlStor
     assert replay.reservation.id == first.reservation.id
 
 
-def test_a_repeat_that_differs_from_a_refused_first_is_decided_on_its_own() -> None:
-    """Pure: the first 'x' asks for too much and is refused; the second 'x' asks for
-    less, so it is decided as a new request, in a later round, and granted."""
-    levels = {"S": domain.StockLevel("S", 3, 0, 0)}
-    batch = [request("x", ("S", 5)), request("y", ("S", 1)), request("x", ("S", 2))]
+def decide_pure(
+    levels: dict[str, domain.StockLevel], batch: list[domain.ReserveRequest]
+) -> tuple[dict[str, domain.StockLevel], list[domain.ReserveOutcome | domain.StockguardError]]:
+    """``decide_batch`` with nothing stored earlier; a hold's id is its order_id."""
     new = domain.Reservation
-    after, results = decide_batch(
+    return decide_batch(
         levels,
         {},
         batch,
         lambda r, now_ms: new(r.order_id, r.order_id, None, Status.HELD, r.lines, now_ms, 0),
         0,
     )
+
+
+def test_a_repeat_that_differs_from_a_refused_first_is_decided_on_its_own() -> None:
+    """Pure: the first 'x' asks for too much and is refused; the second 'x' asks for
+    less, so it is decided as a new request, in a later round, and granted."""
+    levels = {"S": domain.StockLevel("S", 3, 0, 0)}
+    batch = [request("x", ("S", 5)), request("y", ("S", 1)), request("x", ("S", 2))]
+    after, results = decide_pure(levels, batch)
 
     assert kinds(results) == ["out-of-stock", "held", "held"]
     assert after["S"].reserved == 3
@@ -235,14 +242,7 @@ def test_a_repeat_of_a_refused_order_with_the_same_lines_gets_the_same_refusal()
     lines, so it hears the same out-of-stock answer (its own copy of it)."""
     levels = {"S": domain.StockLevel("S", 1, 0, 0)}
     batch = [request("x", ("S", 2)), request("x", ("S", 2)), request("y", ("S", 1))]
-    new = domain.Reservation
-    after, results = decide_batch(
-        levels,
-        {},
-        batch,
-        lambda r, now_ms: new(r.order_id, r.order_id, None, Status.HELD, r.lines, now_ms, 0),
-        0,
-    )
+    after, results = decide_pure(levels, batch)
 
     assert kinds(results) == ["out-of-stock", "out-of-stock", "held"]
     first, repeat = results[0], results[1]
