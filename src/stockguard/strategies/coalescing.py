@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -186,33 +187,27 @@ class CoalescingStrategy(Strategy):
         assert 1 <= group_count <= 64
         self.group_count = group_count
         sizes = {"batch_size_max": batch_size_max, "queue_depth_max": queue_depth_max}
+        holds = functools.partial(apply_batch, store)
         self._groups = [
-            BatchWriter("coalescing", self._apply_holds, self.counters, **sizes)
-            for _ in range(group_count)
+            BatchWriter("coalescing", holds, self.counters, **sizes) for _ in range(group_count)
         ]
         """Reservations, one writer per SKU group."""
         self._transitions = BatchWriter(
-            "coalescing_transition", self._apply_transitions, self.counters, **sizes
+            "coalescing_transition",
+            functools.partial(apply_transitions, store),
+            self.counters,
+            **sizes,
         )
         """Confirms and releases."""
-
-    async def _apply_holds(self, requests: Sequence[ReserveRequest]) -> list[Result]:
-        return await apply_batch(self.store, requests)
-
-    async def _apply_transitions(
-        self, items: Sequence[tuple[str, domain.Status]]
-    ) -> Sequence[object]:
-        return await apply_transitions(self.store, items)
+        self._writers = (*self._groups, self._transitions)
 
     async def start(self) -> None:
-        for writer in (*self._groups, self._transitions):
+        for writer in self._writers:
             writer.start()
 
     async def close(self) -> None:
         """Stops taking requests, answers every request already queued, then stops."""
-        await asyncio.gather(
-            *(writer.close(CLOSE_S_MAX) for writer in (*self._groups, self._transitions))
-        )
+        await asyncio.gather(*(writer.close(CLOSE_S_MAX) for writer in self._writers))
 
     def group_of(self, request: ReserveRequest) -> int:
         # crc32, not hash(): the same SKU maps to the same group in every process and run.
