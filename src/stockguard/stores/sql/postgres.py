@@ -66,4 +66,24 @@ class PostgresBackend(Backend):
             return Failure.UNAVAILABLE
         if not code and "connection" in str(orig).lower():
             return Failure.UNAVAILABLE
+        if _protocol_out_of_step(error):
+            return Failure.UNAVAILABLE
         return Failure.BUG
+
+
+def _protocol_out_of_step(error: BaseException) -> bool:
+    """asyncpg's own state errors: the connection died (or was cancelled) mid-operation and
+    the client protocol is stuck, e.g. ``InternalClientError: cannot switch to state 12;
+    another operation (2) is in progress`` after ``pg_terminate_backend``. The connection
+    cannot run anything else; the operation may be retried on another one."""
+    seen: BaseException | None = error
+    for _ in range(4):  # SQLAlchemy's wrapper -> the dialect's adapter -> asyncpg's own
+        if seen is None:
+            return False
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        if "InternalClientError" in names:
+            return True
+        if "InterfaceError" in names and "another operation is" in str(seen):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False

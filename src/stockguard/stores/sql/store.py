@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard import domain
 from stockguard.domain import (
@@ -39,6 +41,8 @@ RETRY_MAX = 5
 """Attempts for a transaction the database rolled back whole (deadlock, serialization)."""
 EXPIRE_BATCH_MAX = 1_000
 LIST_LIMIT_MAX = 500
+
+logger = logging.getLogger("stockguard.store")
 
 
 class DuplicateKey(Exception):
@@ -95,17 +99,25 @@ class SqlStore:
                 raise domain.StoreUnavailable("database unreachable while this request queued")
             async with self.engine.connect() as connection:
                 connected = True
-                if read_only:
-                    connection = await connection.execution_options(stockguard_read_only=True)
-                await connection.begin()
-                tx = Tx(connection, self.backend)
                 try:
-                    yield tx
-                finally:
-                    if not tx.committed:
-                        await connection.rollback()
+                    if read_only:
+                        connection = await connection.execution_options(stockguard_read_only=True)
+                    await connection.begin()
+                    tx = Tx(connection, self.backend)
+                    try:
+                        yield tx
+                    finally:
+                        if not tx.committed:
+                            await connection.rollback()
+                except (sa_exc.DBAPIError, OSError) as error:
+                    if self._lost(error):
+                        # The driver may still think it is mid-operation on a connection the
+                        # server dropped: it must never serve another transaction.
+                        await _discard(connection, error)
+                    raise
         except sa_exc.TimeoutError as error:
-            raise domain.StoreUnavailable(f"no database connection free: {error}") from error
+            logger.warning("no database connection free: %s", error)
+            raise domain.StoreUnavailable("no database connection free: busy") from error
         except (sa_exc.DBAPIError, OSError) as error:
             failure = self.backend.classify(error)
             if failure is Failure.DUPLICATE:
@@ -115,10 +127,23 @@ class SqlStore:
             if failure is Failure.UNAVAILABLE or isinstance(error, OSError):
                 if not connected:
                     self._connect_failed_at_s = time.monotonic()
-                raise domain.StoreUnavailable(f"database unavailable: {error}") from error
+                # The driver's text names statements and bound values (other buyers' order
+                # ids in a batch): it goes to the log, the answer says what happened.
+                logger.warning(
+                    "database unavailable (%s): %s", type(error).__name__, _one_line(error)
+                )
+                raise domain.StoreUnavailable(
+                    "database unreachable" if not connected else "database connection lost"
+                ) from error
             raise
         finally:
             self._slots.release()
+
+    def _lost(self, error: BaseException) -> bool:
+        """Whether ``error`` leaves its connection unusable (then it is discarded)."""
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return False  # SQLAlchemy saw the disconnect and discarded it already
+        return isinstance(error, OSError) or self.backend.classify(error) is Failure.UNAVAILABLE
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """Runs ``work`` again when the database rolled it back to break a deadlock."""
@@ -497,6 +522,18 @@ def _with_status(reservation: Reservation, status: Status) -> Reservation:
         reservation.expires_at_ms,
         reservation.created_at_ms,
     )
+
+
+async def _discard(connection: AsyncConnection, error: BaseException) -> None:
+    """Invalidates ``connection``: the pool closes it instead of taking it back."""
+    try:
+        await connection.invalidate(error)
+    except Exception as failure:  # closing a dead connection may fail too: it is gone anyway
+        logger.debug("discarding a lost connection failed: %r", failure)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _parse_cursor(cursor: str | None) -> int | None:
