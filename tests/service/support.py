@@ -61,10 +61,30 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+DRIVER_TEXT = (
+    "[SQL:",
+    "[parameters:",
+    "SELECT ",
+    "INSERT INTO",
+    "UPDATE ",
+    " FROM ",
+    "sqlalche.me",
+)
+"""What a driver error's text holds and a problem body must not: statements, bound values
+(other buyers' order ids, in a batch) and SQLAlchemy's links. The log gets them."""
+
+
+def assert_no_driver_text(text: str) -> None:
+    leaked = [marker for marker in DRIVER_TEXT if marker in text]
+    assert not leaked, f"driver text {leaked} in a problem body: {text[:500]}"
+
+
 def assert_problem(answer: httpx.Response, status: int, kind: str | None = None) -> dict[str, Any]:
-    """The answer is RFC 9457 problem details with this status (and type, when given)."""
+    """The answer is RFC 9457 problem details with this status (and type, when given), and
+    carries no driver text."""
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
+    assert_no_driver_text(answer.text)
     body = dict(answer.json())
     assert {"type", "title", "status", "detail"} <= set(body)
     assert body["status"] == status
