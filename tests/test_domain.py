@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from typing import Never
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,6 +138,70 @@ class TestProducts:
             domain.plan_product(
                 "Big", {"a": [str(i) for i in range(40)], "b": [str(i) for i in range(40)]}
             )
+
+    def test_too_many_combinations_are_refused_before_any_is_built(self) -> None:
+        """160,000 combinations: refused from the axis sizes, with (almost) no memory used;
+        building them first took megabytes here and, at 8 axes x 100 values, all there is."""
+        options = {f"axis{a}": [f"v{v}" for v in range(20)] for a in range(4)}
+        tracemalloc.start()
+        try:
+            with pytest.raises(domain.InvalidInput) as refused:
+                domain.plan_product("Big", options)
+            _, peak_bytes = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak_bytes < PLAN_REFUSAL_BYTES_MAX, f"{peak_bytes} bytes to refuse"
+        assert refused.value.field == "options"
+        assert "160000 variants" in refused.value.reason
+
+    def test_the_largest_options_the_limits_allow_are_refused_at_once(self) -> None:
+        """8 axes x 100 values (10**16 combinations: a MemoryError before)."""
+        options = {f"axis{a}": [f"v{v}" for v in range(100)] for a in range(8)}
+        with pytest.raises(domain.InvalidInput, match="max 1000"):
+            domain.plan_product("Big", options)
+
+    def test_too_many_axes_or_variants_are_refused_before_reading_them(self) -> None:
+        with pytest.raises(domain.InvalidInput, match="at most 8 axes"):
+            domain.plan_product("Big", Untouchable({}, 10**6))
+        with pytest.raises(domain.InvalidInput, match="at most 1000"):
+            domain.plan_product("Big", None, UntouchableList([], 10**9))
+
+
+PLAN_REFUSAL_BYTES_MAX = 1_000_000
+
+
+class Untouchable(dict[str, list[str]]):
+    """A mapping that claims ``length`` entries and fails the test if anything reads them."""
+
+    def __init__(self, content: dict[str, list[str]], length: int) -> None:
+        super().__init__(content)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def items(self) -> Never:  # type: ignore[override]
+        raise AssertionError("read every axis before checking how many there are")
+
+    def values(self) -> Never:  # type: ignore[override]
+        raise AssertionError("read every axis before checking how many there are")
+
+
+class UntouchableList(list[domain.VariantSpec]):
+    """A list that claims ``length`` items and fails the test if anything reads them."""
+
+    def __init__(self, content: list[domain.VariantSpec], length: int) -> None:
+        super().__init__(content)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Never:
+        raise AssertionError("checked every variant before checking how many there are")
+
+    def __getitem__(self, index: object) -> Never:
+        raise AssertionError("checked every variant before checking how many there are")
 
 
 # ---------------------------------------------------------------------------- properties

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -543,6 +544,13 @@ def plan_product(
     on_hand_default = (
         0 if initial_on_hand is None else validate_on_hand(initial_on_hand, "initial_on_hand")
     )
+    # Every size is checked before the items it counts are read, and the number of
+    # combinations is computed from the axis sizes before any is built: 8 axes of 100
+    # values would otherwise make 10**16 of them before the limit is looked at.
+    if options is not None and len(options) > OPTION_AXES_MAX:
+        raise InvalidInput("options", f"at most {OPTION_AXES_MAX} axes")
+    if variants is not None and len(variants) > VARIANTS_MAX:
+        raise InvalidInput("variants", f"at most {VARIANTS_MAX}")
     axes: dict[str, tuple[str, ...]] = {}
     for axis, values in (options or {}).items():
         _validate_text(axis, "options", OPTION_TEXT_LEN_MAX)
@@ -552,15 +560,13 @@ def plan_product(
         if len(set(checked)) != len(checked):
             raise InvalidInput(f"options.{axis}", "values must be distinct")
         axes[axis] = checked
-    if len(axes) > OPTION_AXES_MAX:
-        raise InvalidInput("options", f"at most {OPTION_AXES_MAX} axes")
 
     if variants:
         planned = tuple(_check_variant(i, v, axes) for i, v in enumerate(variants))
     else:
-        combinations = list(itertools.product(*axes.values()))
-        if len(combinations) > VARIANTS_MAX:
-            raise InvalidInput("options", f"make {len(combinations)} variants, max {VARIANTS_MAX}")
+        combination_count = math.prod(len(values) for values in axes.values())
+        if combination_count > VARIANTS_MAX:
+            raise InvalidInput("options", f"make {combination_count} variants, max {VARIANTS_MAX}")
         prefix = _slug(sku_prefix or product_name)
         planned = tuple(
             VariantSpec(
@@ -568,10 +574,8 @@ def plan_product(
                 dict(zip(axes, combo, strict=True)),
                 on_hand_default,
             )
-            for combo in combinations
+            for combo in itertools.product(*axes.values())
         )
-    if len(planned) > VARIANTS_MAX:
-        raise InvalidInput("variants", f"at most {VARIANTS_MAX}")
     skus = [v.sku for v in planned]
     if len(set(skus)) != len(skus):
         raise InvalidInput("variants", "two variants share a sku")

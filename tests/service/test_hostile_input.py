@@ -6,6 +6,7 @@ a service holding one SKU, then checks the SKU and the reservation list are unto
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from .support import API_TOKEN, Api, AppFactory, assert_problem, bearer
 
 GOOD_ITEMS = '[{"sku": "A", "quantity": 1}]'
+LARGEST_OPTIONS = {f"axis{a}": [f"v{v}" for v in range(100)] for a in range(8)}
+"""As many axes and values as the schema allows: far more variants than allowed."""
 BODY_BYTES_MAX = 1_000_000
 
 RESERVE_BODIES = {
@@ -157,6 +160,8 @@ async def test_control_characters_and_overlong_path_values_are_422(shop: Api, pa
         ("POST", "/v1/products", b'{"name": "T", "options": {"size": "S"}}'),
         ("POST", "/v1/products", b'{"name": "T", "options": {"si\\u0000ze": ["S"]}}'),
         ("POST", "/v1/products", b'{"name": "T", "initial_on_hand": 1e13}'),
+        # 10**16 combinations: refused from the axis sizes, before any is built
+        ("POST", "/v1/products", json.dumps({"name": "T", "options": LARGEST_OPTIONS}).encode()),
     ],
 )
 async def test_hostile_admin_bodies_are_422(shop: Api, method: str, path: str, body: bytes) -> None:
