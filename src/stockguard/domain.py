@@ -346,6 +346,12 @@ def _validate_text(value: object, field_name: str, length_max: int) -> str:
     return value
 
 
+def validate_filter_text(value: object, field_name: str, length_max: int) -> str:
+    """Text a listing is filtered by: what a stored value could be (a search may be a
+    part of one), so never a control character; no database statement sees the rest."""
+    return _validate_text(value, field_name, length_max)
+
+
 def validate_on_hand(on_hand: object, field_name: str = "on_hand") -> int:
     return _validate_int(on_hand, field_name, 0, ON_HAND_MAX)
 

@@ -201,3 +201,37 @@ async def test_a_token_with_non_ascii_bytes_is_401_not_an_error(make_api: AppFac
         answer = await api.client.get("/v1/stock/A", headers=[(b"authorization", raw)])
         assert_problem(answer, 401, "unauthorized")
         assert_problem(await api.client.get("/v1/stock/A", headers=bearer("")), 401)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/reservations?cursor=9223372036854775808",  # 2**63: past a BIGINT
+        "/v1/reservations?cursor=9999999999999999999",
+        "/v1/reservations?cursor=%C2%B2",  # ², a digit to str.isdigit
+        "/v1/reservations?cursor=%D9%A3",  # ٣, a digit to int()
+        "/v1/reservations?cursor=-1",
+        "/v1/reservations?cursor=",
+        "/v1/reservations?cursor=%00",
+        "/v1/reservations?order_id=%00",
+        "/v1/reservations?customer_id=a%00",
+        "/v1/reservations?sku=%00",
+        "/v1/stock/A/movements?cursor=9999999999999999999",
+        "/v1/stock/A/movements?cursor=9223372036854775808",
+        "/v1/stock/A/movements?cursor=%C2%B2",
+        "/v1/stock?sku=A%00",
+    ],
+)
+async def test_cursors_and_filters_the_database_cannot_hold_are_422(shop: Api, path: str) -> None:
+    answer = await shop.client.get(path, headers=shop.admin)
+
+    body = assert_problem(answer, 422, "invalid-input")
+    assert body["errors"], body
+
+
+async def test_the_largest_cursor_the_schema_admits_is_answered(shop: Api) -> None:
+    for path in ("/v1/reservations", "/v1/stock/A/movements"):
+        answer = await shop.client.get(
+            path, params={"cursor": "9" * 18, "limit": 1}, headers=shop.admin
+        )
+        assert answer.status_code == 200, answer.text

@@ -113,6 +113,12 @@ async def _overview_page(
     params = request.query_params
     search = params.get("q", "").strip()[:SEARCH_LEN_MAX]
     notices: list[str] = []
+    if search:
+        try:
+            domain.validate_filter_text(search, "search", SEARCH_LEN_MAX)
+        except domain.InvalidInput as error:  # NUL and the like: no name holds them
+            notices.append(views.explain(error))
+            search = ""
     engine = web.engine_of(request)
     try:
         products = await engine.list_products(search=search or None, limit=PRODUCTS_PAGE_MAX)
@@ -190,6 +196,12 @@ async def _reservations(request: Request, notices: list[str]) -> dict[str, Any]:
             notices.append(views.explain(error))
             sku, filters["sku"] = None, ""
     order_id = filters["order_id"][:ORDER_ID_LEN_MAX] or None
+    if order_id is not None:
+        try:
+            domain.validate_filter_text(order_id, "order_id", ORDER_ID_LEN_MAX)
+        except domain.InvalidInput as error:
+            notices.append(views.explain(error))
+            order_id, filters["order_id"] = None, ""
     engine = web.engine_of(request)
     try:
         items, next_cursor = await engine.list_reservations(

@@ -95,6 +95,7 @@ _FIELD_NAMES = {
     "order_id": "Order",
     "status": "Status",
     "cursor": "Page",
+    "search": "Search",
     "token": "Admin token",
 }
 

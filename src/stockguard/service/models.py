@@ -44,9 +44,10 @@ from stockguard.domain import (
 PAGE_LIMIT_MAX = 500
 """Rows per page of a listing (the store's own bound)."""
 PAGE_LIMIT_DEFAULT = 50
-CURSOR_PATTERN = r"^[0-9]{1,19}$"
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
 """The form of the page cursors this service hands out (opaque to clients, who only
-send back what they were given; declared so that a malformed one is refused up front)."""
+send back what they were given; declared so that a malformed one is refused up front).
+At most 18 digits: every such number fits the signed 64-bit row numbers they stand for."""
 STOCK_QUERY_SKUS_MAX = 100
 """SKUs one ``GET /v1/stock?sku=…`` may name."""
 ID_LEN_MAX = 64

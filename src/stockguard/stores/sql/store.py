@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -41,6 +42,11 @@ RETRY_MAX = 5
 """Attempts for a transaction the database rolled back whole (deadlock, serialization)."""
 EXPIRE_BATCH_MAX = 1_000
 LIST_LIMIT_MAX = 500
+SEQ_MAX = 2**63 - 1
+"""The largest ``seq`` a BIGINT holds: a cursor past it names no row and no database
+takes it as a parameter (asyncpg: DataError; SQLite: OverflowError)."""
+FILTER_TEXT_LEN_MAX = max(domain.PRODUCT_NAME_LEN_MAX, domain.ORDER_ID_LEN_MAX)
+_CURSOR = re.compile(r"[0-9]{1,19}")
 
 logger = logging.getLogger("stockguard.store")
 
@@ -294,6 +300,9 @@ class SqlStore:
         """Newest first; ``cursor`` is the opaque position returned by the previous page."""
         assert 1 <= limit <= LIST_LIMIT_MAX
         before = _parse_cursor(cursor)
+        sku = _filter_text(sku, "sku")
+        order_id = _filter_text(order_id, "order_id")
+        customer_id = _filter_text(customer_id, "customer_id")
         async with self.transaction(read_only=True) as tx:
             rows = (
                 await tx.connection.execute(
@@ -319,6 +328,8 @@ class SqlStore:
     ) -> tuple[list[StockLevel], str | None]:
         """All SKUs in code order, for admin listings."""
         assert 1 <= limit <= LIST_LIMIT_MAX
+        prefix = _filter_text(prefix, "prefix")
+        cursor = _filter_text(cursor, "cursor")
         query = select(t.stock_levels).order_by(t.stock_levels.c.sku).limit(limit + 1)
         if prefix:
             query = query.where(t.stock_levels.c.sku.startswith(prefix, autoescape=True))
@@ -454,6 +465,7 @@ class SqlStore:
         their variants, their stock), each bounded by ``limit``.
         """
         assert 1 <= limit <= LIST_LIMIT_MAX
+        search = _filter_text(search, "search")
         query = select(t.products).order_by(t.products.c.name, t.products.c.id).limit(limit)
         if search:
             needle = search.lower()
@@ -497,6 +509,7 @@ class SqlStore:
     ) -> list[StockLevel]:
         """SKUs that belong to no product (made by ``set_on_hand``), in code order."""
         assert 1 <= limit <= LIST_LIMIT_MAX
+        search = _filter_text(search, "search")
         query = (
             select(t.stock_levels)
             .where(t.stock_levels.c.sku.not_in(select(t.product_variants.c.sku)))
@@ -537,8 +550,18 @@ def _one_line(error: BaseException) -> str:
 
 
 def _parse_cursor(cursor: str | None) -> int | None:
+    """A page cursor: the ``seq`` of a row, as ASCII digits (``str.isdigit`` also takes
+    "²", which ``int`` refuses), no larger than the signed 64-bit column can hold."""
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    if _CURSOR.fullmatch(cursor) is None or int(cursor) > SEQ_MAX:
         raise domain.InvalidInput("cursor", "is not a cursor this service returned")
     return int(cursor)
+
+
+def _filter_text(value: str | None, field_name: str) -> str | None:
+    """A text filter, refused when it holds what no stored value can (control characters:
+    PostgreSQL refuses NUL outright) or is longer than any stored value."""
+    if not value:
+        return value  # None: no filter; "": matches nothing, as before
+    return domain.validate_filter_text(value, field_name, FILTER_TEXT_LEN_MAX)
