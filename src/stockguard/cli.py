@@ -92,6 +92,14 @@ def serve(
     sweep_interval_s: Annotated[
         float | None, typer.Option(help="Seconds between expiry sweeps (default 1.0).")
     ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One JSON line per request on stdout (default off: it costs more than a "
+            "reservation at flash-sale rates).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (migrates the database first; SIGTERM/SIGINT stop it gracefully).
 
@@ -105,6 +113,7 @@ def serve(
         "database_url": db,
         "strategy": strategy,
         "sweep_interval_s": sweep_interval_s,
+        "access_log": access_log,
     }
     try:
         settings = Settings(**{name: value for name, value in flags.items() if value is not None})

@@ -17,6 +17,7 @@ ENV_PREFIX = "STOCKGUARD_"
 WORKERS_MAX = 64
 SWEEP_INTERVAL_S_MAX = 3_600.0
 POOL_SIZE_MAX = 200
+TIMEOUT_S_MAX = 300.0
 
 
 class Settings(BaseSettings):
@@ -35,6 +36,14 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=1.0, gt=0, le=SWEEP_INTERVAL_S_MAX)
     pool_size: int | None = Field(default=None, ge=1, le=POOL_SIZE_MAX)
     """Database connections per process; unset: the backend's default."""
+    header_read_s_max: float = Field(default=10.0, gt=0, le=TIMEOUT_S_MAX)
+    """A connection must send a whole request head this long after it opens (or after its
+    previous answer), else it is closed: idle and slowloris sockets hold nothing."""
+    body_read_s_max: float = Field(default=10.0, gt=0, le=TIMEOUT_S_MAX)
+    """A request's body must arrive within this long, else 408 and the connection closes."""
+    access_log: bool = False
+    """One JSON line per request on stdout. Off by default: at thousands of requests a
+    second the line costs more than the reservation it describes."""
     migrate: bool = True
     """Migrate on startup. ``serve`` migrates once in its parent and turns this off for
     its workers, so N workers never race on the schema."""

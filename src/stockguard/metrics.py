@@ -46,6 +46,23 @@ HTTP_LATENCY = Histogram(
     ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def http_answered(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The HTTP_REQUESTS and HTTP_LATENCY children for one label set, bound once (see
+    ``reservation_outcome``). Routes are templates, so the cache stays small."""
+    key = (route, method, status)
+    children = _HTTP_CHILDREN.get(key)
+    if children is None:
+        labels = (route, method, str(status))
+        children = _HTTP_CHILDREN[key] = (
+            HTTP_REQUESTS.labels(*labels),
+            HTTP_LATENCY.labels(*labels),
+        )
+    return children
+
+
 HTTP_IN_FLIGHT = Gauge(
     "stockguard_http_requests_in_flight",
     "HTTP requests being answered right now (summed over live workers)",

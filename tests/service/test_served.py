@@ -70,7 +70,7 @@ async def flash_sale(served: Served, admin_token: str, label: str) -> Counter[in
 
 
 def worker_processes(served: Served) -> list[str]:
-    """Child processes of ``serve`` that run a uvicorn worker (Linux /proc)."""
+    """Child processes of ``serve`` that run a granian worker (Linux /proc)."""
     pid = served.process.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     commands = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children]

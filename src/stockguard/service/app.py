@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from prometheus_client import multiprocess
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stockguard import __version__, heap, metrics
 from stockguard.admin import admin_router
@@ -34,6 +35,7 @@ from stockguard.service import (
 from stockguard.service.auth import Tokens, require_admin, require_api
 from stockguard.service.deps import reject_unknown_query
 from stockguard.service.errors import AUTH_KINDS_ADMIN, AUTH_KINDS_API, declared
+from stockguard.service.lean import LeanRoutes
 from stockguard.service.middleware import RequestEdge
 from stockguard.service.sweeper import Sweeper
 
@@ -46,13 +48,47 @@ kind of problem. Admin routes need `Authorization: Bearer <admin token>`; reserv
 stock-read routes need the API token only when the server has one configured."""
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+class StockguardApp(FastAPI):
+    """FastAPI with the request edge and the lean hot routes in front of it.
+
+    Every HTTP request passes ``RequestEdge`` (body limit, deadline, metrics, log line)
+    first; then ``LeanRoutes`` answers the hot routes itself or hands the request to the
+    FastAPI stack, which answers everything else (and documents every route).
+    """
+
+    lean = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        edge = self.__dict__.get("_edge")
+        if edge is None:
+            framework: ASGIApp = super().__call__
+            inner = (
+                LeanRoutes(framework, self._engine, self.state.tokens) if self.lean else framework
+            )
+            settings: Settings = self.state.settings
+            edge = self.__dict__["_edge"] = RequestEdge(
+                inner, body_read_s_max=settings.body_read_s_max
+            )
+        await edge(scope, receive, send)
+
+    def _engine(self) -> Engine:
+        engine: Engine = self.state.engine
+        return engine
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, lean: bool = True
+) -> StockguardApp:
     """The service for ``settings``.
 
     ``engine``: an engine the caller opened and will close (to embed the service, or to
     serve a strategy with options); without it the lifespan opens one from ``settings``.
+    ``lean=False`` sends every request through FastAPI (the tests compare both paths).
     """
-    app = FastAPI(
+    app = StockguardApp(
         title="stockguard",
         version=__version__,
         description=DESCRIPTION,
@@ -88,12 +124,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     # -------------------------------------------------------------------------------------
 
     errors.install(app)
-    app.add_middleware(RequestEdge)
+    app.lean = lean
     app.openapi = _openapi_with_problem_media_type(app)  # type: ignore[method-assign]
     return app
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> StockguardApp:
     """Uvicorn's factory in every worker process: settings from ``STOCKGUARD_*`` only."""
     return create_app(Settings())
 

@@ -10,6 +10,7 @@ switch on ``type`` alone. A down or slow backend is a 503 with ``Retry-After``, 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from stockguard import domain
-from stockguard.service.models import Problem, ShortfallOut, StockOut
+from stockguard.service.models import Problem, StockOut
 
 PROBLEM_TYPE_BASE = "https://stockguard.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_MEDIA_TYPE_BYTES = PROBLEM_MEDIA_TYPE.encode()
+BACKEND_FAILURE_DETAIL = "the database cannot answer right now; retry later"
 RETRY_AFTER_S_DEFAULT = 1
 LIST_ERRORS_MAX = 20
 """Validation errors listed in one answer; a 1 MB body of bad items stays a short answer."""
@@ -59,6 +62,7 @@ PROBLEMS: Mapping[str, ProblemKind] = {
     "forbidden": ProblemKind(403, "Token not allowed here"),
     "not-found": ProblemKind(404, "No such resource"),
     "method-not-allowed": ProblemKind(405, "Method not allowed"),
+    "request-timeout": ProblemKind(408, "Request body too slow"),
     "body-too-large": ProblemKind(413, "Request body too large"),
     "internal-error": ProblemKind(500, "Internal error"),
 }
@@ -95,6 +99,36 @@ class AuthError(Exception):
         self.token_given = token_given
 
 
+def problem_content(kind: str, detail: str, **extensions: Any) -> dict[str, Any]:
+    """The problem document for one kind of the table; extension members (already plain
+    JSON values) follow the four standard ones, in ``Problem``'s order, when not None."""
+    known = PROBLEMS[kind]
+    content: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + kind,
+        "title": known.title,
+        "status": known.status,
+        "detail": detail,
+    }
+    for name in PROBLEM_EXTENSIONS:
+        value = extensions.pop(name, None)
+        if value is not None:
+            content[name] = value
+    if extensions:
+        raise TypeError(f"unknown problem members: {sorted(extensions)}")
+    return content
+
+
+PROBLEM_EXTENSIONS = ("shortfalls", "current", "skus", "errors")
+"""``models.Problem``'s optional members, in its order."""
+
+
+def render(content: Mapping[str, Any]) -> bytes:
+    """JSON as Starlette's ``JSONResponse`` renders it (compact, UTF-8, no NaN)."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def problem(
     kind: str,
     detail: str,
@@ -103,52 +137,72 @@ def problem(
     **extensions: Any,
 ) -> ProblemResponse:
     """The answer for one problem kind of the table."""
-    known = PROBLEMS[kind]
-    body = Problem(
-        type=PROBLEM_TYPE_BASE + kind,
-        title=known.title,
-        status=known.status,
-        detail=detail,
-        **extensions,
-    )
-    return ProblemResponse(
-        body.model_dump(mode="json", exclude_none=True),
-        status_code=known.status,
-        headers=dict(headers or {}),
-    )
+    content = problem_content(kind, detail, **extensions)
+    return ProblemResponse(content, status_code=content["status"], headers=dict(headers or {}))
 
 
 def problem_bytes(kind: str, detail: str) -> tuple[int, bytes]:
-    """Status and encoded body, for middleware that answers before FastAPI runs."""
-    response = problem(kind, detail)
-    return response.status_code, bytes(response.body)
+    """Status and encoded body, for ASGI code that answers without FastAPI."""
+    content = problem_content(kind, detail)
+    return content["status"], render(content)
 
 
 def _retry_after(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(seconds)))}
 
 
-def domain_problem(error: domain.StockguardError) -> ProblemResponse:
-    """The table applied to one domain error, with the fields DESIGN §4 names."""
+def domain_problem_content(
+    error: domain.StockguardError,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The table applied to one domain error, with the members its kind carries: the
+    problem document and the extra headers (``Retry-After``)."""
     if error.kind not in PROBLEMS:
         logger.error("domain error kind %r has no problem mapping", error.kind)
-        return problem("internal-error", "an error of an unknown kind occurred")
+        return problem_content("internal-error", "an error of an unknown kind occurred"), {}
     detail = str(error)
     if isinstance(error, domain.OutOfStock):
         shortfalls = [
-            ShortfallOut(sku=s.sku, requested=s.requested, available=s.available)
+            {"sku": s.sku, "requested": s.requested, "available": s.available}
             for s in error.shortfalls
         ]
-        return problem(error.kind, detail, shortfalls=shortfalls)
+        return problem_content(error.kind, detail, shortfalls=shortfalls), {}
     if isinstance(error, domain.StockChanged | domain.BelowReserved):
-        return problem(error.kind, detail, current=StockOut.of(error.current))
+        current = StockOut.of(error.current).model_dump(mode="json")
+        return problem_content(error.kind, detail, current=current), {}
     if isinstance(error, domain.UnknownSku | domain.DuplicateSku):
-        return problem(error.kind, detail, skus=list(error.skus))
+        return problem_content(error.kind, detail, skus=list(error.skus)), {}
     if isinstance(error, domain.InvalidInput):
-        return problem(error.kind, detail, errors=[{"field": error.field, "detail": error.reason}])
+        invalid = [{"field": error.field, "detail": error.reason}]
+        return problem_content(error.kind, detail, errors=invalid), {}
     if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
-        return problem(error.kind, detail, headers=_retry_after(error.retry_after_s))
-    return problem(error.kind, detail)
+        return problem_content(error.kind, detail), _retry_after(error.retry_after_s)
+    return problem_content(error.kind, detail), {}
+
+
+def domain_problem(error: domain.StockguardError) -> ProblemResponse:
+    content, headers = domain_problem_content(error)
+    return ProblemResponse(content, status_code=content["status"], headers=headers)
+
+
+def domain_problem_parts(
+    error: domain.StockguardError,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """``domain_problem`` as raw ASGI parts: status, headers, body."""
+    content, headers = domain_problem_content(error)
+    raw = [(b"content-type", PROBLEM_MEDIA_TYPE_BYTES)]
+    raw.extend((name.lower().encode(), value.encode()) for name, value in headers.items())
+    return content["status"], raw, render(content)
+
+
+def backend_failure_parts(failure: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A driver error nobody typed: 503 with ``Retry-After``; its text goes to the log only."""
+    logger.warning("backend failure answered 503: %s: %s", type(failure).__name__, failure)
+    status, body = problem_bytes("store-unavailable", BACKEND_FAILURE_DETAIL)
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE_BYTES),
+        (b"retry-after", str(RETRY_AFTER_S_DEFAULT).encode()),
+    ]
+    return status, headers, body
 
 
 def _field_path(location: Sequence[Any]) -> str:
@@ -206,7 +260,7 @@ async def _on_backend_failure(_request: Request, error: Exception) -> ProblemRes
     logger.warning("backend failure answered 503: %s: %s", type(error).__name__, error)
     return problem(
         "store-unavailable",
-        "the database cannot answer right now; retry later",
+        BACKEND_FAILURE_DETAIL,
         headers=_retry_after(RETRY_AFTER_S_DEFAULT),
     )
 

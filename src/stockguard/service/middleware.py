@@ -24,6 +24,10 @@ from stockguard.service.errors import PROBLEM_MEDIA_TYPE, problem_bytes
 
 BODY_BYTES_MAX = 1_000_000
 """DESIGN §4: request bodies ≤ 1 MB."""
+BODY_READ_S_MAX = 10.0
+"""A client has this long to send its whole body (408 after): a slow or stalled upload
+must not hold a connection and its buffers for ever. The request head is bounded by
+the server (``server.HEADER_READ_S_MAX``)."""
 REQUEST_S_MAX = 30.0
 """Backstop deadline; the store's own timeouts (connect 5 s, pool and locks 10 s) fire
 first, this catches whatever would still wait."""
@@ -62,6 +66,9 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 def _route_label(scope: Scope) -> str:
+    lean: str | None = scope.get("stockguard.route")
+    if lean is not None:
+        return lean
     route = scope.get("route")
     if isinstance(route, BaseRoute):
         return str(getattr(route, "path", "unmatched"))
@@ -74,10 +81,12 @@ class RequestEdge:
         app: ASGIApp,
         body_bytes_max: int = BODY_BYTES_MAX,
         request_s_max: float = REQUEST_S_MAX,
+        body_read_s_max: float = BODY_READ_S_MAX,
     ) -> None:
         self.app = app
         self.body_bytes_max = body_bytes_max
         self.request_s_max = request_s_max
+        self.body_read_s_max = body_read_s_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,10 +116,19 @@ class RequestEdge:
         try:
             if declared is not None and declared > self.body_bytes_max:
                 raise BodyTooLarge
-            body = await _read_body(receive, self.body_bytes_max)
+            async with asyncio.timeout(self.body_read_s_max):
+                body = await _read_body(receive, self.body_bytes_max)
         except BodyTooLarge:
             await _send_problem(
                 send, "body-too-large", f"bodies are limited to {BODY_BYTES_MAX} bytes"
+            )
+            return
+        except TimeoutError:
+            await _send_problem(
+                send,
+                "request-timeout",
+                f"the body did not arrive within {self.body_read_s_max} s",
+                close=True,
             )
             return
 
@@ -134,8 +152,9 @@ class RequestEdge:
     def _record(self, scope: Scope, state: dict[str, Any], status: int, duration_s: float) -> None:
         route = _route_label(scope)
         method = scope.get("method", "")
-        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(route, method, str(status)).observe(duration_s)
+        count, latency = metrics.http_answered(route, method, status)
+        count.inc()
+        latency.observe(duration_s)
         if request_log.isEnabledFor(logging.INFO):
             line: dict[str, Any] = {
                 "method": method,
@@ -149,7 +168,7 @@ class RequestEdge:
 
 
 async def _send_problem(
-    send: Send, kind: str, detail: str, *, retry_after_s: int | None = None
+    send: Send, kind: str, detail: str, *, retry_after_s: int | None = None, close: bool = False
 ) -> None:
     status, body = problem_bytes(kind, detail)
     headers = [
@@ -158,5 +177,7 @@ async def _send_problem(
     ]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,295 @@
+"""The hot routes answered without the framework's per-request machinery.
+
+A flash sale is thousands of identical, well-formed requests a second on five routes:
+reserve, read a reservation, confirm, release, read one SKU's stock (and the liveness
+probe a load balancer polls). Through FastAPI each of those paid ~700 µs of CPU in
+routing, dependency solving, validation and re-validation of the response, against ~20 µs
+in the engine (see docs/benchmarks.md, "HTTP path"). ``LeanRoutes`` answers exactly those
+requests itself: a match on method and path, msgspec to decode the body against the same
+limits the OpenAPI models declare, the engine, and msgspec to encode the answer.
+
+It only ever answers what the FastAPI app would answer the same way. Anything it is not
+sure of goes to the app untouched, body included: a query string, a missing or unknown
+token, a path value or body the strict decoder refuses, a content type other than JSON.
+So every 401, 422 and framework error keeps its one source, the FastAPI app, and the
+OpenAPI document still describes these routes (they stay declared there). Errors the
+engine raises are rendered by the same problem table as the app's handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stockguard import domain
+from stockguard.engine import Engine
+from stockguard.service import errors
+from stockguard.service.auth import Tokens
+from stockguard.service.models import ID_LEN_MAX
+
+logger = logging.getLogger("stockguard.service")
+
+_TEXT = r"^[^\x00-\x1f\x7f]+\Z"
+"""models.NO_CONTROL_CHARS in Python's ``re`` dialect: ``$`` would also match before a
+final newline, which the schema's (and pydantic's) end anchor does not."""
+_NO_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(length_max: int) -> msgspec.Meta:
+    return msgspec.Meta(min_length=1, max_length=length_max, pattern=_TEXT)
+
+
+class _ItemIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Annotated[str, _text(domain.SKU_LEN_MAX)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=domain.QUANTITY_MAX)]
+
+
+class _ReserveIn(msgspec.Struct, forbid_unknown_fields=True):
+    """models.ReserveIn's limits; a body this refuses goes to FastAPI for its 422."""
+
+    order_id: Annotated[str, _text(domain.ORDER_ID_LEN_MAX)]
+    items: Annotated[list[_ItemIn], msgspec.Meta(min_length=1, max_length=domain.LINES_MAX)]
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=domain.TTL_S_MIN, le=domain.TTL_S_MAX)] = (
+        domain.TTL_S_DEFAULT
+    )
+    customer_id: Annotated[str, _text(domain.CUSTOMER_ID_LEN_MAX)] | None = None
+
+
+_decode_reserve = msgspec.json.Decoder(_ReserveIn).decode
+_encode = msgspec.json.Encoder().encode
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+PROBLEM_HEADERS = [(b"content-type", errors.PROBLEM_MEDIA_TYPE.encode())]
+HEALTHY = b'{"status":"ok"}'
+
+
+def rfc3339_ms(epoch_ms: int) -> str:
+    """``models.Timestamp``'s form (``2026-11-30T09:55:57.109Z``) without a datetime."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def reservation_json(reservation: domain.Reservation) -> bytes:
+    """``models.ReservationOut`` as FastAPI renders it, field for field."""
+    return _encode(
+        {
+            "id": reservation.id,
+            "order_id": reservation.order_id,
+            "customer_id": reservation.customer_id,
+            "status": reservation.status.value,
+            "items": [{"sku": line.sku, "quantity": line.quantity} for line in reservation.lines],
+            "expires_at": rfc3339_ms(reservation.expires_at_ms),
+            "created_at": rfc3339_ms(reservation.created_at_ms),
+        }
+    )
+
+
+def stock_json(level: domain.StockLevel) -> bytes:
+    """``models.StockOut`` as FastAPI renders it."""
+    return _encode(
+        {
+            "sku": level.sku,
+            "on_hand": level.on_hand,
+            "reserved": level.reserved,
+            "available": level.available,
+            "version": level.version,
+        }
+    )
+
+
+class _NotMine(Exception):
+    """The request is the FastAPI app's to answer."""
+
+
+Answer = tuple[int, bytes, str]
+"""Status, JSON body, and the order_id the request concerned (for the log line)."""
+Handler = Callable[[Engine, str, bytes], Awaitable[Answer]]
+
+
+async def _reserve(engine: Engine, _param: str, body: bytes) -> Answer:
+    try:
+        given = _decode_reserve(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _NotMine from None
+    outcome = await engine.reserve(
+        given.order_id,
+        [(item.sku, item.quantity) for item in given.items],
+        given.ttl_seconds,
+        given.customer_id,
+    )
+    held = outcome.reservation
+    return (201 if outcome.created else 200), reservation_json(held), held.order_id
+
+
+async def _get_reservation(engine: Engine, reservation_id: str, _body: bytes) -> Answer:
+    found = await engine.get_reservation(reservation_id)
+    return 200, reservation_json(found), found.order_id
+
+
+async def _confirm(engine: Engine, reservation_id: str, _body: bytes) -> Answer:
+    confirmed = await engine.confirm(reservation_id)
+    return 200, reservation_json(confirmed), confirmed.order_id
+
+
+async def _release(engine: Engine, reservation_id: str, _body: bytes) -> Answer:
+    released = await engine.release(reservation_id)
+    return 200, reservation_json(released), released.order_id
+
+
+async def _stock_of(engine: Engine, sku: str, _body: bytes) -> Answer:
+    return 200, stock_json(await engine.stock_of(sku)), ""
+
+
+RESERVATIONS = "/v1/reservations"
+RESERVATION_PREFIX = "/v1/reservations/"
+STOCK_PREFIX = "/v1/stock/"
+
+
+def _path_value(value: str, length_max: int) -> str:
+    """A ``{param}`` segment FastAPI would accept, else not ours (FastAPI writes the 422)."""
+    if not 0 < len(value) <= length_max or "/" in value or _NO_CONTROL_CHARS.search(value):
+        raise _NotMine
+    return value
+
+
+def match(method: str, path: str) -> tuple[Handler, str, str, bool]:
+    """(handler, route template, path value, needs the API token) for a hot route."""
+    if method == "POST":
+        if path == RESERVATIONS:
+            return _reserve, RESERVATIONS, "", True
+        if path.startswith(RESERVATION_PREFIX):
+            if path.endswith("/confirm"):
+                found = _path_value(path[len(RESERVATION_PREFIX) : -len("/confirm")], ID_LEN_MAX)
+                return _confirm, RESERVATION_PREFIX + "{reservation_id}/confirm", found, True
+            if path.endswith("/release"):
+                found = _path_value(path[len(RESERVATION_PREFIX) : -len("/release")], ID_LEN_MAX)
+                return _release, RESERVATION_PREFIX + "{reservation_id}/release", found, True
+    elif method == "GET":
+        if path.startswith(RESERVATION_PREFIX):
+            found = _path_value(path[len(RESERVATION_PREFIX) :], ID_LEN_MAX)
+            return _get_reservation, RESERVATION_PREFIX + "{reservation_id}", found, True
+        if path.startswith(STOCK_PREFIX):
+            found = _path_value(path[len(STOCK_PREFIX) :], domain.SKU_LEN_MAX)
+            return _stock_of, STOCK_PREFIX + "{sku}", found, True
+    raise _NotMine
+
+
+class LeanRoutes:
+    """ASGI: the hot routes answered directly, everything else passed to ``app``.
+
+    ``engine_of`` and ``tokens_of`` are read per request (the engine exists only once
+    the lifespan has opened it).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        engine_of: Callable[[], Engine],
+        tokens: Tokens,
+    ) -> None:
+        self.app = app
+        self.engine_of = engine_of
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("query_string"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == "/healthz" and scope["method"] == "GET":
+            scope["stockguard.route"] = path
+            await _send(send, 200, JSON_HEADERS, HEALTHY)
+            return
+        try:
+            handler, template, param, guarded = match(scope["method"], path)
+            if guarded and self.tokens.api is not None:
+                self._check_token(scope)
+        except _NotMine:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        if handler is _reserve:
+            body, receive, is_json = await _read(scope, receive)
+            if not is_json:
+                await self.app(scope, receive, send)
+                return
+        scope["stockguard.route"] = template
+        try:
+            status, payload, order_id = await handler(self.engine_of(), param, body)
+        except _NotMine:
+            await self.app(scope, receive, send)
+            return
+        except domain.StockguardError as error:
+            status, headers, payload = errors.domain_problem_parts(error)
+            del error  # no frame -> traceback -> frame cycle per refusal (see engine.reserve)
+            await _send(send, status, headers, payload)
+            return
+        except errors.BACKEND_FAILURES as failure:
+            status, headers, payload = errors.backend_failure_parts(failure)
+            await _send(send, status, headers, payload)
+            return
+        except Exception:
+            logger.exception("unexpected error")
+            status, payload = errors.problem_bytes(
+                "internal-error", "an unexpected error occurred; it has been logged"
+            )
+            await _send(send, status, PROBLEM_HEADERS, payload)
+            return
+        if order_id:
+            state: dict[str, Any] = scope.setdefault("state", {})
+            state["order_id"] = order_id
+        await _send(send, status, JSON_HEADERS, payload)
+
+    def _check_token(self, scope: Scope) -> None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, given = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and given:
+                    is_admin, is_api = self.tokens.roles_of(given)
+                    if is_admin or is_api:
+                        return
+                break
+        raise _NotMine
+
+
+async def _read(scope: Scope, receive: Receive) -> tuple[bytes, Receive, bool]:
+    """The whole body, a ``receive`` that replays it should the app need it, and whether
+    it is a complete JSON body (what FastAPI would decode as JSON)."""
+    is_json = False
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            is_json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+            break
+    chunks: list[bytes] = []
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            is_json = False  # the client left: let the app see it
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return b"".join(chunks), replay, is_json
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
