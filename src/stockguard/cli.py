@@ -11,6 +11,7 @@ from rich.console import Console
 
 from stockguard import strategies
 from stockguard.bench.command import bench
+from stockguard.bench.http import command as bench_http
 from stockguard.config import Settings
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.service import server
@@ -126,6 +127,7 @@ def serve(
 
 
 app.command()(bench)
+app.command("bench-http")(bench_http)
 
 RedisOption = Annotated[
     str,

@@ -30,7 +30,7 @@ from typing import Any
 
 from granian.constants import Interfaces, Loops
 from granian.http import HTTP1Settings
-from granian.server import Server as Granian
+from granian.server.mp import MPServer as Granian
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -113,27 +113,47 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     echo(f"admin page: {url}/admin")
     if generated_token is not None:
         echo(f"admin token (generated, shown once): {generated_token}")
-    # Fresh interpreters, not forks: a worker must import prometheus_client after the
-    # multi-process directory is set, and must not inherit the parent's migration engine.
-    multiprocessing.set_start_method("spawn", force=True)
-    server = Granian(
+    server = granian_server(
         APP_FACTORY,
         factory=True,
-        address=settings.host,
+        host=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
         workers=settings.workers,
-        loop=Loops.auto,  # uvloop where installed
-        backlog=BACKLOG_MAX,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=max(1, round(settings.header_read_s_max * 1000))
-        ),
-        log_dictconfig=_log_config(settings.access_log),
-        workers_kill_timeout=GRACEFUL_S_MAX,
-        websockets=False,
+        header_read_s_max=settings.header_read_s_max,
+        log_config=_log_config(settings.access_log),
     )
     try:
         server.serve()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def granian_server(
+    target: str,
+    *,
+    factory: bool,
+    port: int,
+    workers: int,
+    host: str = "127.0.0.1",
+    header_read_s_max: float = Settings.model_fields["header_read_s_max"].default,
+    log_config: dict[str, Any] | None = None,
+) -> Granian:
+    """The server ``serve`` runs (``stockguard bench-http`` runs its ceiling on the same)."""
+    # Fresh interpreters, not forks: a worker must import prometheus_client after the
+    # multi-process directory is set, and must not inherit the parent's migration engine.
+    multiprocessing.set_start_method("spawn", force=True)
+    return Granian(
+        target,
+        factory=factory,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.auto,  # uvloop where installed
+        backlog=BACKLOG_MAX,
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, round(header_read_s_max * 1000))),
+        log_dictconfig=log_config or _log_config(access_log=False),
+        workers_kill_timeout=GRACEFUL_S_MAX,
+        websockets=False,
+    )
