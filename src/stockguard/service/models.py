@@ -109,6 +109,7 @@ OptionAxes = Annotated[
             "items": _text_schema(OPTION_TEXT_LEN_MAX),
             "minItems": 1,
             "maxItems": OPTION_VALUES_MAX,
+            "uniqueItems": True,
         },
         OPTION_AXES_MAX,
     ),
@@ -151,6 +152,10 @@ class ReserveItemIn(_Request):
 
 
 class ReserveIn(_Request):
+    """Each SKU appears in at most one item (give one item its total quantity): a SKU
+    named twice is refused with 422 invalid-input (JSON Schema cannot require items to be
+    unique by one of their members)."""
+
     order_id: OrderId
     items: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=LINES_MAX)]
     ttl_seconds: TtlSeconds = TTL_S_DEFAULT
@@ -163,18 +168,33 @@ class StockSetIn(_Request):
 
 
 class AdjustmentIn(_Request):
+    """The stock after the change must stay within what the schema allows ``on_hand``
+    (0 to 1000000000000): a delta that would push it past the maximum is refused with 422
+    invalid-input, one that would take it below the units reserved with 409
+    below-reserved. Both depend on the stock at that moment, which the schema cannot."""
+
     delta: Annotated[Delta, Field(json_schema_extra={"not": {"const": 0}})]
     """Units added (negative: removed); never zero (the domain refuses it)."""
     reason: Annotated[str, _text(REASON_LEN_MAX)]
 
 
 class VariantIn(_Request):
+    """One variant: ``options`` names every axis of the product's ``options`` exactly
+    once, each with one of that axis's listed values (422 invalid-input otherwise)."""
+
     sku: Sku
     options: OptionChoice
     on_hand: OnHand
 
 
 class ProductIn(_Request):
+    """A product and its variants. Rules the schema cannot state, refused with 422
+    invalid-input: with ``options`` alone, every combination of values becomes a variant
+    named ``PREFIX-VALUE-…`` (prefix: the name), so the product of the axes' value counts
+    is at most 1000 and each generated SKU fits its length; with ``variants``,
+    each names exactly the product's axes with listed values (``{}`` without options),
+    and no two variants share a SKU or the same option values."""
+
     name: Annotated[str, _text(PRODUCT_NAME_LEN_MAX)]
     options: OptionAxes | None = None
     variants: Annotated[list[VariantIn], Field(min_length=1, max_length=VARIANTS_MAX)] | None = None
