@@ -28,7 +28,9 @@ def make_api(db_url: str) -> AppFactory:
     """Opens the app on this test's database; keyword arguments override settings."""
 
     @asynccontextmanager
-    async def open_api(*, engine: Engine | None = None, **overrides: Any) -> AsyncIterator[Api]:
+    async def open_api(
+        *, engine: Engine | None = None, lean: bool = True, **overrides: Any
+    ) -> AsyncIterator[Api]:
         values: dict[str, Any] = {
             "database_url": db_url,
             "admin_token": ADMIN_TOKEN,
@@ -38,7 +40,7 @@ def make_api(db_url: str) -> AppFactory:
             "sweep_interval_s": 3_600.0,  # no sweep unless a test asks for one
         }
         values.update(overrides)
-        app = create_app(Settings(**values), engine=engine)
+        app = create_app(Settings(**values), engine=engine, lean=lean)
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from prometheus_client import multiprocess
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from stockguard import __version__, heap, metrics
 from stockguard.admin import admin_router
@@ -64,13 +64,11 @@ class StockguardApp(FastAPI):
             return
         edge = self.__dict__.get("_edge")
         if edge is None:
-            framework: ASGIApp = super().__call__
-            inner = (
-                LeanRoutes(framework, self._engine, self.state.tokens) if self.lean else framework
-            )
             settings: Settings = self.state.settings
             edge = self.__dict__["_edge"] = RequestEdge(
-                inner, body_read_s_max=settings.body_read_s_max
+                super().__call__,
+                body_read_s_max=settings.body_read_s_max,
+                lean=LeanRoutes(self._engine, self.state.tokens) if self.lean else None,
             )
         await edge(scope, receive, send)
 

@@ -9,8 +9,9 @@ requests itself: a match on method and path, msgspec to decode the body against 
 limits the OpenAPI models declare, the engine, and msgspec to encode the answer.
 
 It only ever answers what the FastAPI app would answer the same way. Anything it is not
-sure of goes to the app untouched, body included: a query string, a missing or unknown
-token, a path value or body the strict decoder refuses, a content type other than JSON.
+sure of goes to the app untouched (``RequestEdge`` replays the body): a query string, a
+missing or unknown token, a path value or body the strict decoder refuses, a content
+type other than JSON.
 So every 401, 422 and framework error keeps its one source, the FastAPI app, and the
 OpenAPI document still describes these routes (they stay declared there). Errors the
 engine raises are rendered by the same problem table as the app's handlers.
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope, Send
 
 from stockguard import domain
 from stockguard.engine import Engine
@@ -181,70 +182,59 @@ def match(method: str, path: str) -> tuple[Handler, str, str, bool]:
 
 
 class LeanRoutes:
-    """ASGI: the hot routes answered directly, everything else passed to ``app``.
+    """The hot routes, asked first by ``middleware.RequestEdge`` once it has the body.
 
-    ``engine_of`` and ``tokens_of`` are read per request (the engine exists only once
-    the lifespan has opened it).
+    ``engine_of`` is called per request: the engine exists only once the lifespan has
+    opened it.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        engine_of: Callable[[], Engine],
-        tokens: Tokens,
-    ) -> None:
-        self.app = app
+    def __init__(self, engine_of: Callable[[], Engine], tokens: Tokens) -> None:
         self.engine_of = engine_of
         self.tokens = tokens
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("query_string"):
-            await self.app(scope, receive, send)
-            return
+    async def answer(self, scope: Scope, body: list[Message], send: Send) -> int:
+        """The status sent, or 0 when the request is the app's (nothing was sent)."""
+        if scope.get("query_string"):
+            return 0
         path: str = scope["path"]
-        if path == "/healthz" and scope["method"] == "GET":
+        method: str = scope["method"]
+        if path == "/healthz" and method == "GET":
             scope["stockguard.route"] = path
             await _send(send, 200, JSON_HEADERS, HEALTHY)
-            return
+            return 200
         try:
-            handler, template, param, guarded = match(scope["method"], path)
+            handler, template, param, guarded = match(method, path)
             if guarded and self.tokens.api is not None:
                 self._check_token(scope)
+            payload_in = _json_body(scope, body) if handler is _reserve else b""
+            status, payload, order_id = await handler(self.engine_of(), param, payload_in)
         except _NotMine:
-            await self.app(scope, receive, send)
-            return
-        body = b""
-        if handler is _reserve:
-            body, receive, is_json = await _read(scope, receive)
-            if not is_json:
-                await self.app(scope, receive, send)
-                return
-        scope["stockguard.route"] = template
-        try:
-            status, payload, order_id = await handler(self.engine_of(), param, body)
-        except _NotMine:
-            await self.app(scope, receive, send)
-            return
+            return 0
         except domain.StockguardError as error:
+            scope["stockguard.route"] = template
             status, headers, payload = errors.domain_problem_parts(error)
             del error  # no frame -> traceback -> frame cycle per refusal (see engine.reserve)
             await _send(send, status, headers, payload)
-            return
+            return status
         except errors.BACKEND_FAILURES as failure:
+            scope["stockguard.route"] = template
             status, headers, payload = errors.backend_failure_parts(failure)
             await _send(send, status, headers, payload)
-            return
+            return status
         except Exception:
+            scope["stockguard.route"] = template
             logger.exception("unexpected error")
             status, payload = errors.problem_bytes(
                 "internal-error", "an unexpected error occurred; it has been logged"
             )
             await _send(send, status, PROBLEM_HEADERS, payload)
-            return
+            return status
+        scope["stockguard.route"] = template
         if order_id:
             state: dict[str, Any] = scope.setdefault("state", {})
             state["order_id"] = order_id
         await _send(send, status, JSON_HEADERS, payload)
+        return status
 
     def _check_token(self, scope: Scope) -> None:
         for name, value in scope["headers"]:
@@ -258,30 +248,19 @@ class LeanRoutes:
         raise _NotMine
 
 
-async def _read(scope: Scope, receive: Receive) -> tuple[bytes, Receive, bool]:
-    """The whole body, a ``receive`` that replays it should the app need it, and whether
-    it is a complete JSON body (what FastAPI would decode as JSON)."""
-    is_json = False
+def _json_body(scope: Scope, body: list[Message]) -> bytes:
+    """The complete body when FastAPI would decode it as JSON, else not ours."""
     for name, value in scope["headers"]:
         if name == b"content-type":
-            is_json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+            if value.split(b";", 1)[0].strip().lower() != b"application/json":
+                break
+            if len(body) == 1:
+                only: bytes = body[0].get("body", b"")
+                return only
+            if body and all(message["type"] == "http.request" for message in body):
+                return b"".join(message.get("body", b"") for message in body)
             break
-    chunks: list[bytes] = []
-    messages: list[Message] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            is_json = False  # the client left: let the app see it
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return b"".join(chunks), replay, is_json
+    raise _NotMine
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
