@@ -163,3 +163,23 @@ async def test_admission_off_passes_everything_to_the_strategy(db_url: str) -> N
                 await engine.reserve(f"n-{n}", [("OFF", 1)])
         assert engine.admission.counters["fastpath"] == 0
         assert engine.admission.counters["passed"] == 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_every_strategy_answering_after_its_sql_commit_gets_the_sold_out_fast_path(
+    engine: Engine, strategy: str
+) -> None:
+    """The capability is declared by the strategy (``write_behind``), not guessed from what
+    it requires: ``queue`` needs Redis yet answers after its SQL commit, and once lost the
+    fast path to a ``"redis" in requires`` test."""
+    await engine.set_on_hand("GONE", 1)
+    await engine.reserve("first", [("GONE", 1)])
+    for n in range(5):
+        with pytest.raises(domain.OutOfStock):
+            await engine.reserve(f"late-{n}", [("GONE", 1)])
+
+    fast = engine.admission.counters["fastpath"]
+    if engine.strategy.write_behind:
+        assert fast == 0
+    else:
+        assert fast >= 4, (strategy, dict(engine.admission.counters))

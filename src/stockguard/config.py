@@ -18,6 +18,7 @@ WORKERS_MAX = 64
 SWEEP_INTERVAL_S_MAX = 3_600.0
 POOL_SIZE_MAX = 200
 TIMEOUT_S_MAX = 300.0
+CONNECTIONS_MAX = 100_000
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=1.0, gt=0, le=SWEEP_INTERVAL_S_MAX)
     pool_size: int | None = Field(default=None, ge=1, le=POOL_SIZE_MAX)
     """Database connections per process; unset: the backend's default."""
+    connections_max: int = Field(default=10_000, ge=1, le=CONNECTIONS_MAX)
+    """Connections one worker serves at once; more wait in the kernel's accept queue.
+    A flash sale opens thousands at the same second (the server's default of 2,048 left
+    the rest of a 5,000-buyer burst timing out in connect)."""
     header_read_s_max: float = Field(default=10.0, gt=0, le=TIMEOUT_S_MAX)
     """A connection must send a whole request head this long after it opens (or after its
     previous answer), else it is closed: idle and slowloris sockets hold nothing."""

@@ -8,6 +8,7 @@ decision about concurrency.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -36,12 +37,15 @@ class Engine:
     ) -> None:
         self.store = store
         self.strategy = strategy
+        limits = admission or AdmissionLimits()
+        if limits.queue_wait_s_max and strategy.burst_in_flight > limits.cold_in_flight_max:
+            limits = dataclasses.replace(limits, cold_in_flight_max=strategy.burst_in_flight)
         self.admission = Admission(
             store,
             strategy.reserve,
             strategy.stock,
-            admission,
-            reservations_in_sql="redis" not in strategy.requires,
+            limits,
+            reservations_in_sql=not strategy.write_behind,
         )
         """Caps and the sold-out fast path, in front of the strategy (DESIGN §3)."""
 

@@ -42,8 +42,9 @@ APP_FACTORY = "stockguard.service.app:create_app_from_env"
 GRACEFUL_S_MAX = 30
 """In-flight requests get this long to finish after SIGTERM before workers stop anyway."""
 ADMIN_TOKEN_BYTES = 32
-BACKLOG_MAX = 2048
-"""Connections the kernel queues for accept per port; a flash sale opens them in bursts."""
+BACKLOG_MAX = 4096
+"""Connections the kernel queues for accept per port (capped by net.core.somaxconn); a
+flash sale opens them in bursts."""
 
 
 async def _migrate(database_url: str) -> None:
@@ -120,6 +121,7 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
         port=settings.port,
         workers=settings.workers,
         header_read_s_max=settings.header_read_s_max,
+        connections_max=settings.connections_max,
         log_config=_log_config(settings.access_log),
     )
     try:
@@ -137,6 +139,7 @@ def granian_server(
     workers: int,
     host: str = "127.0.0.1",
     header_read_s_max: float = Settings.model_fields["header_read_s_max"].default,
+    connections_max: int = Settings.model_fields["connections_max"].default,
     log_config: dict[str, Any] | None = None,
 ) -> Granian:
     """The server ``serve`` runs (``stockguard bench-http`` runs its ceiling on the same)."""
@@ -152,6 +155,7 @@ def granian_server(
         workers=workers,
         loop=Loops.auto,  # uvloop where installed
         backlog=BACKLOG_MAX,
+        backpressure=connections_max,
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(header_read_s_max * 1000))),
         log_dictconfig=log_config or _log_config(access_log=False),
         workers_kill_timeout=GRACEFUL_S_MAX,

@@ -194,6 +194,7 @@ class CoalescingStrategy(Strategy):
         """Reservations, one writer per SKU group."""
         self._transitions = BatchWriter(
             "coalescing_transition",
+        self.burst_in_flight = batch_size_max  # one batch is what it does at once
             functools.partial(apply_transitions, store),
             self.counters,
             **sizes,

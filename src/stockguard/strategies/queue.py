@@ -83,6 +83,7 @@ class QueueStrategy(Strategy):
         assert 0.1 <= reply_wait_s <= BLOCK_S_MAX
         assert 1 <= batch_size_max <= 10_000
         assert 1 <= queue_depth_max <= 1_000_000
+        self.burst_in_flight = batch_size_max
         self.keys = KeyLayout(key_prefix or default_prefix())
         self.partitions = partitions
         self.reply_wait_s = reply_wait_s

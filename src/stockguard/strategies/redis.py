@@ -69,6 +69,8 @@ AUTOLOAD_RETRY_S = 1.0
 class RedisStrategy(Strategy):
     name = "redis"
     requires = ("redis",)
+    write_behind = True
+    burst_in_flight = 1_000  # a burst of script calls leaves in a few pipelines
 
     def __init__(
         self,
