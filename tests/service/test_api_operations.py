@@ -160,3 +160,24 @@ def test_strategy_events_reach_prometheus_once_each() -> None:
     mirror.sync()
 
     assert exported() == before + 5
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/v1/reservations", "GET, POST"),
+        ("DELETE", "/v1/reservations", "GET, POST"),
+        ("OPTIONS", "/v1/stock/A", "GET, PUT"),
+        ("PATCH", "/v1/stock/A", "GET, PUT"),
+        ("PUT", "/v1/reservations/some-id", "GET"),
+        ("GET", "/v1/reservations/some-id/confirm", "POST"),
+    ],
+)
+async def test_405_names_every_method_of_the_path_in_allow(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    """RFC 9110: ``Allow`` lists every method the resource supports, not just the first
+    route's (schemathesis found ``OPTIONS /v1/reservations`` saying only ``POST``)."""
+    answer = await api.client.request(method, path, headers=api.admin)
+    assert_problem(answer, 405, "method-not-allowed")
+    assert answer.headers["allow"] == allowed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -226,8 +227,38 @@ async def _on_validation_error(_request: Request, error: Exception) -> ProblemRe
     )
 
 
-async def _on_http_error(_request: Request, error: Exception) -> ProblemResponse:
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Every method the API serves at this path (RFC 9110 §15.5.6: ``Allow`` lists them
+    all), read from the OpenAPI document. Starlette names only the first route whose path
+    matched, so ``GET /v1/reservations`` (list) hid behind ``POST`` (reserve)."""
+    templates: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_by_path", None
+    )
+    if templates is None:
+        templates = [
+            (
+                re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+                {method.upper() for method in item if method in HTTP_METHODS},
+            )
+            for path, item in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allow_by_path = templates
+    methods: set[str] = set()
+    for pattern, served in templates:
+        if pattern.fullmatch(request.url.path):
+            methods |= served
+    return ", ".join(sorted(methods)) if methods else None
+
+
+async def _on_http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        headers = dict(error.headers or {})
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        return problem("method-not-allowed", str(error.detail), headers=headers)
     if error.status_code == 400:
         # FastAPI's answer to a body it could not decode at all (a number past Python's
         # digit limit, bytes that are not UTF-8): to the API that is malformed JSON.

@@ -43,6 +43,9 @@ admin_router = APIRouter(tags=["reservations"])
         ),
     },
     summary="Hold every item or none",
+    description="Each SKU may appear in only one item; a repeated SKU is refused with 422 "
+    "invalid-input. The same order_id with the same items replays the original hold (200); "
+    "with other items it is 409 idempotency-conflict.",
 )
 async def reserve(
     body: ReserveIn, engine: EngineDep, request: Request, response: Response

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from stockguard.domain import ON_HAND_MAX
 from stockguard.service.deps import EngineDep, SkuPath
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
@@ -69,6 +70,8 @@ async def set_on_hand(sku: SkuPath, body: StockSetIn, engine: EngineDep) -> Stoc
         "unknown-sku", "below-reserved", "invalid-input", "body-too-large", *STORE_KINDS
     ),
     summary="Add or remove units, never below what is reserved (admin)",
+    description="on_hand + delta must stay between reserved (409 below-reserved) and "
+    f"{ON_HAND_MAX} (422 invalid-input).",
 )
 async def adjust(sku: SkuPath, body: AdjustmentIn, engine: EngineDep) -> StockOut:
     return StockOut.of(await engine.adjust(sku, body.delta, body.reason))
