@@ -9,6 +9,7 @@ out may have run, and running ``adjust`` twice would add twice; a failed call an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,16 +78,26 @@ def connect(url: str, connections_max: int = CONNECTIONS_MAX) -> RedisClients:
     )
 
 
+def unavailable(what: str, error: BaseException) -> domain.StoreUnavailable:
+    """The 503 for a Redis failure, said in words: the client's own text (addresses,
+    server messages) goes to the log, never into an answer."""
+    logger.warning("redis %s failed: %s: %s", what, type(error).__name__, error)
+    return domain.StoreUnavailable(
+        f"redis cannot answer right now ({what}: {type(error).__name__})",
+        retry_after_s=RETRY_AFTER_S,
+    )
+
+
 @asynccontextmanager
 async def unavailable_on_error(what: str) -> AsyncIterator[None]:
     """Redis down, loading, read-only or out of memory → ``StoreUnavailable`` (503)."""
     try:
         yield
     except UNAVAILABLE_ERRORS as error:
-        raise domain.StoreUnavailable(
-            f"redis {what}: {type(error).__name__}: {error}", retry_after_s=RETRY_AFTER_S
-        ) from error
+        raise unavailable(what, error) from error
 
+
+logger = logging.getLogger("stockguard.store")
 
 SCAN_COUNT = 1_000
 

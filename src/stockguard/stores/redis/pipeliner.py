@@ -19,8 +19,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from stockguard import domain
-from stockguard.stores.redis.client import RETRY_AFTER_S, UNAVAILABLE_ERRORS
+from stockguard.stores.redis.client import UNAVAILABLE_ERRORS, unavailable
 from stockguard.stores.redis.scripts import Script
 
 PIPELINE_CALLS_MAX = 512
@@ -76,12 +75,7 @@ class Pipeliner:
         except UNAVAILABLE_ERRORS as error:
             for call in batch:
                 if not call.future.done():
-                    call.future.set_exception(
-                        domain.StoreUnavailable(
-                            f"redis {call.script.name}: {type(error).__name__}: {error}",
-                            retry_after_s=RETRY_AFTER_S,
-                        )
-                    )
+                    call.future.set_exception(unavailable(call.script.name, error))
         except BaseException as error:  # a bug or a cancel: no caller may wait forever
             for call in batch:
                 if not call.future.done():
@@ -104,9 +98,7 @@ def _answer(call: _Call, result: Any) -> None:
     if call.future.done():
         return  # its caller was cancelled
     if isinstance(result, UNAVAILABLE_ERRORS):
-        call.future.set_exception(
-            domain.StoreUnavailable(f"redis {call.script.name}: {result}", RETRY_AFTER_S)
-        )
+        call.future.set_exception(unavailable(call.script.name, result))
     elif isinstance(result, BaseException):
         call.future.set_exception(result)
     else:
