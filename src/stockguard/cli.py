@@ -14,6 +14,7 @@ from stockguard.bench.command import bench
 from stockguard.bench.http import command as bench_http
 from stockguard.config import Settings
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
+from stockguard.loadtest.command import command as loadtest
 from stockguard.service import server
 from stockguard.stores.sql.store import SqlStore
 
@@ -128,6 +129,7 @@ def serve(
 
 app.command()(bench)
 app.command("bench-http")(bench_http)
+app.command("loadtest")(loadtest)
 
 RedisOption = Annotated[
     str,
