@@ -314,3 +314,14 @@ def test_every_error_copies_into_an_equal_independent_instance(
         assert type(clone) is type(error) and clone is not error
         assert vars(clone) == vars(error)
         assert str(clone) == str(error)
+
+
+@pytest.mark.parametrize("text", ["ABC\u202eDEF", "NEXT\u0085LINE", "ISO\u2066LATE", "C1\x9b"])
+def test_controls_and_bidi_overrides_are_refused_in_every_text(text: str) -> None:
+    """U+202E shows ``ABC<RLO>DEF`` as ``ABCFED``; U+0085 is a line break to many tools."""
+    with pytest.raises(domain.InvalidInput):
+        domain.validate_sku(text)
+    with pytest.raises(domain.InvalidInput):
+        domain.validate_reserve(text, [("A", 1)])
+    with pytest.raises(domain.InvalidInput):
+        domain.validate_reason(text)

@@ -49,7 +49,12 @@ OPTION_VALUES_MAX = 100
 OPTION_TEXT_LEN_MAX = 64
 VARIANTS_MAX = 1_000
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+TEXT_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+"""Characters no SKU, id or text may hold, as a regex class body (the same in Python,
+JSON Schema and pydantic's regex dialects): C0 and C1 controls (NUL, newline, U+0085)
+and the bidirectional overrides and isolates (U+202E would show ``ABC<RLO>DEF`` as
+``ABCFED`` on the admin page and in a shop's back office)."""
+_CONTROL_CHARS = re.compile(f"[{TEXT_FORBIDDEN}]")
 
 
 class Status(enum.StrEnum):

@@ -104,12 +104,15 @@ async def test_what_the_lean_path_is_not_sure_of_goes_to_fastapi(pair: Pair) -> 
         ("POST", "/v1/reservations", {"json": body("x", "A", quantity="1")}),  # type: ignore[arg-type]
         ("POST", "/v1/reservations", {"json": body("x", "A", extra=1)}),
         ("POST", "/v1/reservations", {"json": body("x\n", "A")}),
+        ("POST", "/v1/reservations", {"json": body("x\u202e", "A")}),
+        ("POST", "/v1/reservations", {"json": body("x", "A\u0085")}),
         ("POST", "/v1/reservations", {"content": b"{not json", "headers": JSON}),
         ("POST", "/v1/reservations", {"content": b"x=1", "headers": {"content-type": "text/csv"}}),
         ("POST", "/v1/reservations?debug=1", {"json": body("x", "A")}),
         ("GET", "/v1/stock/A?verbose=true", {}),
         ("GET", "/v1/reservations/" + "x" * 65, {}),
         ("GET", "/v1/stock/" + "S" * 65, {}),
+        ("GET", "/v1/stock/RTL%E2%80%AE", {}),
     ]  # fmt: skip
     for method, path, options in odd:
         lean = await pair.lean.client.request(method, path, **options)

@@ -36,10 +36,10 @@ from stockguard.service.models import ID_LEN_MAX
 
 logger = logging.getLogger("stockguard.service")
 
-_TEXT = r"^[^\x00-\x1f\x7f]+\Z"
+_TEXT = f"^[^{domain.TEXT_FORBIDDEN}]+\\Z"
 """models.NO_CONTROL_CHARS in Python's ``re`` dialect: ``$`` would also match before a
 final newline, which the schema's (and pydantic's) end anchor does not."""
-_NO_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_NO_CONTROL_CHARS = re.compile(f"[{domain.TEXT_FORBIDDEN}]")
 
 
 def _text(length_max: int) -> msgspec.Meta:

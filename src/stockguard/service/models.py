@@ -52,8 +52,9 @@ STOCK_QUERY_SKUS_MAX = 100
 """SKUs one ``GET /v1/stock?sku=…`` may name."""
 ID_LEN_MAX = 64
 
-NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
-"""Text the API accepts: no control characters (NUL included), as the domain demands."""
+NO_CONTROL_CHARS = f"^[^{domain.TEXT_FORBIDDEN}]+$"
+"""Text the API accepts: no control characters (NUL, C1) nor bidi overrides, as the
+domain demands."""
 
 
 def _text(length_max: int) -> object:
