@@ -81,12 +81,20 @@ async def apply_batch(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
 
 
 async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> list[Result]:
+    """One attempt at the batch's transaction.
+
+    The look-ups that need no lock come first; the stock rows are locked last, so the
+    hottest rows of the shop (every other writer of this process and of others wants
+    them too) are held only for the lock, the two inserts, one stock update and the
+    commit. The order_id look-up needs no lock: an order_id committed by another writer
+    after it fails our insert on the unique index and ``apply_batch`` re-runs the batch.
+    """
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
+        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in requests])
         levels = await tx.levels(
             sorted({line.sku for request in requests for line in request.lines}), lock=True
         )
-        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in requests])
         after, results = decide_batch(levels, earlier, requests, store.new_reservation, now_ms)
         created = [
             result.reservation
@@ -95,8 +103,8 @@ async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
         ]
         if created:
             await bulk.insert_reservations(tx, created)
-            await tx.add_reserved(
-                {sku: after[sku].reserved - levels[sku].reserved for sku in levels}, now_ms
+            await bulk.add_reserved(
+                tx, {sku: after[sku].reserved - levels[sku].reserved for sku in levels}, now_ms
             )
             await tx.commit()
         return results
@@ -186,6 +194,7 @@ class CoalescingStrategy(Strategy):
         super().__init__(store, **options)
         assert 1 <= group_count <= 64
         self.group_count = group_count
+        self.burst_in_flight = batch_size_max  # one batch is what it does at once
         sizes = {"batch_size_max": batch_size_max, "queue_depth_max": queue_depth_max}
         holds = functools.partial(apply_batch, store)
         self._groups = [
@@ -194,7 +203,6 @@ class CoalescingStrategy(Strategy):
         """Reservations, one writer per SKU group."""
         self._transitions = BatchWriter(
             "coalescing_transition",
-        self.burst_in_flight = batch_size_max  # one batch is what it does at once
             functools.partial(apply_transitions, store),
             self.counters,
             **sizes,

@@ -9,9 +9,10 @@ The coalescing strategy queues confirms and releases too, and each batch
 2. applies the requests in arrival order with the pure ``domain.check_transition``
    (a repeat of the same id in the batch sees the state the earlier one left; a hold past
    its expiry by the database clock ends as expired, and a confirm of it is refused);
-3. writes one status update per target state, one stock update per SKU, and one ledger
-   entry per sold line whose ``on_hand_after`` is exact (computed in order from the locked
-   row); commits; then the writer answers every waiter.
+3. writes the status changes, the stock changes and one ledger entry per sold line
+   whose ``on_hand_after`` is exact (computed in order from the locked row), each as ONE
+   statement on PostgreSQL whatever the batch size (``stores/sql/bulk.py``); commits;
+   then the writer answers every waiter.
 
 Expiry already runs batched in the shared store (one update per SKU per 1,000 holds).
 """
@@ -56,13 +57,13 @@ async def _apply_once(store: SqlStore, requests: Sequence[Transition]) -> list[T
         current = await bulk.reservations_by_id(tx, [rid for rid, _ in requests], lock=True)
         skus = sorted({line.sku for r in current.values() for line in r.lines})
         on_hand = {sku: level.on_hand for sku, level in (await tx.levels(skus, lock=True)).items()}
-        ended: defaultdict[Status, list[str]] = defaultdict(list)
+        ended: dict[str, Status] = {}
         deltas: defaultdict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
         movements: list[Movement] = []
         results: list[TransitionResult] = []
 
         def end(reservation: Reservation, status: Status) -> Reservation:
-            ended[status].append(reservation.id)
+            ended[reservation.id] = status  # once per id: a terminal state never changes
             for line in reservation.lines:
                 sold = line.quantity if status is Status.CONFIRMED else 0
                 d_on_hand, d_reserved = deltas[line.sku]
@@ -93,10 +94,9 @@ async def _apply_once(store: SqlStore, requests: Sequence[Transition]) -> list[T
             results.append(end(found, target) if changes else found)
 
         if ended:
-            for status, ids in ended.items():
-                count = await tx.end_reservations(ids, status, now_ms)
-                assert count == len(ids), "the rows were locked as held"
+            count = await bulk.end_reservations(tx, ended, now_ms)
+            assert count == len(ended), "the rows were locked as held"
             await bulk.move_levels(tx, deltas, now_ms)
-            await tx.record_movements(movements)
+            await bulk.record_movements(tx, movements)
             await tx.commit()
         return results

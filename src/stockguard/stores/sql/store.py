@@ -32,6 +32,7 @@ from stockguard.domain import (
     StockLevel,
     Variant,
 )
+from stockguard.stores.sql import bulk
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.backend import Backend, Failure, backend_for
 from stockguard.stores.sql.tx import Tx, reservation_filters
@@ -256,7 +257,8 @@ class SqlStore:
         """Ends every held reservation past its expiry, in batches of ``limit``.
 
         Each batch: lock due rows (skipping those another sweeper or a confirm holds),
-        mark them expired, then one aggregated ``reserved`` update per SKU.
+        mark them expired, then lock their stock rows and lower ``reserved`` by the
+        aggregated amounts in one statement.
         """
         assert 1 <= limit <= EXPIRE_BATCH_MAX
         total = 0
@@ -271,7 +273,10 @@ class SqlStore:
                     totals = await tx.held_quantity_by_sku(ids)
                     ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
                     assert ended == len(ids), "due rows were locked as held"
-                    await tx.add_reserved({sku: -q for sku, q in totals.items()}, now_ms)
+                    # Lock the stock rows in SKU order in one statement, then move them all
+                    # in one more: the hot rows wait on no round trip per SKU in between.
+                    await tx.levels(list(totals), lock=True)
+                    await bulk.add_reserved(tx, {sku: -q for sku, q in totals.items()}, now_ms)
                     await tx.commit()
                     return ended
 

@@ -279,18 +279,20 @@ class Tx:
                 select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
             ):
                 lines[line.reservation_id].append(Line(line.sku, line.quantity))
-        return [
-            Reservation(
-                id=row.id,
-                order_id=row.order_id,
-                customer_id=row.customer_id,
-                status=Status(row.status),
-                lines=tuple(sorted(lines[row.id], key=lambda line: line.sku)),
-                expires_at_ms=row.expires_at_ms,
-                created_at_ms=row.created_at_ms,
-            )
-            for row in rows
-        ]
+        return [self.reservation_of(row, lines[row.id]) for row in rows]
+
+    @staticmethod
+    def reservation_of(row: Row[Any], lines: Sequence[Line]) -> Reservation:
+        """A reservation from its ``reservations`` row and its lines (in any order)."""
+        return Reservation(
+            id=row.id,
+            order_id=row.order_id,
+            customer_id=row.customer_id,
+            status=Status(row.status),
+            lines=tuple(sorted(lines, key=lambda line: line.sku)),
+            expires_at_ms=row.expires_at_ms,
+            created_at_ms=row.created_at_ms,
+        )
 
     # ------------------------------------------------------------------ products
 
