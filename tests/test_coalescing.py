@@ -19,7 +19,12 @@ from stockguard.domain import Status
 from stockguard.engine import Engine
 from stockguard.stores.sql.audit import audit, stock_totals
 from stockguard.stores.sql.store import SqlStore
-from stockguard.strategies.coalescing import CoalescingStrategy, apply_batch, decide_batch
+from stockguard.strategies.coalescing import (
+    CoalescingStrategy,
+    apply_batch,
+    apply_mixed,
+    decide_batch,
+)
 
 
 def request(order_id: str, *lines: tuple[str, int]) -> domain.ReserveRequest:
@@ -235,6 +240,48 @@ async def test_batched_confirms_and_releases_keep_every_total_and_the_ledger_exa
         # All 62 were queued before the writer ran: one transaction, not 62.
         assert engine.strategy.counters["coalescing_transition_batches"] <= 2
         assert (await audit(engine.store)).ok
+
+
+async def test_one_batch_of_holds_confirms_and_releases_answers_each_in_its_place(
+    store: SqlStore,
+) -> None:
+    """Holds and endings queued together are one transaction: the endings first (a
+    release gives its units to a hold of the same batch), answers in queue order."""
+    await store.set_on_hand("M1", 3)
+    await store.set_on_hand("M2", 5)
+    [paid, dropped] = await apply_batch(
+        store, [request("paid", ("M1", 1), ("M2", 2)), request("dropped", ("M1", 2))]
+    )
+    assert isinstance(paid, domain.ReserveOutcome) and isinstance(dropped, domain.ReserveOutcome)
+    counters: Counter[str] = Counter()
+    results = await apply_mixed(
+        store,
+        counters,
+        [
+            request("new", ("M1", 2), ("M2", 1)),  # only fits once "dropped" is released
+            (paid.reservation.id, Status.CONFIRMED),
+            (dropped.reservation.id, Status.RELEASED),
+            request("too-many", ("M1", 1)),
+            (paid.reservation.id, Status.CONFIRMED),  # a replay in the same batch
+            ("no-such-hold", Status.RELEASED),
+        ],
+    )
+
+    assert isinstance(results[0], domain.ReserveOutcome) and results[0].created
+    assert isinstance(results[1], domain.Reservation)
+    assert results[1].status is Status.CONFIRMED
+    assert isinstance(results[2], domain.Reservation) and results[2].status is Status.RELEASED
+    assert isinstance(results[3], domain.OutOfStock)
+    assert isinstance(results[4], domain.Reservation)
+    assert results[4].status is Status.CONFIRMED
+    assert isinstance(results[5], domain.ReservationNotFound)
+    assert await totals(store, "M1") == (2, 2)
+    assert await totals(store, "M2") == (3, 1)
+    assert counters["coalescing_transition_requests"] == 4
+    ledger, _ = await store.movements("M2")
+    newest = ledger[0]
+    assert (newest.reason, newest.delta, newest.on_hand_after) == ("sale", -2, 3)
+    assert (await audit(store)).ok
 
 
 def test_a_repeat_of_a_refused_order_with_the_same_lines_gets_the_same_refusal() -> None:

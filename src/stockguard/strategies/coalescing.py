@@ -20,17 +20,21 @@ thousands of reservations per transaction possible (TigerBeetle batches the same
 Several processes on one database stay correct because each batch still locks the rows
 (SQLite: the batch's ``BEGIN IMMEDIATE`` holds the database write lock).
 
-Confirms and releases are batched the same way by one more writer per process
-(``coalescing_transitions``); expiry uses the shared store's sweep, which is already
-batched (one aggregated update per SKU per 1,000 holds).
+Confirms and releases join the same queue (of the first group) and the same transaction
+(``apply_mixed``; the rules for them are in ``coalescing_transitions``), so in one process
+only one transaction at a time holds the hot stock rows and none waits for another's
+locks; expiry uses the shared store's sweep, which is already batched (one aggregated
+update per 1,000 holds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,14 +44,28 @@ from stockguard.stores.sql import bulk
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
 from stockguard.strategies.base import Strategy
 from stockguard.strategies.batch_writer import BatchWriter
-from stockguard.strategies.coalescing_transitions import apply_transitions
+from stockguard.strategies.coalescing_transitions import (
+    Transition,
+    TransitionResult,
+    apply_transitions,
+    decide_transitions,
+    lock_reservations,
+    skus_of,
+    write_transitions,
+)
 
 BATCH_SIZE_MAX = 2_000
 """Requests decided in one transaction: big enough to amortise the lock and the commit."""
 QUEUE_DEPTH_MAX = 20_000
 """Requests waiting per group; beyond it a request is answered Overloaded at once."""
-GROUP_COUNT_DEFAULT = 4
-"""Writer tasks per process; a request goes to the group of its first (smallest) SKU."""
+GROUP_COUNT_DEFAULT = 1
+"""Writer tasks per process; a hold goes to the group of its first (smallest) SKU.
+
+One by default: the writers of one process share its event loop, and orders that span
+SKUs put the hottest rows in every group's batches, so several groups only wait on each
+other's row locks (mixed workload on PostgreSQL: 3,100 holds/s with 4 groups against
+5,000 with one, same run; docs/benchmarks.md#mixed-workload-coalescing-vs-redis). More
+groups can pay where the SKU sets of the groups do not meet."""
 DUPLICATE_RETRY_MAX = 3
 """Re-runs of a batch that met an order_id committed meanwhile by another process."""
 CLOSE_S_MAX = 30.0
@@ -108,6 +126,88 @@ async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
             )
             await tx.commit()
         return results
+
+
+async def apply_mixed(
+    store: SqlStore, counters: Counter[str], items: Sequence[ReserveRequest | Transition]
+) -> list[Result | TransitionResult]:
+    """Holds, confirms and releases that queued together, decided in ONE transaction.
+
+    In one process every writer shares one event loop, and on a real shop they all want
+    the same hot stock rows: with a writer for holds and another for confirms and
+    releases, each batch of one waited at the row lock for the other's transaction, which
+    in turn waited for the event loop to answer the first one's buyers (the ~43 ms
+    batches of docs/benchmarks.md#mixed-workload-coalescing-vs-redis). Here the two are
+    one transaction: lock the confirmed and released reservations (id order), then the
+    stock rows of every line of the batch (SKU order, the order every writer uses), end
+    the reservations in arrival order, decide the holds in arrival order on what is left,
+    write each kind of row in one statement, commit once.
+
+    Ending before holding is a valid order: nothing in the batch has been answered yet, so
+    the requests are concurrent and any order is a correct one; and a confirm leaves
+    ``available`` as it was, a release or an expiry only adds to it. Answers come in the
+    order of ``items``.
+    """
+    holds = [item for item in items if isinstance(item, ReserveRequest)]
+    transitions = [item for item in items if not isinstance(item, ReserveRequest)]
+    if transitions:
+        counters["coalescing_transition_batches"] += 1
+        counters["coalescing_transition_requests"] += len(transitions)
+    if not transitions:
+        hold_results: Sequence[Result | TransitionResult] = await apply_batch(store, holds)
+        return list(hold_results)
+    if not holds:
+        return list(await apply_transitions(store, transitions))
+    results: list[Result | TransitionResult] = []
+    for _attempt in range(DUPLICATE_RETRY_MAX):
+        try:
+            hold_answers, transition_answers = await store.run(
+                lambda: _apply_mixed_once(store, holds, transitions)
+            )
+        except DuplicateKey:
+            continue  # as in apply_batch: the look-up of the re-run sees that order_id
+        except StockguardError as error:
+            return [copy.copy(error) for _ in items]
+        answers = iter(hold_answers), iter(transition_answers)
+        results = [next(answers[0 if isinstance(item, ReserveRequest) else 1]) for item in items]
+        return results
+    return [domain.StoreUnavailable("order ids kept colliding with another writer") for _ in items]
+
+
+async def _apply_mixed_once(
+    store: SqlStore, holds: Sequence[ReserveRequest], transitions: Sequence[Transition]
+) -> tuple[list[Result], list[TransitionResult]]:
+    async with store.transaction() as tx:
+        now_ms = await tx.now_ms()
+        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in holds])
+        current = await lock_reservations(tx, transitions)
+        skus = {line.sku for request in holds for line in request.lines}
+        levels = await tx.levels(sorted(skus.union(skus_of(current))), lock=True)
+        plan = decide_transitions(
+            current, {sku: level.on_hand for sku, level in levels.items()}, transitions, now_ms
+        )
+        ended = {
+            sku: dataclasses.replace(
+                level,
+                on_hand=level.on_hand + plan.deltas[sku][0],
+                reserved=level.reserved + plan.deltas[sku][1],
+            )
+            if sku in plan.deltas
+            else level
+            for sku, level in levels.items()
+        }
+        after, results = decide_batch(ended, earlier, holds, store.new_reservation, now_ms)
+        created = [
+            result.reservation
+            for result in results
+            if isinstance(result, ReserveOutcome) and result.created
+        ]
+        if created or plan.ended:
+            await bulk.insert_reservations(tx, created)
+            held = {sku: after[sku].reserved - ended[sku].reserved for sku in ended}
+            await write_transitions(tx, plan, now_ms, reserved_too=held)
+            await tx.commit()
+        return results, plan.results
 
 
 def decide_batch(
@@ -196,19 +296,12 @@ class CoalescingStrategy(Strategy):
         self.group_count = group_count
         self.burst_in_flight = batch_size_max  # one batch is what it does at once
         sizes = {"batch_size_max": batch_size_max, "queue_depth_max": queue_depth_max}
-        holds = functools.partial(apply_batch, store)
+        batch = functools.partial(apply_mixed, store, self.counters)
         self._groups = [
-            BatchWriter("coalescing", holds, self.counters, **sizes) for _ in range(group_count)
+            BatchWriter("coalescing", batch, self.counters, **sizes) for _ in range(group_count)
         ]
-        """Reservations, one writer per SKU group."""
-        self._transitions = BatchWriter(
-            "coalescing_transition",
-            functools.partial(apply_transitions, store),
-            self.counters,
-            **sizes,
-        )
-        """Confirms and releases."""
-        self._writers = (*self._groups, self._transitions)
+        """One writer per SKU group; confirms and releases join the first group's batches."""
+        self._writers = tuple(self._groups)
 
     async def start(self) -> None:
         for writer in self._writers:
@@ -227,13 +320,13 @@ class CoalescingStrategy(Strategy):
         return outcome
 
     async def confirm(self, reservation_id: str) -> domain.Reservation:
-        result: domain.Reservation = await self._transitions.submit(
+        result: domain.Reservation = await self._groups[0].submit(
             (reservation_id, domain.Status.CONFIRMED)
         )
         return result
 
     async def release(self, reservation_id: str) -> domain.Reservation:
-        result: domain.Reservation = await self._transitions.submit(
+        result: domain.Reservation = await self._groups[0].submit(
             (reservation_id, domain.Status.RELEASED)
         )
         return result

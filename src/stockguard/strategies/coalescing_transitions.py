@@ -14,7 +14,10 @@ The coalescing strategy queues confirms and releases too, and each batch
    statement on PostgreSQL whatever the batch size (``stores/sql/bulk.py``); commits;
    then the writer answers every waiter.
 
-Expiry already runs batched in the shared store (one update per SKU per 1,000 holds).
+The coalescing writer runs these steps inside the same transaction as the holds that
+queued with them (``coalescing.apply_mixed``): hence the pieces below (lock, a pure
+decision, write) besides ``apply_transitions``, which runs a batch of endings alone.
+Expiry already runs batched in the shared store (one update per 1,000 holds).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from stockguard import domain
 from stockguard.domain import Movement, Reservation, Status, StockguardError
 from stockguard.stores.sql import bulk
 from stockguard.stores.sql.store import SqlStore
+from stockguard.stores.sql.tx import Tx
 
 Transition = tuple[str, Status]
 """(reservation_id, Status.CONFIRMED or Status.RELEASED)."""
@@ -54,49 +58,101 @@ async def apply_transitions(
 async def _apply_once(store: SqlStore, requests: Sequence[Transition]) -> list[TransitionResult]:
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
-        current = await bulk.reservations_by_id(tx, [rid for rid, _ in requests], lock=True)
-        skus = sorted({line.sku for r in current.values() for line in r.lines})
-        on_hand = {sku: level.on_hand for sku, level in (await tx.levels(skus, lock=True)).items()}
-        ended: dict[str, Status] = {}
-        deltas: defaultdict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
-        movements: list[Movement] = []
-        results: list[TransitionResult] = []
-
-        def end(reservation: Reservation, status: Status) -> Reservation:
-            ended[reservation.id] = status  # once per id: a terminal state never changes
-            for line in reservation.lines:
-                sold = line.quantity if status is Status.CONFIRMED else 0
-                d_on_hand, d_reserved = deltas[line.sku]
-                deltas[line.sku] = (d_on_hand - sold, d_reserved - line.quantity)
-                if sold:
-                    on_hand[line.sku] -= sold
-                    movements.append(
-                        Movement(now_ms, line.sku, -sold, on_hand[line.sku], "sale", reservation.id)
-                    )
-            current[reservation.id] = dataclasses.replace(reservation, status=status)
-            return current[reservation.id]
-
-        for reservation_id, target in requests:
-            found = current.get(reservation_id)
-            if found is None:
-                results.append(domain.ReservationNotFound(reservation_id))
-                continue
-            if found.status is Status.HELD and now_ms >= found.expires_at_ms:
-                expired = end(found, Status.EXPIRED)
-                confirming = target is Status.CONFIRMED
-                results.append(domain.ReservationExpired(reservation_id) if confirming else expired)
-                continue
-            try:
-                changes = domain.check_transition(found, target, now_ms)
-            except StockguardError as refused:
-                results.append(refused)
-                continue
-            results.append(end(found, target) if changes else found)
-
-        if ended:
-            count = await bulk.end_reservations(tx, ended, now_ms)
-            assert count == len(ended), "the rows were locked as held"
-            await bulk.move_levels(tx, deltas, now_ms)
-            await bulk.record_movements(tx, movements)
+        current = await lock_reservations(tx, requests)
+        levels = await tx.levels(skus_of(current), lock=True)
+        plan = decide_transitions(
+            current, {sku: lv.on_hand for sku, lv in levels.items()}, requests, now_ms
+        )
+        if plan.ended:
+            await write_transitions(tx, plan, now_ms)
             await tx.commit()
-        return results
+        return plan.results
+
+
+@dataclasses.dataclass(slots=True)
+class TransitionPlan:
+    """What a batch of confirms and releases writes, decided on locked rows."""
+
+    results: list[TransitionResult]
+    """One answer per request, in order."""
+    ended: dict[str, Status] = dataclasses.field(default_factory=dict)
+    """Reservation id -> the terminal status it moves to (each id once)."""
+    deltas: defaultdict[str, tuple[int, int]] = dataclasses.field(
+        default_factory=lambda: defaultdict(lambda: (0, 0))
+    )
+    """SKU -> (on_hand change, reserved change)."""
+    movements: list[Movement] = dataclasses.field(default_factory=list)
+    """One ledger entry per sold line."""
+
+
+async def lock_reservations(tx: Tx, requests: Sequence[Transition]) -> dict[str, Reservation]:
+    """The batch's reservations, their rows locked in id order (before any stock row)."""
+    return await bulk.reservations_by_id(tx, [rid for rid, _ in requests], lock=True)
+
+
+def skus_of(reservations: dict[str, Reservation]) -> list[str]:
+    return sorted({line.sku for r in reservations.values() for line in r.lines})
+
+
+def decide_transitions(
+    current: dict[str, Reservation],
+    on_hand: dict[str, int],
+    requests: Sequence[Transition],
+    now_ms: int,
+) -> TransitionPlan:
+    """The batch's answers and writes, as if the requests had run one by one in order.
+
+    Pure: ``current`` (the locked reservations) and ``on_hand`` (of their SKUs, read
+    under lock) are updated in place as the requests are applied, so a repeat of an id
+    sees the state the earlier one left and each ledger entry's ``on_hand_after`` is exact.
+    """
+    plan = TransitionPlan(results=[])
+
+    def end(reservation: Reservation, status: Status) -> Reservation:
+        plan.ended[reservation.id] = status  # once per id: a terminal state never changes
+        for line in reservation.lines:
+            sold = line.quantity if status is Status.CONFIRMED else 0
+            d_on_hand, d_reserved = plan.deltas[line.sku]
+            plan.deltas[line.sku] = (d_on_hand - sold, d_reserved - line.quantity)
+            if sold:
+                on_hand[line.sku] -= sold
+                plan.movements.append(
+                    Movement(now_ms, line.sku, -sold, on_hand[line.sku], "sale", reservation.id)
+                )
+        current[reservation.id] = dataclasses.replace(reservation, status=status)
+        return current[reservation.id]
+
+    for reservation_id, target in requests:
+        found = current.get(reservation_id)
+        if found is None:
+            plan.results.append(domain.ReservationNotFound(reservation_id))
+            continue
+        if found.status is Status.HELD and now_ms >= found.expires_at_ms:
+            expired = end(found, Status.EXPIRED)
+            confirming = target is Status.CONFIRMED
+            plan.results.append(
+                domain.ReservationExpired(reservation_id) if confirming else expired
+            )
+            continue
+        try:
+            changes = domain.check_transition(found, target, now_ms)
+        except StockguardError as refused:
+            plan.results.append(refused)
+            continue
+        plan.results.append(end(found, target) if changes else found)
+    return plan
+
+
+async def write_transitions(
+    tx: Tx, plan: TransitionPlan, now_ms: int, *, reserved_too: dict[str, int] | None = None
+) -> None:
+    """Writes ``plan`` on the rows locked for it: status changes, one stock update for every
+    SKU (plus ``reserved_too``, the holds of the same transaction), the ledger."""
+    count = await bulk.end_reservations(tx, plan.ended, now_ms)
+    assert count == len(plan.ended), "the rows were locked as held"
+    deltas = dict(plan.deltas)
+    for sku, reserved in (reserved_too or {}).items():
+        on_hand_change, reserved_change = deltas.get(sku, (0, 0))
+        deltas[sku] = (on_hand_change, reserved_change + reserved)
+    await bulk.move_levels(tx, deltas, now_ms)
+    await bulk.record_movements(tx, plan.movements)
