@@ -1,6 +1,6 @@
 """The load processes, started together and heard from while they run.
 
-``drive`` starts one process per core (``multiprocessing``, spawn), waits until every one
+``drive`` starts one process per core (``multiprocessing``), waits until every one
 has its connections open, gives them one start time, merges their 0.5 s reports into a
 live line (rich) and returns everything they recorded as numpy arrays.
 """
@@ -121,7 +121,10 @@ class _Live:
 
 def drive(jobs: list[worker.Job], plan: Plan, console: Console, label: str) -> Recorded:
     """Runs the jobs (one process each) to the end of the plan and merges their records."""
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one: a child starts in milliseconds with every module imported (no
+    # event loop or thread is running in this process at this point); spawn elsewhere.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out: Any = context.Queue()
     starts = [context.Queue() for _ in jobs]
     processes = [

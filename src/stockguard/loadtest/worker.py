@@ -99,6 +99,7 @@ class Worker:
         self.active = 0
         self.dropped = 0
         self.t0 = 0.0
+        self.cpu_at_start = time.process_time()
         self.rng = random.Random(job.seed * 1_000_003 + job.index)
         self.prefix = f"{job.run_id}-{job.index}-"
         self.loop = asyncio.get_running_loop()
@@ -361,6 +362,7 @@ class Worker:
         start_at = await self.loop.run_in_executor(None, self.take_start)
         self.t0 = start_at
         await self.sleep_until(start_at)
+        self.cpu_at_start = time.process_time()
         self.ticker = asyncio.create_task(self.tick())
 
     take_start: Callable[[], float]
@@ -401,14 +403,14 @@ class Worker:
                 self.job.index,
                 self.granted,
                 self.dropped,
-                time.process_time(),
+                time.process_time() - self.cpu_at_start,
                 self.errors,
             )
         )
 
 
 def main(job: Job, out: Any, start: Any) -> None:
-    """The process's entry point (``multiprocessing``, spawn): ``out`` gets the reports,
+    """The process's entry point (``multiprocessing``): ``out`` gets the reports,
     ``start`` gives the common start time."""
     try:
         import uvloop
