@@ -124,7 +124,7 @@ def drive(jobs: list[worker.Job], plan: Plan, console: Console, label: str) -> R
     # fork where there is one: a child starts in milliseconds with every module imported (no
     # event loop or thread is running in this process at this point); spawn elsewhere.
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out: Any = context.Queue()
     starts = [context.Queue() for _ in jobs]
     processes = [
