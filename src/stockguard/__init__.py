@@ -10,25 +10,63 @@ Quick start::
         await engine.confirm(hold.reservation.id)
 """
 
+from stockguard.admission import AdmissionLimits
 from stockguard.domain import (
+    BelowReserved,
+    DuplicateSku,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidState,
     Line,
+    Movement,
+    OutOfStock,
+    Overloaded,
     Product,
+    ProductNotFound,
     Reservation,
+    ReservationExpired,
+    ReservationNotFound,
     ReserveOutcome,
+    Shortfall,
     Status,
+    StockChanged,
     StockguardError,
     StockLevel,
+    StoreUnavailable,
+    UnknownSku,
+    Variant,
+    VariantSpec,
 )
 from stockguard.engine import Engine
+from stockguard.stores.sql.audit import AuditReport
 
-__all__ = [
+__all__ = [  # sorted: everything a caller builds, receives or may catch
+    "AdmissionLimits",
+    "AuditReport",
+    "BelowReserved",
+    "DuplicateSku",
     "Engine",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "InvalidState",
     "Line",
+    "Movement",
+    "OutOfStock",
+    "Overloaded",
     "Product",
+    "ProductNotFound",
     "Reservation",
+    "ReservationExpired",
+    "ReservationNotFound",
     "ReserveOutcome",
+    "Shortfall",
     "Status",
+    "StockChanged",
     "StockLevel",
     "StockguardError",
+    "StoreUnavailable",
+    "UnknownSku",
+    "Variant",
+    "VariantSpec",
 ]
 __version__ = "0.1.0"

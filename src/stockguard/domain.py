@@ -48,6 +48,15 @@ OPTION_AXES_MAX = 8
 OPTION_VALUES_MAX = 100
 OPTION_TEXT_LEN_MAX = 64
 VARIANTS_MAX = 1_000
+ID_LEN_MAX = 64
+"""Reservation and product ids (ours are 36-character UUIDs)."""
+PAGE_LIMIT_MAX = 500
+"""Rows one page of a listing may hold."""
+PAGE_LIMIT_DEFAULT = 50
+CURSOR_DIGITS_MAX = 18
+"""Page cursors are row sequence numbers: 18 digits always fit a signed 64-bit column."""
+STOCK_QUERY_SKUS_MAX = 100
+"""SKUs one stock query may name."""
 
 TEXT_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 """Characters no SKU, id or text may hold, as a regex class body (the same in Python,
@@ -373,7 +382,11 @@ def validate_reason(reason: object) -> str:
 
 
 def validate_reservation_id(reservation_id: object) -> str:
-    return _validate_text(reservation_id, "reservation_id", 64)
+    return _validate_text(reservation_id, "reservation_id", ID_LEN_MAX)
+
+
+def validate_page_limit(limit: object) -> int:
+    return _validate_int(limit, "limit", 1, PAGE_LIMIT_MAX)
 
 
 def validate_reserve(

@@ -25,6 +25,7 @@ from stockguard.domain import (
     StockLevel,
     VariantSpec,
 )
+from stockguard.stores.sql.audit import AuditReport, audit
 from stockguard.stores.sql.store import SqlStore
 from stockguard.strategies.base import Strategy
 
@@ -93,6 +94,42 @@ class Engine:
     async def __aenter__(self) -> Engine:
         return self
 
+    # ------------------------------------------------------------------ operations
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def events(self) -> Mapping[str, int]:
+        """The strategy's event counters (retries, batches…), live: exported as metrics."""
+        return self.strategy.counters
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of admission, strategy and store at this moment, for reports."""
+        return (
+            dict(self.admission.counters) | dict(self.strategy.counters) | dict(self.store.counters)
+        )
+
+    async def ping(self) -> None:
+        """Returns once every store this engine needs answers (one clock read of the SQL
+        database, and the strategy's own, e.g. Redis); raises StoreUnavailable if one
+        cannot."""
+        async with self.store.transaction(read_only=True) as tx:
+            await tx.now_ms()
+        await self.strategy.ping()
+
+    async def settle(self) -> None:
+        """Waits until every answer given so far is in the SQL tables (write-behind
+        strategies persist later); immediate for the others."""
+        await self.strategy.settle()
+
+    async def audit(self) -> AuditReport:
+        """Checks I1-I4 on the tables once they hold every answer given so far
+        (docs/design.md#invariants)."""
+        await self.settle()
+        return await audit(self.store)
+
     async def __aexit__(
         self,
         kind: type[BaseException] | None,
@@ -159,7 +196,7 @@ class Engine:
         sku: str | None = None,
         order_id: str | None = None,
         customer_id: str | None = None,
-        limit: int = 50,
+        limit: int = domain.PAGE_LIMIT_DEFAULT,
         cursor: str | None = None,
     ) -> tuple[list[Reservation], str | None]:
         return await self.store.list_reservations(
@@ -167,7 +204,7 @@ class Engine:
             sku=sku,
             order_id=order_id,
             customer_id=customer_id,
-            limit=limit,
+            limit=domain.validate_page_limit(limit),
             cursor=cursor,
         )
 
@@ -187,7 +224,9 @@ class Engine:
     async def list_stock(
         self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[StockLevel], str | None]:
-        levels, next_cursor = await self.store.list_stock(prefix=prefix, limit=limit, cursor=cursor)
+        levels, next_cursor = await self.store.list_stock(
+            prefix=prefix, limit=domain.validate_page_limit(limit), cursor=cursor
+        )
         live = {level.sku: level for level in await self.strategy.stock([lv.sku for lv in levels])}
         return [live.get(level.sku, level) for level in levels], next_cursor
 
@@ -215,9 +254,11 @@ class Engine:
             self.admission.stock_may_have_returned([sku])
 
     async def movements(
-        self, sku: str, *, limit: int = 50, cursor: str | None = None
+        self, sku: str, *, limit: int = domain.PAGE_LIMIT_DEFAULT, cursor: str | None = None
     ) -> tuple[list[Movement], str | None]:
-        return await self.store.movements(domain.validate_sku(sku), limit=limit, cursor=cursor)
+        return await self.store.movements(
+            domain.validate_sku(sku), limit=domain.validate_page_limit(limit), cursor=cursor
+        )
 
     # ------------------------------------------------------------------ products
 
@@ -250,7 +291,9 @@ class Engine:
 
     async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
         """Products whose name or a SKU contains ``search`` (any case), with live stock."""
-        products = await self.store.list_products(search=search, limit=limit)
+        products = await self.store.list_products(
+            search=search, limit=domain.validate_page_limit(limit)
+        )
         live = {
             level.sku: level
             for level in await self.strategy.stock(
@@ -274,6 +317,8 @@ class Engine:
         self, *, search: str | None = None, limit: int = 100
     ) -> list[StockLevel]:
         """SKUs that belong to no product, whose code contains ``search``, with live stock."""
-        levels = await self.store.list_standalone_stock(search=search, limit=limit)
+        levels = await self.store.list_standalone_stock(
+            search=search, limit=domain.validate_page_limit(limit)
+        )
         live = {level.sku: level for level in await self.strategy.stock([lv.sku for lv in levels])}
         return [live.get(level.sku, level) for level in levels]

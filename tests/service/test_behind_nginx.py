@@ -119,7 +119,13 @@ def test_the_shipped_nginx_config_fronts_the_service(serve: Serve, tmp_path: Pat
             content=b"[" + b"1," * 700_000 + b"1]",
             headers={"content-type": "application/json"},
         )
-        assert_problem(too_big, 413, "body-too-large")  # the service's answer, not nginx's
+        assert_problem(too_big, 413, "body-too-large")  # the service's, read to its end
+        far_too_big = client.post(
+            "/v1/reservations",
+            content=b"[" + b"1," * 2_000_000 + b"1]",
+            headers={"content-type": "application/json"},
+        )
+        assert_problem(far_too_big, 413, "body-too-large")  # nginx's, in the same form
         assert client.get("/metrics").status_code == 403
 
         where = urlsplit(url)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from stockguard import domain
+from stockguard import domain, problems
 from stockguard.domain import Reservation, Status, StockLevel
 
 LOW_STOCK_AVAILABLE_MAX = 5
@@ -32,22 +32,6 @@ BUILT_IN_REASONS = {
     "sale": "Sale (reservation confirmed)",
 }
 """Ledger reasons the store writes itself; adjustment reasons are shown as typed."""
-
-HTTP_STATUS: Mapping[str, int] = {
-    domain.InvalidInput.kind: 422,
-    domain.UnknownSku.kind: 404,
-    domain.DuplicateSku.kind: 409,
-    domain.ProductNotFound.kind: 404,
-    domain.ReservationNotFound.kind: 404,
-    domain.OutOfStock.kind: 409,
-    domain.IdempotencyConflict.kind: 409,
-    domain.InvalidState.kind: 409,
-    domain.ReservationExpired.kind: 410,
-    domain.StockChanged.kind: 409,
-    domain.BelowReserved.kind: 409,
-    domain.Overloaded.kind: 429,
-    domain.StoreUnavailable.kind: 503,
-}
 
 
 def stock_state(available: int) -> StockState:
@@ -72,14 +56,8 @@ def stock_json(level: StockLevel) -> dict[str, Any]:
     }
 
 
-def status_of(error: domain.StockguardError) -> int:
-    return HTTP_STATUS.get(error.kind, 500)
-
-
-def retry_after_s(error: domain.StockguardError) -> int | None:
-    if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
-        return max(1, error.retry_after_s)
-    return None
+status_of = problems.status_of
+retry_after_s = problems.retry_after_s
 
 
 _FIELD_NAMES = {

@@ -28,7 +28,6 @@ from stockguard import heap, strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.bench.workloads import RUNNERS, WorkloadSpec, is_rejection
 from stockguard.engine import Engine
-from stockguard.stores.sql.audit import audit
 from stockguard.stores.sql.backend import backend_for
 
 ADMISSION_SUFFIX = "+admission"
@@ -204,14 +203,8 @@ async def run_one(
             finally:
                 if previous is not None:
                     heap.unsettle(previous)
-            await engine.strategy.settle()  # write-behind strategies: tables catch up first
-            report = await audit(engine.store)
-            counters = (
-                dict(engine.admission.counters)
-                | dict(engine.strategy.counters)
-                | dict(engine.store.counters)
-                | samples.counters
-            )
+            report = await engine.audit()  # write-behind strategies: tables catch up first
+            counters = engine.counters() | samples.counters
             counters |= error_kinds(samples.outcome)
         finally:
             await engine.close()

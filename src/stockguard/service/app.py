@@ -144,9 +144,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_url=settings.redis_url,
     )
     app.state.engine = engine
-    app.state.strategy_events = metrics.StrategyEventMirror(
-        engine.strategy.name, engine.strategy.counters
-    )
+    app.state.strategy_events = metrics.StrategyEventMirror(engine.strategy_name, engine.events)
     sweeper = Sweeper(engine, settings.sweep_interval_s, app.state.strategy_events)
     sweeper.start()
     if given is None:

@@ -8,9 +8,9 @@ from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
-from stockguard.domain import SKU_LEN_MAX
+from stockguard.domain import ID_LEN_MAX, SKU_LEN_MAX
 from stockguard.engine import Engine
-from stockguard.service.models import ID_LEN_MAX, NO_CONTROL_CHARS
+from stockguard.service.models import NO_CONTROL_CHARS
 
 
 def engine_of(request: Request) -> Engine:

@@ -14,7 +14,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +23,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from stockguard import domain
+from stockguard.problems import PROBLEMS
 from stockguard.service.models import Problem, StockOut
 
 PROBLEM_TYPE_BASE = "https://stockguard.dev/problems/"
@@ -36,37 +36,6 @@ LIST_ERRORS_MAX = 20
 
 logger = logging.getLogger("stockguard.service")
 
-
-@dataclass(frozen=True, slots=True)
-class ProblemKind:
-    status: int
-    title: str
-
-
-PROBLEMS: Mapping[str, ProblemKind] = {
-    # domain errors (stockguard.domain), by their ``kind``
-    domain.InvalidInput.kind: ProblemKind(422, "Invalid input"),
-    domain.UnknownSku.kind: ProblemKind(404, "Unknown SKU"),
-    domain.DuplicateSku.kind: ProblemKind(409, "SKU already exists"),
-    domain.ProductNotFound.kind: ProblemKind(404, "Product not found"),
-    domain.ReservationNotFound.kind: ProblemKind(404, "Reservation not found"),
-    domain.OutOfStock.kind: ProblemKind(409, "Out of stock"),
-    domain.IdempotencyConflict.kind: ProblemKind(409, "Order reserved with other items"),
-    domain.InvalidState.kind: ProblemKind(409, "Reservation already ended"),
-    domain.ReservationExpired.kind: ProblemKind(410, "Reservation expired"),
-    domain.StockChanged.kind: ProblemKind(409, "Stock changed meanwhile"),
-    domain.BelowReserved.kind: ProblemKind(409, "On hand below reserved"),
-    domain.Overloaded.kind: ProblemKind(429, "Too many requests"),
-    domain.StoreUnavailable.kind: ProblemKind(503, "Store unavailable"),
-    # errors only the HTTP layer has
-    "unauthorized": ProblemKind(401, "Missing or unknown bearer token"),
-    "forbidden": ProblemKind(403, "Token not allowed here"),
-    "not-found": ProblemKind(404, "No such resource"),
-    "method-not-allowed": ProblemKind(405, "Method not allowed"),
-    "request-timeout": ProblemKind(408, "Request body too slow"),
-    "body-too-large": ProblemKind(413, "Request body too large"),
-    "internal-error": ProblemKind(500, "Internal error"),
-}
 
 _KIND_OF_HTTP_STATUS = {
     401: "unauthorized",

@@ -32,7 +32,6 @@ from stockguard import domain
 from stockguard.engine import Engine
 from stockguard.service import errors
 from stockguard.service.auth import Tokens
-from stockguard.service.models import ID_LEN_MAX
 
 logger = logging.getLogger("stockguard.service")
 
@@ -152,7 +151,7 @@ RESERVATION_PREFIX = "/v1/reservations/"
 STOCK_PREFIX = "/v1/stock/"
 
 
-def _path_value(value: str, length_max: int) -> str:
+def _path_value(value: str, length_max: int = domain.ID_LEN_MAX) -> str:
     """A ``{param}`` segment FastAPI would accept, else not ours (FastAPI writes the 422)."""
     if not 0 < len(value) <= length_max or "/" in value or _NO_CONTROL_CHARS.search(value):
         raise _NotMine
@@ -166,14 +165,18 @@ def match(method: str, path: str) -> tuple[Handler, str, str, bool]:
             return _reserve, RESERVATIONS, "", True
         if path.startswith(RESERVATION_PREFIX):
             if path.endswith("/confirm"):
-                found = _path_value(path[len(RESERVATION_PREFIX) : -len("/confirm")], ID_LEN_MAX)
+                found = _path_value(
+                    path[len(RESERVATION_PREFIX) : -len("/confirm")], domain.ID_LEN_MAX
+                )
                 return _confirm, RESERVATION_PREFIX + "{reservation_id}/confirm", found, True
             if path.endswith("/release"):
-                found = _path_value(path[len(RESERVATION_PREFIX) : -len("/release")], ID_LEN_MAX)
+                found = _path_value(
+                    path[len(RESERVATION_PREFIX) : -len("/release")], domain.ID_LEN_MAX
+                )
                 return _release, RESERVATION_PREFIX + "{reservation_id}/release", found, True
     elif method == "GET":
         if path.startswith(RESERVATION_PREFIX):
-            found = _path_value(path[len(RESERVATION_PREFIX) :], ID_LEN_MAX)
+            found = _path_value(path[len(RESERVATION_PREFIX) :])
             return _get_reservation, RESERVATION_PREFIX + "{reservation_id}", found, True
         if path.startswith(STOCK_PREFIX):
             found = _path_value(path[len(STOCK_PREFIX) :], domain.SKU_LEN_MAX)

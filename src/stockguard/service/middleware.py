@@ -35,8 +35,26 @@ first, this catches whatever would still wait."""
 request_log = logging.getLogger("stockguard.http")
 
 
+BODY_DRAIN_BYTES_MAX = 4 * BODY_BYTES_MAX
+"""A body over the limit but under this is read to its end (and dropped) before the 413:
+a proxy still sending it would otherwise see the connection reset, lose the answer and
+turn it into a 502. A larger one is answered at once and the connection closed."""
+
+
 class BodyTooLarge(Exception):
     pass
+
+
+async def _drain(receive: Receive, length: int, length_max: int) -> bool:
+    """Reads and drops the rest of a body; False if it ran past ``length_max``."""
+    while length <= length_max:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        length += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return length <= length_max
+    return False
 
 
 async def _read_body(receive: Receive, length_max: int) -> list[Message]:
@@ -50,7 +68,7 @@ async def _read_body(receive: Receive, length_max: int) -> list[Message]:
             return messages  # the client left; let the app see it
         length += len(message.get("body", b""))
         if length > length_max:
-            raise BodyTooLarge
+            raise BodyTooLarge(length, message.get("more_body", False))
         if not message.get("more_body", False):
             return messages
 
@@ -114,15 +132,13 @@ class RequestEdge:
         """The status answered. One timer bounds the body read, then is moved to bound
         the whole answer (a second timer per request costs ~2 % of a flash sale's CPU)."""
         declared = _declared_length(scope)
-        if declared is not None and declared > self.body_bytes_max:
-            return await _send_problem(
-                send, "body-too-large", f"bodies are limited to {BODY_BYTES_MAX} bytes"
-            )
         answer: dict[str, Any] = {"status": 500, "started": False}
         reading = True
         deadline = asyncio.timeout(self.body_read_s_max)
         try:
             async with deadline:
+                if declared is not None and declared > self.body_bytes_max:
+                    raise BodyTooLarge(0, True)
                 body = await _read_body(receive, self.body_bytes_max)
                 reading = False
                 deadline.reschedule(asyncio.get_running_loop().time() + self.request_s_max)
@@ -142,9 +158,17 @@ class RequestEdge:
 
                 await self.app(scope, replay, send_observed)
                 return int(answer["status"])
-        except BodyTooLarge:
+        except BodyTooLarge as too_large:
+            length, more = too_large.args
+            drained = not more or (
+                (declared is None or declared <= BODY_DRAIN_BYTES_MAX)
+                and await self._drained(receive, length)
+            )
             return await _send_problem(
-                send, "body-too-large", f"bodies are limited to {BODY_BYTES_MAX} bytes"
+                send,
+                "body-too-large",
+                f"bodies are limited to {self.body_bytes_max} bytes",
+                close=not drained,
             )
         except TimeoutError:
             if not deadline.expired() or answer["started"]:
@@ -162,6 +186,13 @@ class RequestEdge:
                 f"no answer within {self.request_s_max} s; retry later",
                 retry_after_s=1,
             )
+
+    async def _drained(self, receive: Receive, length: int) -> bool:
+        try:
+            async with asyncio.timeout(self.body_read_s_max):
+                return await _drain(receive, length, BODY_DRAIN_BYTES_MAX)
+        except TimeoutError:
+            return False
 
     def _record(self, scope: Scope, status: int, duration_s: float) -> None:
         route = _route_label(scope)

@@ -23,6 +23,7 @@ from pydantic import (
 
 from stockguard import domain
 from stockguard.domain import (
+    CURSOR_DIGITS_MAX,
     CUSTOMER_ID_LEN_MAX,
     LINES_MAX,
     ON_HAND_MAX,
@@ -41,16 +42,10 @@ from stockguard.domain import (
     Status,
 )
 
-PAGE_LIMIT_MAX = 500
-"""Rows per page of a listing (the store's own bound)."""
-PAGE_LIMIT_DEFAULT = 50
-CURSOR_PATTERN = r"^[0-9]{1,18}$"
+CURSOR_PATTERN = f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$"
 """The form of the page cursors this service hands out (opaque to clients, who only
 send back what they were given; declared so that a malformed one is refused up front).
 At most 18 digits: every such number fits the signed 64-bit row numbers they stand for."""
-STOCK_QUERY_SKUS_MAX = 100
-"""SKUs one ``GET /v1/stock?sku=…`` may name."""
-ID_LEN_MAX = 64
 
 NO_CONTROL_CHARS = f"^[^{domain.TEXT_FORBIDDEN}]+$"
 """Text the API accepts: no control characters (NUL, C1) nor bidi overrides, as the

@@ -7,13 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import status as http_status
 
-from stockguard.domain import Status
+from stockguard.domain import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Status
 from stockguard.service.deps import EngineDep, IdPath, note_order
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
     CURSOR_PATTERN,
-    PAGE_LIMIT_DEFAULT,
-    PAGE_LIMIT_MAX,
     CustomerId,
     OrderId,
     ReservationOut,

@@ -6,14 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from stockguard.domain import ON_HAND_MAX
+from stockguard.domain import ON_HAND_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, STOCK_QUERY_SKUS_MAX
 from stockguard.service.deps import EngineDep, SkuPath
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
     CURSOR_PATTERN,
-    PAGE_LIMIT_DEFAULT,
-    PAGE_LIMIT_MAX,
-    STOCK_QUERY_SKUS_MAX,
     AdjustmentIn,
     MovementOut,
     MovementPage,

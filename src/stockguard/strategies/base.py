@@ -49,6 +49,10 @@ class Strategy:
     async def close(self) -> None:
         """Stops background tasks after answering everything already accepted."""
 
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when infrastructure beyond the SQL database (Redis)
+        cannot answer; the engine pings the SQL database itself."""
+
     async def settle(self) -> None:
         """Waits until every write answered so far is in the SQL tables.
 

@@ -121,6 +121,10 @@ class QueueStrategy(Strategy):
             for worker in self.workers
         ]
 
+    async def ping(self) -> None:
+        async with unavailable_on_error("ping"):
+            await self.clients.commands.ping()
+
     async def close(self) -> None:
         if self._closing:
             return

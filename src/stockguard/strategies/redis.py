@@ -148,6 +148,10 @@ class RedisStrategy(Strategy):
             self._background = None
         await self.clients.close()
 
+    async def ping(self) -> None:
+        async with unavailable_on_error("ping"):
+            await self.clients.commands.ping()
+
     async def settle(self, until: StreamId | None = None) -> None:
         """Waits until the SQL tables hold every event up to ``until`` (default: now)."""
         target = until or await self.holds.newest_event()
