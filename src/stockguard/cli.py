@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +13,7 @@ from rich.console import Console
 from stockguard import strategies
 from stockguard.bench.command import bench
 from stockguard.bench.http import command as bench_http
-from stockguard.config import Settings
+from stockguard.config import Settings, settings_markdown
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.loadtest.command import command as loadtest
 from stockguard.service import server
@@ -31,6 +32,15 @@ DbOption = Annotated[
         "--db",
         envvar="STOCKGUARD_DATABASE_URL",
         help="Database URL: sqlite:///path.db, postgresql://user@host/db or mysql://user@host/db.",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML settings file, under flags and STOCKGUARD_* variables (or set "
+        "STOCKGUARD_CONFIG).",
+        exists=False,
     ),
 ]
 StrategyOption = Annotated[
@@ -102,29 +112,58 @@ def serve(
             "reservation at flash-sale rates).",
         ),
     ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="Redis URL, for the redis and queue strategies."),
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve the HTTP API (migrates the database first; SIGTERM/SIGINT stop it gracefully).
 
     Settings: these flags, then STOCKGUARD_* variables (STOCKGUARD_DATABASE_URL,
-    STOCKGUARD_STRATEGY, STOCKGUARD_ADMIN_TOKEN, STOCKGUARD_API_TOKEN, …), then defaults.
+    STOCKGUARD_STRATEGY, STOCKGUARD_ADMIN_TOKEN, …), then the --config file, then defaults;
+    docs/configuration.md lists them all (or run `stockguard config --markdown`).
     """
-    flags: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "workers": workers,
-        "database_url": db,
-        "strategy": strategy,
-        "sweep_interval_s": sweep_interval_s,
-        "access_log": access_log,
-    }
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        workers=workers,
+        database_url=db,
+        strategy=strategy,
+        sweep_interval_s=sweep_interval_s,
+        access_log=access_log,
+        redis_url=redis_url,
+    )
+    server.serve(settings, echo=typer.echo)
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    """Settings from flags over variables over the file, or one line per invalid one."""
     try:
-        settings = Settings(**{name: value for name, value in flags.items() if value is not None})
+        return Settings.load(config, **flags)
     except ValidationError as invalid:
         for error in invalid.errors():
-            where = ".".join(str(part) for part in error["loc"])
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
             console.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
         raise typer.Exit(2) from None
-    server.serve(settings, echo=typer.echo)
+    except ValueError as invalid:  # the config file itself (missing, not TOML)
+        console.print(f"[red]invalid settings[/red]: {invalid}")
+        raise typer.Exit(2) from None
+
+
+@app.command("config")
+def show_config(
+    config: ConfigOption = None,
+    markdown: Annotated[
+        bool, typer.Option(help="Print every setting as a Markdown table (docs/configuration.md).")
+    ] = False,
+) -> None:
+    """Show the settings `serve` would run with (secrets masked), or document them all."""
+    if markdown:
+        typer.echo(settings_markdown(), nl=False)
+        return
+    typer.echo(_settings(config).model_dump_json(indent=2))
 
 
 app.command()(bench)

@@ -1,6 +1,9 @@
 """Slow and hostile clients against the real ``stockguard serve``: none holds a
 connection for ever, and clients that never read their answers stall only themselves.
 
+A socket that never sends its first byte is the proxy's to close (granian's header timer
+starts with the first byte): ``test_behind_nginx`` checks the shipped nginx config does.
+
 Each test bounds its own loops by count, and the socket timeouts below are guards that
 end a test which would otherwise hang; no test asserts how fast anything happens.
 """
@@ -55,13 +58,6 @@ def worker_rss_bytes(served: Served) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
     return total
-
-
-def test_a_connection_that_never_sends_a_byte_is_closed(serve: Serve, tmp_path: Path) -> None:
-    with serve("--db", f"sqlite:///{tmp_path}/idle.db", env=TIMEOUT_ENV) as served:
-        with connect(served) as idle:
-            received = read_until_closed(idle)
-        assert received == b"" or received.startswith(b"HTTP/1.1 408"), received
 
 
 def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(serve: Serve, tmp_path: Path) -> None:

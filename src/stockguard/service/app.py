@@ -5,8 +5,8 @@ sweeper, and on shutdown stops the sweeper (letting a sweep in progress finish) 
 closing the engine's pools. Uvicorn calls the lifespan shutdown only after in-flight
 requests have been answered, so nothing is cut in the middle.
 
-Worker processes build their app with ``create_app_from_env``: settings reach them
-through ``STOCKGUARD_*`` variables only (see ``stockguard.service.server``).
+Worker processes build their app with ``create_app_from_env``: their settings are the
+ones ``serve`` resolved and wrote for them (see ``stockguard.service.server``).
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def create_app(
 
 
 def create_app_from_env() -> StockguardApp:
-    """Uvicorn's factory in every worker process: settings from ``STOCKGUARD_*`` only."""
-    return create_app(Settings())
+    """The server's factory in every worker process: the settings ``serve`` resolved."""
+    return create_app(Settings.for_worker())
 
 
 @asynccontextmanager
@@ -137,11 +137,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     given: Engine | None = app.state.given_engine
     engine = given or await Engine.open(
-        settings.database_url,
-        settings.strategy,
-        migrate=settings.migrate,
-        pool_size=settings.pool_size,
-        redis_url=settings.redis_url,
+        settings.database_url, settings.strategy, **settings.engine_options()
     )
     app.state.engine = engine
     app.state.strategy_events = metrics.StrategyEventMirror(engine.strategy_name, engine.events)

@@ -1,10 +1,11 @@
 """``stockguard serve``: migrate once, then run N granian workers on one port.
 
 The parent process migrates the database (so workers never race on the schema), makes
-an admin token when none is configured, and hands every setting to the workers through
-``STOCKGUARD_*`` variables: granian starts each worker as a fresh interpreter that builds
-its app with ``create_app_from_env``. With several workers, Prometheus runs in its
-multi-process mode over a temporary directory made here and removed on exit.
+an admin token when none is configured, and hands every setting to the workers in a file
+only its user can read (``config.SETTINGS_FILE_ENV`` names it): granian starts each worker
+as a fresh interpreter that builds its app with ``create_app_from_env``. With several
+workers, Prometheus runs in its multi-process mode over a temporary directory made here
+and removed on exit.
 
 Why granian: on this project's 2-core machine it answers the same app ~1.5x faster than
 uvicorn with httptools (its HTTP/1 parsing and writing run in Rust, off the event loop's
@@ -26,6 +27,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from granian.constants import Interfaces, Loops
@@ -34,7 +36,7 @@ from granian.server.mp import MPServer as Granian
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-from stockguard.config import Settings
+from stockguard.config import SETTINGS_FILE_ENV, Settings
 from stockguard.service.routes_ops import MULTIPROC_DIR_ENV
 from stockguard.stores.sql.store import SqlStore
 
@@ -98,8 +100,12 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     if settings.admin_token is None:
         generated_token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
         settings = settings.model_copy(update={"admin_token": SecretStr(generated_token)})
-    # Workers migrate nothing: the parent just did.
-    os.environ.update(settings.model_copy(update={"migrate": False}).to_env())
+    # Workers migrate nothing (the parent just did) and read their settings from a file
+    # only this user can read: a generated token never enters the environment.
+    run_dir = Path(tempfile.mkdtemp(prefix="stockguard-serve-"))
+    settings_file = run_dir / "settings.json"
+    settings.model_copy(update={"migrate": False}).write_for_workers(settings_file)
+    os.environ[SETTINGS_FILE_ENV] = str(settings_file)
 
     metrics_dir: str | None = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_DIR_ENV):
@@ -127,6 +133,8 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
     try:
         server.serve()
     finally:
+        os.environ.pop(SETTINGS_FILE_ENV, None)
+        shutil.rmtree(run_dir, ignore_errors=True)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -10,24 +10,22 @@ each with its own stream and persister. On a single Redis the tag costs nothing.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 from stockguard import domain
 
 PREFIX_DEFAULT = "stockguard"
-PREFIX_ENV = "STOCKGUARD_REDIS_PREFIX"
 PREFIX_LEN_MAX = 64
 _PREFIX_FORBIDDEN = re.compile(r"[\x00-\x20\x7f{}]")
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 def default_prefix() -> str:
-    """``STOCKGUARD_REDIS_PREFIX`` or ``stockguard``: what ``serve`` (and its worker
-    processes, which learn their settings from the environment), ``reconcile`` and
-    ``persist`` all use unless told otherwise, so they agree on one keyspace."""
-    return os.environ.get(PREFIX_ENV) or PREFIX_DEFAULT
+    """The keyspace a strategy uses when its caller names none. Configuration is read by
+    the faces (``Settings.redis_prefix``, ``--prefix`` / ``STOCKGUARD_REDIS_PREFIX``),
+    which pass the prefix down, so ``serve``, ``reconcile`` and ``persist`` agree."""
+    return PREFIX_DEFAULT
 
 
 def validate_prefix(prefix: object) -> str:
