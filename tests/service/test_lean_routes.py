@@ -16,6 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stockguard.service import models
+from stockguard.service.lean import rfc3339_ms
 
 from .support import API_TOKEN, Api, AppFactory, bearer
 
@@ -136,3 +141,8 @@ async def test_the_api_token_is_checked_the_same_way(make_api: AppFactory) -> No
         allowed = await lean.client.get("/v1/stock/A", headers=bearer(API_TOKEN))
         same(allowed, await framework.client.get("/v1/stock/A", headers=bearer(API_TOKEN)))
         assert allowed.status_code == 200
+
+
+@given(st.integers(min_value=0, max_value=253_402_300_799_999))
+def test_lean_timestamps_are_the_models_timestamps(epoch_ms: int) -> None:
+    assert rfc3339_ms(epoch_ms) == models._rfc3339(models.from_ms(epoch_ms))

@@ -69,10 +69,17 @@ PROBLEM_HEADERS = [(b"content-type", errors.PROBLEM_MEDIA_TYPE.encode())]
 HEALTHY = b'{"status":"ok"}'
 
 
+_second: list[Any] = [None, ""]
+"""The last second formatted, and its text: a flash sale's answers share a few seconds."""
+
+
 def rfc3339_ms(epoch_ms: int) -> str:
     """``models.Timestamp``'s form (``2026-11-30T09:55:57.109Z``) without a datetime."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if _second[0] != seconds:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second[0] = seconds
+    return f"{_second[1]}.{millis:03d}Z"
 
 
 def reservation_json(reservation: domain.Reservation) -> bytes:
