@@ -1,11 +1,11 @@
 """Admission control in front of every strategy: caps, a wait budget, the sold-out fast path.
 
-Three things happen before a reservation reaches its strategy (DESIGN §3):
+Three things happen before a reservation reaches its strategy (docs/design.md#admission):
 
 * **Caps.** At most ``in_flight_max`` reservations are in flight in this process, and at
   most ``in_flight_per_sku_max`` of them need any one SKU. Beyond that the request is
   answered ``Overloaded`` (HTTP 429 with ``Retry-After``) at once: a queue that grows
-  without bound only turns into timeouts and retry storms (seed 002).
+  without bound only turns into timeouts and retry storms (docs/design.md#seed-002).
 
 * **Wait budget.** The caps bound a count, and a count means nothing without a speed: 5,000
   requests are 0.1 s of work for the coalescing writer and 10 s for one transaction per

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Limits (DESIGN §4). Every input is checked against these before any write.
+# Limits (docs/design.md#limits). Every input is checked against these before any write.
 SKU_LEN_MAX = 64
 LINES_MAX = 100
 QUANTITY_MAX = 1_000_000
@@ -534,7 +534,7 @@ def check_transition(reservation: Reservation, target: Status, now_ms: int) -> b
 def check_on_hand_change(
     current: StockLevel, on_hand_new: int, expected_on_hand: int | None
 ) -> None:
-    """Seed 001: an admin write applies only to the stock the admin saw."""
+    """An admin write applies only to the stock the admin saw (docs/design.md#seed-001)."""
     if expected_on_hand is not None and current.on_hand != expected_on_hand:
         raise StockChanged(current, expected_on_hand)
     if on_hand_new < current.reserved:

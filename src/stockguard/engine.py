@@ -48,7 +48,7 @@ class Engine:
             limits,
             reservations_in_sql=not strategy.write_behind,
         )
-        """Caps and the sold-out fast path, in front of the strategy (DESIGN §3)."""
+        """Caps and the sold-out fast path, in front of the strategy (docs/design.md#admission)."""
 
     @classmethod
     async def open(
@@ -233,7 +233,7 @@ class Engine:
     async def set_on_hand(
         self, sku: str, on_hand: int, expected_on_hand: int | None = None
     ) -> StockLevel:
-        """Sets on_hand only if it still is ``expected_on_hand`` (when given): seed 001."""
+        """Sets on_hand if still ``expected_on_hand``, when given (docs/design.md#seed-001)."""
         domain.validate_sku(sku)
         domain.validate_on_hand(on_hand)
         if expected_on_hand is not None:

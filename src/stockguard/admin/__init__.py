@@ -1,4 +1,4 @@
-"""The admin web page at ``/admin`` (DESIGN §6): see ``router.admin_router``."""
+"""The admin web page at ``/admin`` (docs/design.md#admin-page): see ``router.admin_router``."""
 
 from stockguard.admin.router import admin_router
 

@@ -1,7 +1,7 @@
 """The small JSON endpoints the admin page's script calls, authenticated by the session.
 
 - ``GET /admin/api/stock?sku=…`` — live figures, polled by the open page;
-- ``POST /admin/api/stock/set`` — seed 001's compare-and-set: the form sends the on_hand
+- ``POST /admin/api/stock/set`` — docs/design.md#seed-001: the form sends the on_hand
   it showed when it opened as ``expected_on_hand``; if stock moved meanwhile the answer
   is 409 ``stock-changed`` with the current figures, and nothing is written;
 - ``POST /admin/api/stock/adjust`` — a relative change with a reason.

@@ -1,4 +1,4 @@
-"""The admin web page at ``/admin`` (DESIGN §6), served by ``stockguard serve`` itself.
+"""The admin page at ``/admin`` (docs/design.md#admin-page), served by ``stockguard serve``.
 
 Server-rendered pages (Jinja2) plus one small script: the overview (products with their
 variants, SKUs without a product, recent reservations), a SKU page with its movement

@@ -2,5 +2,5 @@
 
 In-process (no HTTP): ``workloads`` drives an Engine, ``runner`` gives each run a fresh
 database and audits it afterwards, ``report`` prints tables and writes plots, and
-``command`` is the CLI command. Targets are ratios within one run (DESIGN §8).
+``command`` is the CLI command. Targets are ratios within one run (docs/design.md#targets).
 """

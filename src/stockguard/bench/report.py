@@ -1,7 +1,7 @@
 """What ``stockguard bench`` shows: rich tables, JSON lines, Markdown, and an HTML report.
 
 The HTML report (``--report DIR``) holds, per backend and workload, three plots drawn
-with matplotlib: latency by arrival order per strategy (seed 002's staircase: with one
+with matplotlib: latency by arrival order per strategy (docs/design.md#seed-002's staircase: one
 transaction per buyer the N-th buyer waits N transactions), latency percentiles, and
 throughput per strategy. ``results.json`` and ``results.md`` beside it hold the numbers.
 """

@@ -1,8 +1,8 @@
 """The two workloads ``stockguard bench`` runs, in-process against an open Engine.
 
-* ``flash`` — seed 002's sale: one hot SKU with ``units`` in stock, ``requests`` buyers of
+* ``flash`` — docs/design.md#seed-002: one hot SKU, ``units`` in stock, ``requests`` buyers of
   one unit each, ``concurrency`` of them in flight at any time. Arrival order is the
-  request number, so latency by arrival order draws seed 002's staircase.
+  request number, so latency by arrival order draws the staircase of docs/design.md#seed-002.
 * ``mixed`` — a shop on a busy day: ``mixed_requests`` orders over ``skus`` SKUs whose
   popularity follows a Zipf law,
   orders of 1-3 lines, and after each hold the buyer pays (confirm), cancels (release)

@@ -1,4 +1,4 @@
-"""The HTTP face of stockguard (DESIGN §4): FastAPI app, auth, errors, sweeper, serving."""
+"""The HTTP face of stockguard (docs/design.md#api): FastAPI app, auth, errors, sweeper, serving."""
 
 from stockguard.service.app import create_app, create_app_from_env
 

@@ -41,7 +41,7 @@ from stockguard.service.sweeper import Sweeper
 
 logger = logging.getLogger("stockguard.service")
 
-DESCRIPTION = """Inventory reservations that never oversell (DESIGN §4).
+DESCRIPTION = """Inventory reservations that never oversell (docs/design.md#api).
 
 Errors are RFC 9457 problem details (`application/problem+json`); each `type` names one
 kind of problem. Admin routes need `Authorization: Bearer <admin token>`; reservation and
@@ -115,7 +115,7 @@ def create_app(
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)
     app.include_router(routes_ops.router)  # probes may add parameters of their own
-    # --- admin web page (DESIGN §6) -------------------------------------------------------
+    # --- admin web page (docs/design.md#admin-page) ---------------------------------------
     # The admin page's APIRouter (src/stockguard/admin/) is included HERE:
     #     app.include_router(admin_router)
     app.include_router(admin_router())

@@ -1,4 +1,4 @@
-"""Bearer tokens (DESIGN §4): the admin token opens everything, the API token opens the
+"""Bearer tokens (docs/design.md#auth): the admin token opens everything, the API token opens the
 reservation and stock-read routes, which are open to all when no API token is set.
 
 Tokens are compared with ``hmac.compare_digest`` over bytes, against every configured

@@ -34,7 +34,7 @@ IdPath = Annotated[str, Path(min_length=1, max_length=ID_LEN_MAX, pattern=NO_CON
 
 
 def reject_unknown_query(request: Request) -> None:
-    """Unknown query parameters are refused like unknown body fields (DESIGN §4): a typo
+    """Unknown query parameters are refused like unknown body fields (docs/design.md#input): a typo
     such as ``?stauts=held`` must not silently list everything."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)

@@ -23,7 +23,7 @@ from stockguard import metrics
 from stockguard.service.errors import PROBLEM_MEDIA_TYPE, problem_bytes
 
 BODY_BYTES_MAX = 1_000_000
-"""DESIGN §4: request bodies ≤ 1 MB."""
+"""docs/design.md#limits: request bodies ≤ 1 MB."""
 BODY_READ_S_MAX = 10.0
 """A client has this long to send its whole body (408 after): a slow or stalled upload
 must not hold a connection and its buffers for ever. The request head is bounded by

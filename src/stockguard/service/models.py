@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN §4), with its limits.
+"""Request and response bodies of the HTTP API (docs/design.md#api), with its limits.
 
 Request models are strict (a JSON ``"5"`` or ``true`` is not a quantity) and forbid
 unknown fields; every limit is declared here so that the OpenAPI document states it,

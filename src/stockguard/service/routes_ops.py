@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness, Prometheus metrics (DESIGN §4, issue 3 §5)."""
+"""Operations: liveness, readiness, Prometheus metrics (docs/design.md#operations, issue 3 §5)."""
 
 from __future__ import annotations
 

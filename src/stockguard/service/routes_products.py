@@ -1,4 +1,4 @@
-"""Products with size × colour (…) options, one SKU per variant (DESIGN §4)."""
+"""Products with size × colour (…) options, one SKU per variant (docs/design.md#products)."""
 
 from __future__ import annotations
 

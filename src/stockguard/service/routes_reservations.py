@@ -1,4 +1,4 @@
-"""Reservations: hold, read, list, confirm, release (DESIGN §4)."""
+"""Reservations: hold, read, list, confirm, release (docs/design.md#reservations)."""
 
 from __future__ import annotations
 

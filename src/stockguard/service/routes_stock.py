@@ -1,4 +1,4 @@
-"""Stock levels: read (API), set, adjust, movements (admin) (DESIGN §4)."""
+"""Stock levels: read (API), set, adjust, movements (admin) (docs/design.md#stock)."""
 
 from __future__ import annotations
 

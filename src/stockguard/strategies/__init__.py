@@ -1,4 +1,4 @@
-"""Concurrency strategies, one module each, chosen by name (DESIGN §3).
+"""Concurrency strategies, one module each, chosen by name (docs/design.md#strategies).
 
 Modules are imported only when their strategy is chosen, so a strategy's extra
 dependencies (Redis…) are needed only by those who use it.
@@ -24,7 +24,7 @@ _REGISTRY: dict[str, str] = {
 }
 
 DEFAULT_STRATEGY = "coalescing"
-"""The fastest strategy that needs no infrastructure beyond the SQL database (DESIGN §5):
+"""The fastest strategy needing nothing beyond the SQL database (docs/design.md#strategies):
 in ``stockguard bench``'s flash sale it answers 50-100x the per-request strategies."""
 SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing", "sharded")
 """Strategies that need nothing but the SQL database."""

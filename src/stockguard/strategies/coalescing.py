@@ -1,7 +1,7 @@
-"""Group commit for holds: many buyers, one transaction (seed 000 option D, seed 002 §5).
+"""Group commit for holds: many buyers, one transaction (docs/design.md#coalescing).
 
 One transaction per reservation serialises every buyer of a hot SKU on its row lock, so
-the N-th buyer waits N transactions (seed 002's staircase). Here each process queues
+the N-th buyer waits N transactions (docs/design.md#seed-002). Here each process queues
 reservations in a bounded FIFO per SKU group, and one writer task per group drains it
 (``batch_writer.BatchWriter``):
 a batch of up to ``batch_size_max`` requests becomes ONE transaction that

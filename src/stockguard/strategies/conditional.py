@@ -1,4 +1,4 @@
-"""One transaction per request; the stock rule is the UPDATE's WHERE clause (seeds 000-002).
+"""One transaction per request; the stock rule is the UPDATE's WHERE (docs/design.md#conditional).
 
 ``UPDATE … SET reserved = reserved + q WHERE sku = s AND on_hand - reserved >= q`` for each
 line in SKU order; a line that updates no row means not enough stock, and the whole

@@ -1,8 +1,8 @@
-"""Read the version, write only if it is unchanged, retry otherwise (seeds 000, 002, 004).
+"""Read the version, write only if it is unchanged, retry otherwise (docs/design.md#optimistic).
 
 No lock is held while deciding; the write ``UPDATE … WHERE version = :read`` fails when
 another buyer got there first, and the request starts over after a jittered backoff.
-Retries are bounded (seed 002's warning: unbounded retries become a retry storm) and
+Retries are bounded (unbounded retries become a retry storm: docs/design.md#seed-002) and
 counted; a request that keeps losing is answered "overloaded", never left spinning.
 """
 

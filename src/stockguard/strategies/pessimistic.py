@@ -1,4 +1,4 @@
-"""Lock, check, write (seed 003): ``SELECT … FOR UPDATE`` on the lines' rows in SKU order.
+"""Lock, check, write (docs/design.md#pessimistic): ``SELECT … FOR UPDATE``, rows in SKU order.
 
 On SQLite the transaction's ``BEGIN IMMEDIATE`` already holds the database's write lock.
 The decision itself is the pure domain rule ``domain.hold`` applied to the locked rows.

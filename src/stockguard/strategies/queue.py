@@ -1,7 +1,7 @@
 """Reservations through a Redis Stream, applied in FIFO order by one worker per partition.
 
-Seed 000 judged a queue with FIFO workers "the right answer" and had no time to build
-it; seed 004 tried one with RabbitMQ. Here a request is appended to the stream of its
+docs/design.md#seed-000 judged a FIFO queue "the right answer" and had no time to build
+it; docs/design.md#seed-004 tried RabbitMQ. Here a request is appended to the stream of its
 partition (crc32 of its first, smallest SKU, modulo ``partitions``: every request whose
 lines start with the same SKU is ordered in one place), and the one worker holding that
 partition's lease — in whichever process — applies the waiting requests in stream order

@@ -1,8 +1,8 @@
-"""Stock counters and holds in Redis, the SQL store written behind (seeds 002 §2, 004).
+"""Stock counters and holds in Redis, the SQL store written behind (docs/design.md#redis).
 
 Every hold, confirm, release, expiry and admin edit is ONE Lua script on Redis: it checks
 everything, writes, and appends its event to a stream in the same atomic step, so there
-are no WATCH retries and no lock (seed 004). The answer is sent when the script returns;
+are no WATCH retries and no lock (docs/design.md#redis). The answer is sent when the script returns;
 a persister task copies the stream into the SQL tables in batches, exactly once, in
 order (``stores/redis/persister.py``). The SQL tables therefore lag by the persister's
 lag; ``settle()`` waits it out, and reads that must be current (stock, reservations)

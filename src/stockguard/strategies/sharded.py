@@ -1,4 +1,4 @@
-"""A hot SKU's stock split over N bucket rows, so buyers lock different rows (seed 002 §4).
+"""A hot SKU's stock in N bucket rows, so buyers lock different rows (docs/design.md#sharded).
 
 A SKU's stock is its ``stock_levels`` row plus the sum of its ``stock_buckets`` rows. When
 this strategy first meets a SKU it moves the row's *available* units into N buckets (the

@@ -1,4 +1,4 @@
--- Seed 001's compare-and-set on Redis's live on_hand; creates the SKU when absent and no
+-- docs/design.md#seed-001: compare-and-set on Redis's on_hand; creates the SKU when absent and no
 -- expectation is given. The same rule as domain.check_on_hand_change, applied atomically.
 -- KEYS: 1 load marker, 2 stock key, 3 SKU set, 4 event stream
 -- ARGV: 1 sku, 2 new on_hand, 3 expected on_hand ('' for none)

@@ -88,7 +88,7 @@ async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
 
 
 async def take_if_available(tx: Tx, sku: str, bucket: int, quantity: int) -> bool:
-    """Holds ``quantity`` from one bucket only if that bucket has it (seed 002 §4)."""
+    """Holds ``quantity`` from one bucket only if that bucket has it (docs/design.md#sharded)."""
     b = t.stock_buckets.c
     result = await tx.connection.execute(
         update(t.stock_buckets)

@@ -128,7 +128,7 @@ redis_offsets = Table(
 tables, updated in the same transaction as the rows it wrote (a replayed entry is
 skipped), and the epoch of the Redis load it belongs to (a stale persister is fenced)."""
 
-# The sharded strategy (DESIGN §3): a SKU's stock split over bucket rows so that buyers of
+# Sharded strategy (docs/design.md#sharded): a SKU's stock split over bucket rows so that buyers of
 # one hot SKU lock different rows. A SKU's stock is its stock_levels row PLUS the sum of
 # its buckets; the stock rule holds per bucket, so it holds for the sum.
 stock_buckets = Table(

@@ -348,7 +348,7 @@ class SqlStore:
     async def set_on_hand(
         self, sku: str, on_hand: int, expected_on_hand: int | None = None
     ) -> StockLevel:
-        """Seed 001's compare-and-set; creates the SKU when absent and nothing is expected."""
+        """Compare-and-set (docs/design.md#seed-001); creates the SKU if absent and not expected."""
 
         async def work() -> StockLevel:
             async with self.transaction() as tx:

@@ -66,7 +66,7 @@ class Tx:
         return found
 
     async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
-        """The conditional update of seeds 000-002: holds only if enough is available."""
+        """docs/design.md#conditional: holds only if enough is available."""
         result = await self.connection.execute(
             update(t.stock_levels)
             .where(
