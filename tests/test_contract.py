@@ -1,4 +1,4 @@
-"""The contract every strategy keeps on every backend (invariants I1-I4 of DESIGN §1).
+"""The contract every strategy keeps on every backend (docs/design.md#invariants, I1-I4).
 
 Runs once per backend × strategy (see the ``engine`` fixture). Every concurrent test
 asserts exact counts from the engine's answers *and* audits the tables directly.

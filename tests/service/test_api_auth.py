@@ -1,4 +1,4 @@
-"""Bearer tokens (DESIGN §4): admin routes always, API routes when an API token is set."""
+"""Bearer tokens (docs/design.md#auth): admin routes always, API routes when an API token is set."""
 
 from __future__ import annotations
 

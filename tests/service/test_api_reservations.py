@@ -1,4 +1,4 @@
-"""POST/GET /v1/reservations, confirm and release over HTTP (DESIGN §4), on every backend."""
+"""POST/GET /v1/reservations, confirm and release over HTTP (docs/design.md#api), on every backend."""
 
 from __future__ import annotations
 

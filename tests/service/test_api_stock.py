@@ -1,4 +1,4 @@
-"""GET/PUT /v1/stock, adjustments and movements over HTTP (DESIGN §4), on every backend."""
+"""GET/PUT /v1/stock, adjustments and movements over HTTP (docs/design.md#api), on every backend."""
 
 from __future__ import annotations
 
