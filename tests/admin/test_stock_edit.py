@@ -1,7 +1,7 @@
 """The admin page in Chromium against a real ``stockguard serve``: stock edits and live figures.
 
-docs/design.md#seed-001: an admin form opened at 12 saved 12 back after a sale had made it 11. Here the
-edit form keeps the on_hand it showed when it opened and sends it as expected_on_hand;
+The lost update of docs/design.md#seed-001: an admin form opened at 12 saved 12 back
+after a sale had made it 11. Here the edit form keeps the on_hand it showed when it opened and sends it as expected_on_hand;
 the store's compare-and-set refuses a stale write, and the page shows the "stock changed
 while you were editing" dialog with the new figures instead of overwriting the sale.
 """
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.asyncio
 async def test_seed_001_a_sale_made_while_the_form_is_open_is_never_overwritten(
     admin: Page, shop: Shop, backend: str
 ) -> None:
-    """The lost-update timeline (docs/design.md#seed-001), step by step, with the buyer going through the HTTP API.
+    """The lost-update timeline (docs/design.md#seed-001), step by step, with the buyer
+    going through the HTTP API.
 
     The admin opens the edit form while on_hand is 12; meanwhile a reservation is made
     and confirmed through the API (on_hand 11); the admin saves 12. The dialog must show

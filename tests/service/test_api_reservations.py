@@ -1,4 +1,5 @@
-"""POST/GET /v1/reservations, confirm and release over HTTP (docs/design.md#api), on every backend."""
+"""POST/GET /v1/reservations, confirm and release over HTTP (docs/design.md#api), on
+every backend."""
 
 from __future__ import annotations
 
