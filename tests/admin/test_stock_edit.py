@@ -2,8 +2,9 @@
 
 The lost update of docs/design.md#seed-001: an admin form opened at 12 saved 12 back
 after a sale had made it 11. Here the edit form keeps the on_hand it showed when it
-opened and sends it as expected_on_hand; the store's compare-and-set refuses a stale write, and the page shows the "stock changed
-while you were editing" dialog with the new figures instead of overwriting the sale.
+opened and sends it as expected_on_hand; the store's compare-and-set refuses a stale
+write, and the page shows the "stock changed while you were editing" dialog with the new
+figures instead of overwriting the sale.
 """
 
 from __future__ import annotations
