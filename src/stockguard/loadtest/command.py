@@ -239,7 +239,7 @@ def command(
         Path | None, typer.Option("--report", help="Write an HTML report with plots here.")
     ] = None,
 ) -> None:
-    """Load-test a stockguard service over HTTP (seeds 002/003/004), audit it, report.
+    """Load-test a stockguard service over HTTP, audit it, report (docs/loadtest.md).
 
     Exit 0 when every correctness check and threshold passed, 1 when one failed, 2 when
     the run could not be made.
