@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from stockguard import strategies
+from stockguard import __version__, strategies
 from stockguard.bench.command import bench
 from stockguard.bench.http import command as bench_http
 from stockguard.config import Settings, settings_markdown
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.loadtest.command import command as loadtest
-from stockguard.service import server
+from stockguard.service import admin_token, server, startup
 from stockguard.stores.sql.store import SqlStore
 
 app = typer.Typer(
@@ -25,6 +25,25 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+
+
+def _show_version(given: bool) -> None:
+    if given:
+        typer.echo(f"stockguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """stockguard: inventory reservations that never oversell."""
+
 
 DbOption = Annotated[
     str,
@@ -41,6 +60,14 @@ ConfigOption = Annotated[
         help="TOML settings file, under flags and STOCKGUARD_* variables (or set "
         "STOCKGUARD_CONFIG).",
         exists=False,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where a generated admin token is kept (default $STATE_DIRECTORY, else "
+        "$XDG_STATE_HOME/stockguard, else ~/.local/state/stockguard).",
     ),
 ]
 StrategyOption = Annotated[
@@ -116,6 +143,11 @@ def serve(
         str | None,
         typer.Option("--redis-url", help="Redis URL, for the redis and queue strategies."),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="Log lines as json (default) or logfmt."),
+    ] = None,
+    data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve the HTTP API (migrates the database first; SIGTERM/SIGINT stop it gracefully).
@@ -123,6 +155,11 @@ def serve(
     Settings: these flags, then STOCKGUARD_* variables (STOCKGUARD_DATABASE_URL,
     STOCKGUARD_STRATEGY, STOCKGUARD_ADMIN_TOKEN, …), then the --config file, then defaults;
     docs/configuration.md lists them all (or run `stockguard config --markdown`).
+
+    Without an admin token set, one is generated once and kept in the data directory
+    (`stockguard admin-token` shows it). A start-up failure is one line and its fix, with
+    its own exit code: 2 invalid setting, 3 missing setting, 4 missing package,
+    5 database unreachable, 6 port unavailable, 7 data directory not writable.
     """
     settings = _settings(
         config,
@@ -134,8 +171,57 @@ def serve(
         sweep_interval_s=sweep_interval_s,
         access_log=access_log,
         redis_url=redis_url,
+        log_format=log_format,
+        data_dir=data_dir,
     )
-    server.serve(settings, echo=typer.echo)
+    try:
+        server.serve(settings, say=_say)
+    except startup.StartupFailure as failure:
+        _fail(failure)
+
+
+def _say(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _fail(failure: startup.StartupFailure) -> NoReturn:
+    for line in failure.lines():
+        _say(line)
+    raise typer.Exit(failure.code)
+
+
+@app.command("admin-token")
+def admin_token_command(
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Replace the stored token (running servers keep the old one until they "
+            "restart; every admin session is signed out then).",
+        ),
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show the admin token `serve` generated and keeps (making it if there is none yet),
+    or --rotate it. Its file (mode 0600) is printed on stderr, the token on stdout."""
+    settings = _settings(config, data_dir=data_dir)
+    if settings.admin_token is not None:
+        _say(
+            "stockguard: the admin token is configured (STOCKGUARD_ADMIN_TOKEN or the config "
+            "file), not generated: nothing is stored to show or rotate"
+        )
+        raise typer.Exit(startup.EXIT_SETTINGS)
+    try:
+        if rotate:
+            token, path = admin_token.rotate(settings.data_dir)
+            _say(f"admin token rotated in {path}; restart serve to use it")
+        else:
+            token, path, created = admin_token.load_or_create(settings.data_dir)
+            _say(f"admin token {'generated in' if created else 'kept in'} {path}")
+    except startup.StartupFailure as failure:
+        _fail(failure)
+    typer.echo(token)
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:
@@ -145,11 +231,11 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
     except ValidationError as invalid:
         for error in invalid.errors():
             where = ".".join(str(part) for part in error["loc"]) or "settings"
-            console.print(f"[red]invalid setting[/red] {where}: {error['msg']}")
-        raise typer.Exit(2) from None
+            _say(f"stockguard: invalid setting {where}: {error['msg']}")
+        raise typer.Exit(startup.EXIT_SETTINGS) from None
     except ValueError as invalid:  # the config file itself (missing, not TOML)
-        console.print(f"[red]invalid settings[/red]: {invalid}")
-        raise typer.Exit(2) from None
+        _say(f"stockguard: invalid settings: {invalid}")
+        raise typer.Exit(startup.EXIT_SETTINGS) from None
 
 
 @app.command("config")

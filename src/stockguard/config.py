@@ -14,11 +14,12 @@ admin token never enters the environment that process listings show.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -52,6 +53,7 @@ CONFIG_ENV = "STOCKGUARD_CONFIG"
 SETTINGS_FILE_ENV = "STOCKGUARD_SETTINGS_FILE"
 """Set by ``serve`` for its workers: the resolved settings, readable by the owner only."""
 REDIS_PREFIX_DEFAULT = "stockguard"
+LogFormat = Literal["json", "logfmt"]
 
 _config_file: ContextVar[Path | None] = ContextVar("stockguard_config_file", default=None)
 
@@ -147,8 +149,19 @@ class Settings(BaseSettings):
     body_read_s_max: float = Field(default=10.0, gt=0, le=TIMEOUT_S_MAX)
     """A request's body must arrive within this long, else 408 and the connection closes."""
     access_log: bool = False
-    """One JSON line per request on stdout. Off by default: at thousands of requests a
-    second the line costs more than the reservation it describes."""
+    """One line per request on stdout (in ``log_format``, with its request id). Off by
+    default: at thousands of requests a second the line costs more than the reservation
+    it describes."""
+    log_format: LogFormat = "json"
+    """Every log line, the server's included: ``json`` (one object a line) or ``logfmt``
+    (key=value pairs), each with timestamp, level and logger."""
+    data_dir: Path | None = None
+    """Where ``serve`` keeps the admin token it generates when none is set (file
+    ``admin-token``, mode 0600). Unset: ``$STATE_DIRECTORY`` (systemd's StateDirectory=),
+    else ``$XDG_STATE_HOME/stockguard``, else ``~/.local/state/stockguard``."""
+    database_wait_s: float = Field(default=10.0, ge=0, le=TIMEOUT_S_MAX)
+    """How long ``serve`` waits at start for a database that is not up yet (refused, not
+    found, timed out), counting down on stderr; one that refuses the login fails at once."""
     migrate: bool = True
     """Migrate on startup. ``serve`` migrates once in its parent and turns this off for
     its workers, so N workers never race on the schema."""
@@ -209,7 +222,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _options_fit_the_strategy(self) -> Settings:
-        self.strategy_options.for_strategy(self.strategy)
+        # A strategy whose package is missing cannot run here at all: serve's start-up
+        # check says which extra installs it (service/startup.py).
+        with contextlib.suppress(ModuleNotFoundError):
+            self.strategy_options.for_strategy(self.strategy)
         return self
 
     def engine_options(self) -> dict[str, Any]:

@@ -118,6 +118,8 @@ class Served:
     process: subprocess.Popen[bytes]
     stdout: Path
     stderr: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment serve ran with (its data directory is ``XDG_STATE_HOME``'s)."""
 
     def output(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
@@ -151,16 +153,40 @@ def _wait_healthy(served: Served) -> None:
     )
 
 
-@contextmanager
-def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    port = free_port()
+def clean_environment(run_dir: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without stockguard's settings, with the data directory
+    (where a generated admin token is kept) under ``run_dir``, then ``env``."""
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith("STOCKGUARD_")
     }
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "STATE_DIRECTORY"):
+        environment.pop(name, None)
+    environment["XDG_STATE_HOME"] = str(run_dir / "state")
     environment.update(env or {})
+    return environment
+
+
+def run_command(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``stockguard ARGS`` to its end, as a user runs it: output and exit code."""
+    return subprocess.run(
+        [*stockguard_command(), *args],
+        cwd=tmp_path,
+        env=clean_environment(tmp_path, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@contextmanager
+def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    port = free_port()
     run_dir = tmp_path / f"serve-{port}"
     run_dir.mkdir()
+    environment = clean_environment(run_dir, env)
     stdout, stderr = run_dir / "stdout.txt", run_dir / "stderr.txt"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
@@ -170,7 +196,7 @@ def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
             stdout=out,
             stderr=err,
         )
-    served = Served(f"http://127.0.0.1:{port}", process, stdout, stderr)
+    served = Served(f"http://127.0.0.1:{port}", process, stdout, stderr, environment)
     try:
         _wait_healthy(served)
         yield served

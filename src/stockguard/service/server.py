@@ -1,10 +1,12 @@
 """``stockguard serve``: migrate once, then run N granian workers on one port.
 
-The parent process migrates the database (so workers never race on the schema), makes
-an admin token when none is configured, and hands every setting to the workers in a file
-only its user can read (``config.SETTINGS_FILE_ENV`` names it): granian starts each worker
-as a fresh interpreter that builds its app with ``create_app_from_env``. With several
-workers, Prometheus runs in its multi-process mode over a temporary directory made here
+The parent process checks what it can before starting anything (service/startup.py:
+one line and an exit code per failure), migrates the database (so workers never race
+on the schema), keeps an admin token when none is configured (service/admin_token.py),
+and hands every setting to the workers in a file only its user can read
+(``config.SETTINGS_FILE_ENV`` names it): granian starts each worker as a fresh
+interpreter that builds its app with ``create_app_from_env``. With several workers,
+Prometheus runs in its multi-process mode over a temporary directory made here
 and removed on exit.
 
 Why granian: on this project's 2-core machine it answers the same app ~1.5x faster than
@@ -21,9 +23,9 @@ SIGTERM / SIGINT are granian's: stop accepting, finish in-flight requests (at mo
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -36,14 +38,16 @@ from granian.server.mp import MPServer as Granian
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from stockguard import __version__
 from stockguard.config import SETTINGS_FILE_ENV, Settings
+from stockguard.service import admin_token, logs, startup
 from stockguard.service.routes_ops import MULTIPROC_DIR_ENV
 from stockguard.stores.sql.store import SqlStore
 
+log = logging.getLogger("stockguard.serve")
 APP_FACTORY = "stockguard.service.app:create_app_from_env"
 GRACEFUL_S_MAX = 30
 """In-flight requests get this long to finish after SIGTERM before workers stop anyway."""
-ADMIN_TOKEN_BYTES = 32
 BACKLOG_MAX = 4096
 """Connections the kernel queues for accept per port (capped by net.core.somaxconn); a
 flash sale opens them in bursts."""
@@ -57,51 +61,38 @@ async def _migrate(database_url: str) -> None:
         await store.close()
 
 
-def _log_config(access_log: bool) -> dict[str, Any]:
-    """Granian's logging, plus stockguard's own warnings on stderr and, with
-    ``access_log``, one JSON line per request on stdout."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {
-            "generic": {"format": "%(levelname)s: %(name)s: %(message)s"},
-            "line": {"format": "%(message)s"},
-        },
-        "handlers": {
-            "errors": {
-                "class": "logging.StreamHandler",
-                "formatter": "generic",
-                "stream": "ext://sys.stderr",
-            },
-            "requests": {
-                "class": "logging.StreamHandler",
-                "formatter": "line",
-                "stream": "ext://sys.stdout",
-            },
-        },
-        "loggers": {
-            "_granian": {"handlers": ["errors"], "level": "INFO", "propagate": False},
-            "granian.access": {"handlers": ["requests"], "level": "WARNING", "propagate": False},
-            "stockguard": {"handlers": ["errors"], "level": "INFO", "propagate": False},
-            "stockguard.http": {
-                "handlers": ["requests"],
-                "level": "INFO" if access_log else "WARNING",
-                "propagate": False,
-            },
-        },
-    }
+def serve(settings: Settings, say: Callable[[str], None]) -> None:
+    """Runs the service until SIGTERM/SIGINT; returns after a graceful shutdown.
 
-
-def serve(settings: Settings, echo: Callable[[str], None]) -> None:
-    """Runs the service until SIGTERM/SIGINT; returns after a graceful shutdown."""
-    asyncio.run(_migrate(settings.database_url))
+    Raises ``startup.StartupFailure`` (before logging anything) for every
+    failure an operator can fix: a missing package or setting, a port in use, a database
+    that is not there (``say`` shows the countdown of its retries), an unwritable data
+    directory. Once granian runs, every line is a log line in ``settings.log_format``.
+    """
+    startup.check_packages(settings.database_url, settings.strategy)
+    startup.check_redis_url(settings.strategy, settings.redis_url)
+    startup.check_port(settings.host, settings.port)
+    asyncio.run(
+        startup.reach_database(
+            lambda: _migrate(settings.database_url),
+            settings.database_url,
+            settings.database_wait_s,
+            say,
+        )
+    )
     where = make_url(settings.database_url).render_as_string(hide_password=True)
-    generated_token: str | None = None
+    token_line = "admin token: configured (STOCKGUARD_ADMIN_TOKEN or the config file)"  # noqa: S105
+    token_fields: dict[str, Any] = {"admin_token": "configured"}
     if settings.admin_token is None:
-        generated_token = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
-        settings = settings.model_copy(update={"admin_token": SecretStr(generated_token)})
+        token, path, created = admin_token.load_or_create(settings.data_dir)
+        settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+        token_line = (
+            f"admin token: {'generated in' if created else 'kept in'} {path} "
+            "(`stockguard admin-token` shows it)"
+        )
+        token_fields = {"admin_token": "generated" if created else "kept", "file": str(path)}
     # Workers migrate nothing (the parent just did) and read their settings from a file
-    # only this user can read: a generated token never enters the environment.
+    # only this user can read: the token never enters the environment.
     run_dir = Path(tempfile.mkdtemp(prefix="stockguard-serve-"))
     settings_file = run_dir / "settings.json"
     settings.model_copy(update={"migrate": False}).write_for_workers(settings_file)
@@ -113,13 +104,6 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir
 
     url = f"http://{settings.host}:{settings.port}"
-    echo(
-        f"stockguard serving {url} ({where}, strategy {settings.strategy}, "
-        f"workers {settings.workers}, granian)"
-    )
-    echo(f"admin page: {url}/admin")
-    if generated_token is not None:
-        echo(f"admin token (generated, shown once): {generated_token}")
     server = granian_server(
         APP_FACTORY,
         factory=True,
@@ -128,8 +112,27 @@ def serve(settings: Settings, echo: Callable[[str], None]) -> None:
         workers=settings.workers,
         header_read_s_max=settings.header_read_s_max,
         connections_max=settings.connections_max,
-        log_config=_log_config(settings.access_log),
+        log_config=logs.dict_config(settings.log_format, access_log=settings.access_log),
+    )  # configures logging: the banner below is in the chosen format, as all that follows
+    log.info(
+        "stockguard %s serving %s (%s, strategy %s, workers %d)",
+        __version__,
+        url,
+        where,
+        settings.strategy,
+        settings.workers,
+        extra={
+            "fields": {
+                "version": __version__,
+                "url": url,
+                "database": where,
+                "strategy": settings.strategy,
+                "workers": settings.workers,
+            }
+        },
     )
+    log.info("admin page: %s/admin", url, extra={"fields": {"admin_page": f"{url}/admin"}})
+    log.info(token_line, extra={"fields": token_fields})
     try:
         server.serve()
     finally:
@@ -165,7 +168,7 @@ def granian_server(
         backlog=BACKLOG_MAX,
         backpressure=connections_max,
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(header_read_s_max * 1000))),
-        log_dictconfig=log_config or _log_config(access_log=False),
+        log_dictconfig=log_config or logs.dict_config("json", access_log=False),
         workers_kill_timeout=GRACEFUL_S_MAX,
         websockets=False,
     )
