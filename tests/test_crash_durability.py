@@ -26,10 +26,12 @@ pytestmark = pytest.mark.asyncio
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
+    from stockguard.admission import AdmissionLimits
     from stockguard.engine import Engine
 
     async def main(url: str, strategy: str) -> None:
-        engine = await Engine.open(url, strategy, migrate=False)
+        no_budget = AdmissionLimits(queue_wait_s_max=0)  # every answer counted: see conftest
+        engine = await Engine.open(url, strategy, migrate=False, admission=no_budget)
         async def buyer(worker: int) -> None:
             for n in range(100_000):
                 outcome = await engine.reserve(f"crash-{worker}-{n}", [("DURABLE", 1)])

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from conftest import NO_WAIT_BUDGET
 from stockguard.engine import Engine
 from stockguard.stores.sql.audit import audit, stock_totals
 
@@ -31,10 +32,14 @@ RUN_S_MAX = 120
 BUY = """
 import asyncio, json, sys, time
 from stockguard import domain
+from stockguard.admission import AdmissionLimits
 from stockguard.engine import Engine
 
 async def main(url, strategy, name, count, start_at):
-    async with await Engine.open(url, strategy, migrate=False, pool_size=4) as engine:
+    no_budget = AdmissionLimits(queue_wait_s_max=0)  # exact outcomes: see conftest
+    async with await Engine.open(
+        url, strategy, migrate=False, pool_size=4, admission=no_budget
+    ) as engine:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         async def buy(n):
             try:
@@ -49,10 +54,14 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(
 
 SETTLE = """
 import asyncio, json, sys, time
+from stockguard.admission import AdmissionLimits
 from stockguard.engine import Engine
 
 async def main(url, strategy, ids, start_at):
-    async with await Engine.open(url, strategy, migrate=False, pool_size=4) as engine:
+    no_budget = AdmissionLimits(queue_wait_s_max=0)  # exact outcomes: see conftest
+    async with await Engine.open(
+        url, strategy, migrate=False, pool_size=4, admission=no_budget
+    ) as engine:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         ended = await asyncio.gather(
             *(engine.confirm(i) if n % 2 == 0 else engine.release(i) for n, i in enumerate(ids))
@@ -94,7 +103,9 @@ async def table_totals(engine: Engine) -> tuple[int, int]:
 async def test_processes_racing_for_one_sku_sell_exactly_the_stock(
     db_url: str, strategy: str
 ) -> None:
-    async with await Engine.open(db_url, strategy, migrate=False) as engine:
+    async with await Engine.open(
+        db_url, strategy, migrate=False, admission=NO_WAIT_BUDGET
+    ) as engine:
         await engine.set_on_hand("HOT", UNITS)
 
         start_at = str(time.time() + 3)  # past every process's start-up: they race together

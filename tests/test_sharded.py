@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
+from conftest import NO_WAIT_BUDGET
 from stockguard import domain
 from stockguard.engine import Engine
 from stockguard.stores.sql import schema as t
@@ -22,7 +23,9 @@ from stockguard.strategies.sharded import ShardedStrategy
 
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[Engine]:
-    opened = await Engine.open(db_url, "sharded", migrate=False, buckets=8)
+    opened = await Engine.open(
+        db_url, "sharded", migrate=False, admission=NO_WAIT_BUDGET, buckets=8
+    )
     try:
         yield opened
     finally:
@@ -138,7 +141,12 @@ async def test_admin_edits_keep_holds_in_their_buckets(engine: Engine) -> None:
 
 async def test_the_bucket_count_is_set_per_sku_and_can_grow(db_url: str) -> None:
     async with await Engine.open(
-        db_url, "sharded", migrate=False, buckets=4, buckets_by_sku={"HOT": 16}
+        db_url,
+        "sharded",
+        migrate=False,
+        admission=NO_WAIT_BUDGET,
+        buckets=4,
+        buckets_by_sku={"HOT": 16},
     ) as engine:
         await engine.set_on_hand("HOT", 32)
         await engine.set_on_hand("COLD", 8)
@@ -153,10 +161,14 @@ async def test_the_bucket_count_is_set_per_sku_and_can_grow(db_url: str) -> None
 async def test_a_sku_held_before_sharding_keeps_its_holds_on_its_row(db_url: str) -> None:
     """A SKU created and held by another strategy is sharded on first use: only its free
     units move into buckets; the older hold is released on the row it was taken from."""
-    async with await Engine.open(db_url, "conditional", migrate=False) as plain:
+    async with await Engine.open(
+        db_url, "conditional", migrate=False, admission=NO_WAIT_BUDGET
+    ) as plain:
         await plain.set_on_hand("OLD", 20)
         old_hold = (await plain.reserve("old", [("OLD", 5)])).reservation
-    async with await Engine.open(db_url, "sharded", migrate=False) as engine:
+    async with await Engine.open(
+        db_url, "sharded", migrate=False, admission=NO_WAIT_BUDGET
+    ) as engine:
         new_hold = (await engine.reserve("new", [("OLD", 3)])).reservation
         assert await totals(engine, "OLD") == (20, 8)
         assert sum(on_hand for on_hand, _ in await buckets_of(engine, "OLD")) == 15
@@ -202,7 +214,9 @@ async def test_reserves_confirms_releases_and_sweeps_racing_on_few_buckets_never
     its bucket; a confirm that locked the row first and then wanted that bucket would
     deadlock with it. 300 buyers of two SKUs with 2 buckets each pay, cancel or walk
     away at once, with a sweeper running: the database never has to abort a transaction."""
-    async with await Engine.open(db_url, "sharded", migrate=False, buckets=2) as engine:
+    async with await Engine.open(
+        db_url, "sharded", migrate=False, admission=NO_WAIT_BUDGET, buckets=2
+    ) as engine:
         for sku in ("DL-A", "DL-B"):
             await engine.set_on_hand(sku, 1_000)
 
