@@ -4,7 +4,8 @@ and the per-request access line.
 ``Settings.log_format`` picks JSON (one object a line) or logfmt (``key=value`` pairs);
 both carry ``ts`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger`` and ``msg``,
 then the record's ``fields`` (``logging``'s ``extra={"fields": {...}}``): the access line
-puts its method, path, status, duration, request id and order id there. ``dict_config``
+puts its method, path, status, duration and order id there, and ``request_id`` when a
+request is being answered (``middleware.RequestEdge`` sets it). ``dict_config``
 is the ``log_dictconfig`` granian applies in its parent and in every worker.
 
 Start-up failures are not log lines: they happen before the service runs and are written
@@ -16,11 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from stockguard.config import LogFormat
 
 ACCESS_LOGGER = "stockguard.http"
+REQUEST_ID_LEN_MAX = 128
+
+request_id: ContextVar[str | None] = ContextVar("stockguard_request_id", default=None)
+"""The id of the request being answered (set by ``middleware.RequestEdge`` when it has
+one): every line logged meanwhile carries it."""
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -39,6 +46,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     extra = record.__dict__.get("fields")
     if isinstance(extra, dict):
         line.update(extra)
+    current = request_id.get()
+    if current is not None:
+        line["request_id"] = current
     return line
 
 
