@@ -9,6 +9,7 @@ answered, and audit clean.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -74,6 +75,10 @@ async def test_two_workers_sell_exactly_the_stock_and_sql_holds_every_answer(
                 stock = (await client.get("/v1/stock/HOT")).json()
                 assert (stock["on_hand"], stock["reserved"]) == (40, 40)
             assert served.stop() == 0, served.output()[-3000:]
+            # Two workers racing to load Redis at start is expected: INFO, never WARNING.
+            for line in served.output().splitlines():
+                if "loading Redis" in line:
+                    assert json.loads(line)["level"] == "info", line
 
         store = SqlStore.open(db_url, pool_size=1)
         try:

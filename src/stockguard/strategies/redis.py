@@ -47,7 +47,7 @@ from stockguard.stores.redis.holds import (
     replay_or_conflict,
 )
 from stockguard.stores.redis.keys import KeyLayout, default_prefix
-from stockguard.stores.redis.loader import ensure_loaded
+from stockguard.stores.redis.loader import LoadingElsewhere, ensure_loaded
 from stockguard.stores.redis.persister import Persister
 from stockguard.stores.redis.scripts import load_all
 from stockguard.stores.redis.sql_apply import read_offset
@@ -105,6 +105,8 @@ class RedisStrategy(Strategy):
             async with unavailable_on_error("start"):
                 await load_all(self.clients.commands)
             await self._autoload()
+        except LoadingElsewhere as error:
+            log.info("Redis is not ready (%s); reservations answer 503 until it is", error)
         except domain.StoreUnavailable as error:
             log.warning("Redis is not ready (%s); reservations answer 503 until it is", error)
         self._background = asyncio.create_task(

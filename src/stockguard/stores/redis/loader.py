@@ -35,6 +35,12 @@ from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.store import SqlStore
 from stockguard.stores.sql.tx import Tx
 
+
+class LoadingElsewhere(domain.StoreUnavailable):
+    """Another process holds the load lock: the expected race of N workers starting at
+    once, not a fault (logged at INFO; requests answer 503 until the load is done)."""
+
+
 LOAD_LOCK_MS = 600_000
 """A load that takes longer than this loses its lock (then another may start over)."""
 PAGE_ROWS = 5_000
@@ -62,7 +68,7 @@ async def ensure_loaded(
             return None
         lock = Lease(redis, keys.loading, LOAD_LOCK_MS)
         if not await lock.hold():
-            raise domain.StoreUnavailable("another process is loading Redis from SQL", 5)
+            raise LoadingElsewhere("another process is loading Redis from SQL", 5)
         try:
             if await redis.exists(keys.loaded):
                 return None
