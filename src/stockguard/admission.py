@@ -115,6 +115,9 @@ class AdmissionLimits:
     cold_in_flight_max: int = COLD_IN_FLIGHT_MAX
     """Requests the strategy may hold before its speed is known (the first ``DRAIN_TAU_S``
     of busy time), or more if the first answers already show it can take more."""
+    in_flight_floor: int = 1
+    """Requests the strategy may always hold, whatever the measured rate: a batching
+    strategy's batch (the engine sets it from ``Strategy.burst_in_flight``)."""
 
     def __post_init__(self) -> None:
         assert 1 <= self.in_flight_per_sku_max <= self.in_flight_max <= 10_000_000
@@ -122,6 +125,7 @@ class AdmissionLimits:
         assert 1 <= self.retry_after_s <= 3_600
         assert 0 <= self.queue_wait_s_max <= 3_600
         assert 1 <= self.cold_in_flight_max <= 10_000_000
+        assert 1 <= self.in_flight_floor <= 10_000_000
 
     @classmethod
     def off(cls) -> AdmissionLimits:
@@ -374,7 +378,11 @@ class Admission:
         if self._rate.busy_s(now_s) < self._rate.tau_s:  # not known well enough yet
             self._allowance = max(self.limits.cold_in_flight_max, allowance)
             return 0.0
-        self._allowance = max(1, allowance)
+        # Never below what a batching strategy takes at once (``in_flight_floor``: the
+        # engine sets it from the strategy's ``burst_in_flight``): a rate measured while
+        # only a few buyers came is that load's pace, not the strategy's speed, and such a
+        # strategy clears a burst in one batch whatever the last pace was.
+        self._allowance = max(self.limits.in_flight_floor, allowance)
         return rate
 
     def _entry_wait_s(self, position: int, rate: float) -> float:

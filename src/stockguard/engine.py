@@ -39,8 +39,13 @@ class Engine:
         self.store = store
         self.strategy = strategy
         limits = admission or AdmissionLimits()
-        if limits.queue_wait_s_max and strategy.burst_in_flight > limits.cold_in_flight_max:
-            limits = dataclasses.replace(limits, cold_in_flight_max=strategy.burst_in_flight)
+        burst = strategy.burst_in_flight
+        if limits.queue_wait_s_max and burst is not None:
+            limits = dataclasses.replace(
+                limits,
+                cold_in_flight_max=max(limits.cold_in_flight_max, burst),
+                in_flight_floor=max(limits.in_flight_floor, burst),
+            )
         self.admission = Admission(
             store,
             strategy.reserve,

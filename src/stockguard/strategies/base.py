@@ -31,10 +31,10 @@ class Strategy:
     write_behind: ClassVar[bool] = False
     """Answers before the reservation is in the SQL tables (a persister writes it later).
     Admission's sold-out fast path checks replays in SQL, so it is off for these."""
-    burst_in_flight: int = 64
-    """How many reservations this strategy takes at once to good use before its speed is
-    known: admission lets that many in at a cold start (a batching strategy's first batch
-    is its measure; 64 for one transaction per request, bounded by the pool anyway)."""
+    burst_in_flight: int | None = None
+    """How many reservations a batching strategy takes at once to good use (one batch):
+    admission always lets that many in, at a cold start and whatever pace it last
+    measured. None for one transaction per request (admission's own defaults)."""
 
     def __init__(self, store: SqlStore, **options: Any) -> None:
         if options:
