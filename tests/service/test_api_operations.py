@@ -17,6 +17,7 @@ from stockguard.admission import AdmissionLimits
 from stockguard.engine import Engine
 from stockguard.metrics import StrategyEventMirror
 from stockguard.service.errors import PROBLEMS
+from stockguard.service.logs import JsonFormatter
 
 from .support import Api, AppFactory, assert_problem
 
@@ -60,16 +61,18 @@ async def test_metrics_count_requests_by_route_template_and_status(api: Api) -> 
     assert "first-unknown" not in text  # raw paths never become labels
 
 
-async def test_each_request_logs_one_json_line_with_the_order_id(
+async def test_each_request_logs_one_line_with_the_order_id_and_request_id(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     await api.set_stock("A", 1)
     caplog.set_level(logging.INFO, logger="stockguard.http")
 
     await api.reserve("order-42", {"A": 1})
-    await api.client.get("/healthz")
+    answer = await api.client.get("/healthz", headers={"X-Request-ID": "probe-7"})
+    assert answer.headers["x-request-id"] == "probe-7"
 
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "stockguard.http"]
+    records = [r for r in caplog.records if r.name == "stockguard.http"]
+    lines = [json.loads(JsonFormatter().format(record)) for record in records]
     assert [(line["method"], line["path"], line["status"]) for line in lines] == [
         ("POST", "/v1/reservations", 201),
         ("GET", "/healthz", 200),
@@ -77,6 +80,9 @@ async def test_each_request_logs_one_json_line_with_the_order_id(
     assert lines[0]["order_id"] == "order-42"
     assert "order_id" not in lines[1]
     assert all(line["duration_ms"] >= 0 for line in lines)
+    assert lines[1]["msg"] == "GET /healthz 200"
+    assert lines[1]["request_id"] == "probe-7"
+    assert re.fullmatch(r"[0-9a-f]{16}", lines[0]["request_id"])  # made: the log is on
 
 
 async def test_requests_over_the_admission_cap_are_429_with_retry_after(

@@ -26,6 +26,7 @@ from stockguard.admin import admin_router
 from stockguard.config import Settings
 from stockguard.engine import Engine
 from stockguard.service import (
+    docs,
     errors,
     routes_ops,
     routes_products,
@@ -91,6 +92,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,  # served from the package by docs.install: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.given_engine = engine
@@ -121,6 +124,7 @@ def create_app(
     app.include_router(admin_router())
     # -------------------------------------------------------------------------------------
 
+    docs.install(app)
     errors.install(app)
     app.lean = lean
     app.openapi = _openapi_with_problem_media_type(app)  # type: ignore[method-assign]

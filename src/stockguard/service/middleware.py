@@ -174,7 +174,7 @@ class RequestEdge:
             status = await self._answer(scope, receive, send, declared)
         finally:
             metrics.HTTP_IN_FLIGHT.dec()
-            self._record(scope, status, time.perf_counter() - started_s)
+            self._record(scope, status, time.perf_counter() - started_s, request_id)
             if context is not None:
                 logs.request_id.reset(context)
 
@@ -245,7 +245,9 @@ class RequestEdge:
         except TimeoutError:
             return False
 
-    def _record(self, scope: Scope, status: int, duration_s: float) -> None:
+    def _record(
+        self, scope: Scope, status: int, duration_s: float, request_id: bytes | None
+    ) -> None:
         route = _route_label(scope)
         method = scope.get("method", "")
         count, latency = metrics.http_answered(route, method, status)
@@ -262,6 +264,8 @@ class RequestEdge:
             state = scope.get("state") or {}
             if "order_id" in state:
                 fields["order_id"] = state["order_id"]
+            if request_id is not None:
+                fields["request_id"] = request_id.decode("ascii")
             request_log.info("%s %s %d", method, path, status, extra={"fields": fields})
 
 
