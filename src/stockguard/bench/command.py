@@ -116,6 +116,9 @@ def bench(
     After every run the tables are audited (invariants I1-I4) and oversold units counted;
     the exit status is 1 if any run oversold or broke an invariant.
     """
+    if report_dir is not None and (missing := report.plotting_missing("bench --report")):
+        typer.echo(missing, err=True)
+        raise typer.Exit(report.EXIT_MISSING_PACKAGE)
     workloads = workload or list(WORKLOADS)
     for name in workloads:
         if name not in WORKLOADS:

@@ -9,10 +9,12 @@ throughput per strategy. ``results.json`` and ``results.md`` beside it hold the 
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -123,17 +125,39 @@ def update_markdown(path: Path, results: Sequence[RunResult], command: str) -> N
     path.write_text(text)
 
 
+REPORT_EXTRA = "pip install 'stockguard[report]'"
+EXIT_MISSING_PACKAGE = 4
+"""As ``serve``'s start-up failure for a missing package (service/startup.py)."""
+
+
+def plotting_missing(what: str) -> str | None:
+    """Why ``what`` cannot draw its plots here (matplotlib is the ``report`` extra, not a
+    dependency of the service), and the fix; None when it can."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return None
+    return (
+        f"stockguard: {what} draws its plots with matplotlib, which is not installed\n"
+        f"  fix: {REPORT_EXTRA}"
+    )
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
 def write_report(directory: Path, results: Sequence[RunResult], command: str) -> Path:
     """index.html, results.json, results.md and the PNG plots; returns the HTML path."""
-    import matplotlib  # plotting is only needed here
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()  # the report extra: checked before the runs (plotting_missing)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json_lines(results) + "\n")
     (directory / "results.md").write_text(f"Command: `{command}`\n\n{markdown(results)}")
@@ -202,9 +226,8 @@ def write_report(directory: Path, results: Sequence[RunResult], command: str) ->
 
 
 def _save(figure: object, path: Path) -> str:
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     figure.tight_layout()  # type: ignore[attr-defined]
     figure.savefig(path, dpi=110)  # type: ignore[attr-defined]
-    plt.close(figure)  # type: ignore[arg-type]
+    plt.close(figure)
     return path.name

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from stockguard import strategies
 from stockguard.bench import http as bench_http
+from stockguard.bench.report import plotting_missing
 from stockguard.loadtest import audit, report, run, summary
 from stockguard.loadtest.plan import (
     RESERVE,
@@ -264,6 +265,9 @@ def command(
     except (ValueError, Failed) as bad:
         console.print(f"[red]{bad}[/red]")
         raise typer.Exit(2) from None
+    if report_dir is not None and (missing := plotting_missing("loadtest --report")):
+        typer.echo(missing, err=True)  # before the load, not after it
+        raise typer.Exit(4)
     cores = os.cpu_count() or 1
     procs = processes or cores
     served: str | None = None

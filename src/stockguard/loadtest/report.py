@@ -12,13 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 
+from stockguard.bench.report import pyplot  # matplotlib: the report extra
 from stockguard.loadtest.run import Recorded
 from stockguard.loadtest.summary import Outcome, text
 
@@ -48,7 +44,7 @@ def staircase(recorded: Recorded, path: Path) -> None:
     status = recorded.status[order]
     rank = np.arange(1, len(order) + 1)
     step = max(1, len(order) // POINTS_MAX)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = pyplot().subplots(figsize=(10, 4.5))
     for value in np.unique(status).tolist():
         mask = status[::step] == value
         ax.scatter(
@@ -66,7 +62,7 @@ def staircase(recorded: Recorded, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def timeline(recorded: Recorded, path: Path) -> None:
@@ -74,7 +70,7 @@ def timeline(recorded: Recorded, path: Path) -> None:
     duration = float(ends.max()) if len(ends) else 1.0
     width = _bin_s(duration)
     edges = np.arange(0.0, duration + width, width)
-    fig, (rate_ax, lat_ax) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    fig, (rate_ax, lat_ax) = pyplot().subplots(2, 1, figsize=(10, 6.5), sharex=True)
     total, _ = np.histogram(ends, bins=edges)
     rate_ax.plot(edges[:-1], total / width, color="black", label="all", linewidth=1.2)
     for value in np.unique(recorded.status).tolist():
@@ -106,11 +102,11 @@ def timeline(recorded: Recorded, path: Path) -> None:
     lat_ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def vus(recorded: Recorded, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = pyplot().subplots(figsize=(10, 3))
     if recorded.vus:
         times, counts = zip(*recorded.vus, strict=True)
         ax.step(times, counts, where="post", color="tab:green")
@@ -120,13 +116,13 @@ def vus(recorded: Recorded, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def percentiles(recorded: Recorded, calibrate: Recorded | None, path: Path) -> None:
     points = np.array([0, 50, 75, 90, 95, 99, 99.9, 99.99])
     nines = -np.log10(1 - np.minimum(points, 99.99) / 100)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = pyplot().subplots(figsize=(10, 4))
     for label, found, colour in (
         ("service", recorded, "tab:blue"),
         ("bare echo (client ceiling)", calibrate, "tab:gray"),
@@ -144,7 +140,7 @@ def percentiles(recorded: Recorded, calibrate: Recorded | None, path: Path) -> N
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def write(
