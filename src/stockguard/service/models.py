@@ -60,6 +60,8 @@ Sku = Annotated[str, _text(SKU_LEN_MAX)]
 OrderId = Annotated[str, _text(ORDER_ID_LEN_MAX)]
 CustomerId = Annotated[str, _text(CUSTOMER_ID_LEN_MAX)]
 OptionText = Annotated[str, _text(OPTION_TEXT_LEN_MAX)]
+ProductSearch = Annotated[str, _text(PRODUCT_NAME_LEN_MAX)]
+"""Part of a product's name or of one of its SKUs (a SKU is never longer than a name)."""
 
 
 def _integral(value: object) -> object:
@@ -304,6 +306,12 @@ class ProductOut(BaseModel):
                 for variant in product.variants
             ],
         )
+
+
+class ProductPage(BaseModel):
+    """The first ``limit`` products by name (then id) that match the search."""
+
+    items: list[ProductOut]
 
 
 class ShortfallOut(BaseModel):

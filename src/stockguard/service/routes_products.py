@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi import status as http_status
 
-from stockguard.domain import SKU_LEN_MAX, VARIANTS_MAX, VariantSpec
+from stockguard.domain import (
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
+    SKU_LEN_MAX,
+    VARIANTS_MAX,
+    VariantSpec,
+)
 from stockguard.service.deps import EngineDep, IdPath
 from stockguard.service.errors import STORE_KINDS, declared
-from stockguard.service.models import ProductIn, ProductOut
+from stockguard.service.models import ProductIn, ProductOut, ProductPage, ProductSearch
 
 api_router = APIRouter(tags=["products"])
 admin_router = APIRouter(tags=["products"])
@@ -45,3 +53,20 @@ async def create_product(body: ProductIn, engine: EngineDep) -> ProductOut:
 )
 async def get_product(product_id: IdPath, engine: EngineDep) -> ProductOut:
     return ProductOut.of(await engine.get_product(product_id))
+
+
+@api_router.get(
+    "/v1/products",
+    responses=declared("invalid-input", *STORE_KINDS),
+    summary="Products by name, with live stock per variant; search by name or SKU",
+    description="The first `limit` products by name (then id) whose name or one of whose "
+    "SKUs contains `search`, in any case. There is no cursor yet: narrow the search to "
+    "reach a product past the first page.",
+)
+async def list_products(
+    engine: EngineDep,
+    search: Annotated[ProductSearch | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+) -> ProductPage:
+    products = await engine.list_products(search=search, limit=limit)
+    return ProductPage(items=[ProductOut.of(product) for product in products])
