@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from stockguard import __version__, strategies
 from stockguard.bench.command import bench
@@ -17,6 +19,7 @@ from stockguard.config import Settings, settings_markdown
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.loadtest.command import command as loadtest
 from stockguard.service import admin_token, server, startup
+from stockguard.stores.sql.audit import AuditReport, audit
 from stockguard.stores.sql.store import SqlStore
 
 app = typer.Typer(
@@ -93,6 +96,62 @@ def migrate(db: DbOption = DEFAULT_DATABASE_URL) -> None:
 
     asyncio.run(run())
     console.print(f"[green]migrated[/green] {SqlStore.open(db).backend.describe()}")
+
+
+@app.command("audit")
+def audit_command(db: DbOption = DEFAULT_DATABASE_URL) -> None:
+    """Check invariants I1-I4 on the tables (docs/design.md#invariants): after a restore,
+    or any time. Exit 1 when one is broken. With the redis or queue strategy, run it
+    with serve stopped (their last answers reach SQL on a graceful stop)."""
+
+    async def run() -> AuditReport:
+        store = SqlStore.open(db, pool_size=1)
+        try:
+            return await audit(store)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    for violation in report.violations:
+        _say(f"violation: {violation}")
+    if not report.ok:
+        _say(f"audit: {len(report.violations)} violation(s), {report.oversold_units} oversold")
+        raise typer.Exit(1)
+    typer.echo(f"audit: {report.skus} SKU(s), invariants I1-I4 hold, 0 oversold")
+
+
+@app.command()
+def backup(
+    target: Annotated[Path, typer.Argument(help="The new file (must not exist).")],
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Copy a SQLite database while serve runs, with SQLite's online backup API (a
+    consistent snapshot; writers wait only for the pages being copied). PostgreSQL:
+    pg_dump; MariaDB: mariadb-dump (docs/deploy.md, "Backups")."""
+    url = make_url(db)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        _say(f"stockguard: backup copies SQLite files; {url.get_backend_name()} has its own tool")
+        _say("  fix: pg_dump -Fc (PostgreSQL) or mariadb-dump --single-transaction (MariaDB)")
+        raise typer.Exit(startup.EXIT_SETTINGS)
+    source_path = Path(url.database)
+    if not source_path.is_file():
+        _say(f"stockguard: no SQLite database at {source_path}")
+        _say("  fix: pass --db sqlite:///PATH of the file serve uses")
+        raise typer.Exit(startup.EXIT_DATABASE)
+    if target.exists():
+        _say(f"stockguard: {target} exists; a backup never overwrites")
+        _say("  fix: name a new file")
+        raise typer.Exit(startup.EXIT_SETTINGS)
+    source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy, pages=1024)  # steps, so serve's writers get turns
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    typer.echo(f"backed up {source_path} to {target}")
 
 
 @app.command()

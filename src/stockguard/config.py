@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -159,6 +160,11 @@ class Settings(BaseSettings):
     """Where ``serve`` keeps the admin token it generates when none is set (file
     ``admin-token``, mode 0600). Unset: ``$STATE_DIRECTORY`` (systemd's StateDirectory=),
     else ``$XDG_STATE_HOME/stockguard``, else ``~/.local/state/stockguard``."""
+    forwarded_allow_ips: str = ""
+    """Comma-separated addresses or networks of the proxies in front (e.g. ``127.0.0.1``):
+    only a request from one of them is believed when its ``X-Forwarded-Proto`` says https
+    (the admin cookie is then ``Secure``). Empty: no proxy is believed, only the
+    connection's own scheme counts (granian has no proxy-headers option of its own)."""
     database_wait_s: float = Field(default=10.0, ge=0, le=TIMEOUT_S_MAX)
     """How long ``serve`` waits at start for a database that is not up yet (refused, not
     found, timed out), counting down on stderr; one that refuses the login fails at once."""
@@ -247,6 +253,21 @@ class Settings(BaseSettings):
         if name not in strategies.names():
             raise ValueError(f"unknown strategy {name!r}; choose one of {strategies.names()}")
         return name
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, given: str) -> str:
+        for part in given.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # ValueError names it
+        return given
+
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.forwarded_allow_ips.split(",")
+            if part.strip()
+        )
 
     @field_validator("admin_token", "api_token")
     @classmethod

@@ -9,7 +9,8 @@ CSRF token, signed with HMAC-SHA256 under a key derived from the admin token, so
 - a cookie cannot be forged or extended without the admin token.
 
 The cookie is ``HttpOnly`` (scripts cannot read it), ``SameSite=Strict`` (no other site
-can make the browser send it), ``Secure`` when the page was served over https, and
+can make the browser send it), ``Secure`` when the page was served over https (directly,
+or through a proxy trusted by ``forwarded_allow_ips``: ``served_over_https``), and
 scoped to ``/admin``. Every state-changing request must also carry the session's CSRF
 token (a hidden form field, or the ``X-CSRF-Token`` header from the page's script),
 compared in constant time, and must not come from another origin.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
@@ -168,7 +170,25 @@ def same_origin(request: Request) -> bool:
 
 
 def served_over_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """The browser reached us over TLS: the connection itself, or a proxy listed in
+    ``Settings.forwarded_allow_ips`` (``app.state.trusted_proxies``) that says so in
+    ``X-Forwarded-Proto``. The header from anyone else is ignored: a client must not
+    be able to talk the service into believing it (docs/deploy.md, "TLS")."""
+    if request.url.scheme == "https":
+        return True
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = getattr(
+        request.app.state, "trusted_proxies", ()
+    )
+    if not proxies or request.client is None:
+        return False
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    if forwarded.split(",")[0].strip().lower() != "https":
+        return False
+    try:
+        peer = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return False
+    return any(peer in network for network in proxies)
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, max_age_s: int) -> None:

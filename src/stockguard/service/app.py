@@ -98,6 +98,7 @@ def create_app(
     app.state.settings = settings
     app.state.given_engine = engine
     app.state.tokens = Tokens(settings.admin_token, settings.api_token)
+    app.state.trusted_proxies = settings.trusted_proxies()  # admin/session.py
     if settings.admin_token is None:
         logger.warning("no admin token configured: every admin route answers 401")
 
