@@ -36,7 +36,16 @@ suite asserts exact outcomes of bursts a per-request strategy cannot clear withi
 budget on a busy machine, which would rightly answer some of them 429. The budget has
 tests of its own (tests/test_admission_budget.py)."""
 REDIS_URL = os.environ.get("STOCKGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BACKENDS = ("sqlite", "postgres", "mysql")
+BACKENDS = ("sqlite", "postgres", "mysql", "memory")
+"""``memory``: the in-memory store (stores/memory.py). Only tests marked ``memory`` run on
+it (the contract suite, whose tables it must keep exactly); the others need SQL."""
+MEMORY_URL = "memory://"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "memory: also runs on the in-memory store (the 'memory' backend)"
+    )
 
 
 def service_unreachable(what: str, error: BaseException) -> None:
@@ -160,8 +169,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def db_url(databases: Databases, backend: str) -> str:
-    """A migrated, empty database on ``backend``."""
+async def db_url(databases: Databases, backend: str, request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database on ``backend`` (``memory://``: a new store per engine)."""
+    if backend == "memory":
+        if request.node.get_closest_marker("memory") is None:
+            pytest.skip("needs a SQL database (not marked 'memory')")
+        return MEMORY_URL
     url = await databases.url(backend)
     await databases.clean(backend)
     return url
@@ -194,6 +207,8 @@ async def engine(
 ) -> AsyncIterator[Engine]:
     """An engine on an empty database, for every backend × every strategy."""
     options: dict[str, str] = {}
+    if db_url == MEMORY_URL and not strategies.strategy_class(strategy).memory:
+        pytest.skip(f"strategy {strategy!r} needs SQL tables of its own or Redis")
     if "redis" in strategies.strategy_class(strategy).requires:
         # Other pytest sessions share this Redis: every engine gets its own keyspace.
         options["redis_url"] = request.getfixturevalue("redis_url")

@@ -108,7 +108,9 @@ class LeakyStrategy(Strategy):
             now_ms = await tx.now_ms()
             await tx.add_reserved({line.sku: line.quantity for line in request.lines}, now_ms)
             await tx.commit()
-        return ReserveOutcome(self.store.new_reservation(request, now_ms), created=True)
+        return ReserveOutcome(
+            domain.new_reservation(request, self.store.new_id(), now_ms), created=True
+        )
 
 
 def test_a_run_that_breaks_an_invariant_fails_the_command(monkeypatch: pytest.MonkeyPatch) -> None:

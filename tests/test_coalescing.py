@@ -8,6 +8,7 @@ one bad request not poisoning the rest, a failing transaction, a full queue and 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -113,15 +114,9 @@ async def test_an_order_stored_earlier_is_replayed_inside_a_batch(store: SqlStor
 def decide_pure(
     levels: dict[str, domain.StockLevel], batch: list[domain.ReserveRequest]
 ) -> tuple[dict[str, domain.StockLevel], list[domain.ReserveOutcome | domain.StockguardError]]:
-    """``decide_batch`` with nothing stored earlier; a hold's id is its order_id."""
-    new = domain.Reservation
-    return decide_batch(
-        levels,
-        {},
-        batch,
-        lambda r, now_ms: new(r.order_id, r.order_id, None, Status.HELD, r.lines, now_ms, 0),
-        0,
-    )
+    """``decide_batch`` with nothing stored earlier; holds get ids hold-0, hold-1…"""
+    ids = (f"hold-{n}" for n in itertools.count())
+    return decide_batch(levels, {}, batch, lambda: next(ids), 0)
 
 
 def test_a_repeat_that_differs_from_a_refused_first_is_decided_on_its_own() -> None:

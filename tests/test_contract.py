@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from stockguard import domain
 from stockguard.domain import Line, Status
 from stockguard.engine import Engine
+from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.audit import audit, stock_totals
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.memory]
 
 
 async def settle(engine: Engine) -> None:
@@ -40,6 +41,9 @@ async def table_row(engine: Engine, sku: str) -> tuple[int, int]:
     A SKU's stock is its stock_levels row plus its stock_buckets rows (sharded strategy).
     """
     await settle(engine)
+    if isinstance(engine.store, MemoryStore):
+        level = engine.store.state.levels[sku]
+        return level.on_hand, level.reserved
     async with engine.store.transaction(read_only=True) as tx:
         totals = (await stock_totals(tx.connection, [sku]))[sku]
     return totals.on_hand, totals.reserved
@@ -47,6 +51,14 @@ async def table_row(engine: Engine, sku: str) -> tuple[int, int]:
 
 async def row_counts(engine: Engine) -> dict[str, int]:
     await settle(engine)
+    if isinstance(engine.store, MemoryStore):
+        state = engine.store.state
+        return {
+            "stock_levels": len(state.levels),
+            "reservations": len(state.reservations),
+            "reservation_lines": sum(len(r.lines) for r in state.reservations.values()),
+            "stock_movements": len(state.movements),
+        }
     async with engine.store.transaction(read_only=True) as tx:
         return {
             table.name: int(

@@ -325,3 +325,40 @@ def test_controls_and_bidi_overrides_are_refused_in_every_text(text: str) -> Non
         domain.validate_reserve(text, [("A", 1)])
     with pytest.raises(domain.InvalidInput):
         domain.validate_reason(text)
+
+
+class TestDecisions:
+    """The decisions every store and strategy calls (docs/design.md#idempotency)."""
+
+    def test_replay_or_conflict(self) -> None:
+        earlier = domain.new_reservation(request("o1", ("A", 1)), "r1", 1_000)
+        assert earlier.expires_at_ms == 61_000 and earlier.status is Status.HELD
+        replay = domain.replay_or_conflict(earlier, request("o1", ("A", 1)))
+        assert replay == domain.ReserveOutcome(earlier, created=False)
+        conflict = domain.replay_or_conflict(earlier, request("o1", ("A", 2)))
+        assert isinstance(conflict, domain.IdempotencyConflict)
+
+    @pytest.mark.parametrize("target", [Status.CONFIRMED, Status.RELEASED])
+    def test_a_hold_past_expiry_ends_expired_and_its_confirm_is_refused(
+        self, target: Status
+    ) -> None:
+        ending = domain.ending(held(expires_at_ms=100), target, now_ms=100)
+        assert ending.writes is Status.EXPIRED
+        if target is Status.CONFIRMED:
+            with pytest.raises(domain.ReservationExpired):
+                ending.result()
+        else:
+            assert ending.result().status is Status.EXPIRED
+
+    def test_ending_before_expiry_and_on_terminal_states(self) -> None:
+        assert domain.ending(held(), Status.CONFIRMED, 0).writes is Status.CONFIRMED
+        replay = domain.ending(held(status=Status.CONFIRMED), Status.CONFIRMED, 0)
+        assert replay.writes is None and replay.result().status is Status.CONFIRMED
+        refused = domain.ending(held(status=Status.RELEASED), Status.CONFIRMED, 0)
+        assert refused.writes is None and isinstance(refused.answer, domain.InvalidState)
+
+    def test_refusal_names_every_line_when_stock_came_back(self) -> None:
+        lines = request("o", ("A", 2)).lines
+        error = domain.refusal({"A": level("A", 5)}, lines)
+        assert isinstance(error, domain.OutOfStock) and error.shortfalls[0].available == 5
+        assert isinstance(domain.refusal({}, lines), domain.UnknownSku)

@@ -53,6 +53,9 @@ another process (which cannot tell us), at most ``sold_out_ttl_ms`` (default 1,0
 every mark is forgotten that long after it was learned, and the next request goes to the
 store again. A refusal is never an oversell; the bound only limits how long returned
 stock can go unsold.
+
+Over 350 lines on purpose: caps, the wait budget and the fast path share one per-request
+bookkeeping (in flight, the drain rate, the waiting line) that splitting would expose.
 """
 
 from __future__ import annotations
@@ -68,8 +71,7 @@ from dataclasses import dataclass
 
 from stockguard import domain, metrics
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockLevel
-from stockguard.stores.sql import bulk
-from stockguard.stores.sql.store import SqlStore
+from stockguard.stores.contract import Store
 
 IN_FLIGHT_MAX = 50_000
 IN_FLIGHT_PER_SKU_MAX = 20_000
@@ -241,7 +243,7 @@ class _Lookup:
 class Admission:
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         reserve: ReserveCall,
         stock: StockCall,
         limits: AdmissionLimits | None = None,
@@ -567,9 +569,7 @@ class Admission:
 
     async def _answer(self, batch: Sequence[_Lookup]) -> list[ReserveOutcome | Exception]:
         async with self.store.transaction(read_only=True) as tx:
-            earlier = await bulk.reservations_by_order(
-                tx, [lookup.request.order_id for lookup in batch]
-            )
+            earlier = await tx.reservations_by_order([lookup.request.order_id for lookup in batch])
         others = sorted(
             {
                 sku
@@ -585,10 +585,7 @@ class Admission:
             request = lookup.request
             found = earlier.get(request.order_id)
             if found is not None:
-                if found.same_request(request.lines):
-                    answers.append(ReserveOutcome(found, created=False))
-                else:
-                    answers.append(domain.IdempotencyConflict(request.order_id, found.id))
+                answers.append(domain.replay_or_conflict(found, request))
                 continue
             missing = [s for s in request.skus if s not in lookup.sold_out and s not in levels]
             if missing:

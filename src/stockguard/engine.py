@@ -25,6 +25,8 @@ from stockguard.domain import (
     StockLevel,
     VariantSpec,
 )
+from stockguard.stores.contract import Store
+from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql.audit import AuditReport, audit
 from stockguard.stores.sql.store import SqlStore
 from stockguard.strategies.base import Strategy
@@ -34,7 +36,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./stockguard.db"
 
 class Engine:
     def __init__(
-        self, store: SqlStore, strategy: Strategy, admission: AdmissionLimits | None = None
+        self, store: Store, strategy: Strategy, admission: AdmissionLimits | None = None
     ) -> None:
         self.store = store
         self.strategy = strategy
@@ -67,8 +69,15 @@ class Engine:
         admission: AdmissionLimits | None = None,
         **strategy_options: Any,
     ) -> Engine:
-        """Connects, migrates the schema (unless told not to) and starts the strategy."""
-        store = SqlStore.open(url, **({} if pool_size is None else {"pool_size": pool_size}))
+        """Connects, migrates the schema (unless told not to) and starts the strategy.
+
+        ``memory://`` keeps everything in this process (``stores/memory.py``) for the
+        strategies that need nothing but the store contract (``MEMORY_STRATEGIES``)."""
+        store: Store
+        if url.startswith("memory:"):  # in process, for tests and trying it out
+            store = MemoryStore.open(url)
+        else:
+            store = SqlStore.open(url, **({} if pool_size is None else {"pool_size": pool_size}))
         try:
             if migrate:
                 await store.migrate()

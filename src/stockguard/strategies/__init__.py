@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stockguard.stores.sql.store import SqlStore
+    from stockguard.stores.contract import Store
     from stockguard.strategies.base import Strategy
 
 _REGISTRY: dict[str, str] = {
@@ -28,6 +28,9 @@ DEFAULT_STRATEGY = "coalescing"
 in ``stockguard bench``'s flash sale it answers 50-100x the per-request strategies."""
 SQL_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing", "sharded")
 """Strategies that need nothing but the SQL database."""
+MEMORY_STRATEGIES = ("conditional", "pessimistic", "optimistic", "coalescing")
+"""Strategies that run on the in-memory store (``Engine.open("memory://")``): they need
+nothing but the store contract (``stores/contract.py``)."""
 
 
 def names() -> tuple[str, ...]:
@@ -46,5 +49,5 @@ def strategy_class(name: str) -> type[Strategy]:
     return cls
 
 
-def create(name: str, store: SqlStore, **options: Any) -> Strategy:
+def create(name: str, store: Store, **options: Any) -> Strategy:
     return strategy_class(name)(store, **options)

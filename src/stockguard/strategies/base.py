@@ -21,7 +21,7 @@ from stockguard.domain import (
     ReserveRequest,
     StockLevel,
 )
-from stockguard.stores.sql.store import SqlStore
+from stockguard.stores.contract import Store
 
 
 class Strategy:
@@ -31,12 +31,15 @@ class Strategy:
     write_behind: ClassVar[bool] = False
     """Answers before the reservation is in the SQL tables (a persister writes it later).
     Admission's sold-out fast path checks replays in SQL, so it is off for these."""
+    memory: ClassVar[bool] = True
+    """Runs on any store of the contract (``stores/contract.py``), the in-memory one too;
+    False for strategies that need SQL tables of their own (buckets) or Redis."""
     burst_in_flight: int | None = None
     """How many reservations a batching strategy takes at once to good use (one batch):
     admission always lets that many in, at a cold start and whatever pace it last
     measured. None for one transaction per request (admission's own defaults)."""
 
-    def __init__(self, store: SqlStore, **options: Any) -> None:
+    def __init__(self, store: Store, **options: Any) -> None:
         if options:
             raise TypeError(f"strategy {self.name!r} takes no options {sorted(options)}")
         self.store = store

@@ -40,8 +40,7 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, StockLevel
-from stockguard.stores.sql import bulk
-from stockguard.stores.sql.store import DuplicateKey, SqlStore
+from stockguard.stores.contract import DuplicateKey, Store
 from stockguard.strategies.base import Strategy
 from stockguard.strategies.batch_writer import BatchWriter
 from stockguard.strategies.coalescing_transitions import (
@@ -74,7 +73,7 @@ CLOSE_S_MAX = 30.0
 Result = ReserveOutcome | StockguardError
 
 
-async def apply_batch(store: SqlStore, requests: Sequence[ReserveRequest]) -> list[Result]:
+async def apply_batch(store: Store, requests: Sequence[ReserveRequest]) -> list[Result]:
     """Decides and writes a batch of reservation requests in ONE transaction.
 
     Returns one answer per request, in order: a ``ReserveOutcome`` (new hold or replay) or
@@ -98,7 +97,7 @@ async def apply_batch(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
     ]
 
 
-async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> list[Result]:
+async def _apply_once(store: Store, requests: Sequence[ReserveRequest]) -> list[Result]:
     """One attempt at the batch's transaction.
 
     The look-ups that need no lock come first; the stock rows are locked last, so the
@@ -109,27 +108,27 @@ async def _apply_once(store: SqlStore, requests: Sequence[ReserveRequest]) -> li
     """
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
-        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in requests])
+        earlier = await tx.reservations_by_order([request.order_id for request in requests])
         levels = await tx.levels(
             sorted({line.sku for request in requests for line in request.lines}), lock=True
         )
-        after, results = decide_batch(levels, earlier, requests, store.new_reservation, now_ms)
+        after, results = decide_batch(levels, earlier, requests, store.new_id, now_ms)
         created = [
             result.reservation
             for result in results
             if isinstance(result, ReserveOutcome) and result.created
         ]
         if created:
-            await bulk.insert_reservations(tx, created)
-            await bulk.add_reserved(
-                tx, {sku: after[sku].reserved - levels[sku].reserved for sku in levels}, now_ms
+            await tx.insert_reservations(created)
+            await tx.move_levels(
+                {sku: (0, after[sku].reserved - levels[sku].reserved) for sku in levels}, now_ms
             )
             await tx.commit()
         return results
 
 
 async def apply_mixed(
-    store: SqlStore, counters: Counter[str], items: Sequence[ReserveRequest | Transition]
+    store: Store, counters: Counter[str], items: Sequence[ReserveRequest | Transition]
 ) -> list[Result | TransitionResult]:
     """Holds, confirms and releases that queued together, decided in ONE transaction.
 
@@ -175,11 +174,11 @@ async def apply_mixed(
 
 
 async def _apply_mixed_once(
-    store: SqlStore, holds: Sequence[ReserveRequest], transitions: Sequence[Transition]
+    store: Store, holds: Sequence[ReserveRequest], transitions: Sequence[Transition]
 ) -> tuple[list[Result], list[TransitionResult]]:
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
-        earlier = await bulk.reservations_by_order(tx, [request.order_id for request in holds])
+        earlier = await tx.reservations_by_order([request.order_id for request in holds])
         current = await lock_reservations(tx, transitions)
         skus = {line.sku for request in holds for line in request.lines}
         levels = await tx.levels(sorted(skus.union(skus_of(current))), lock=True)
@@ -196,14 +195,14 @@ async def _apply_mixed_once(
             else level
             for sku, level in levels.items()
         }
-        after, results = decide_batch(ended, earlier, holds, store.new_reservation, now_ms)
+        after, results = decide_batch(ended, earlier, holds, store.new_id, now_ms)
         created = [
             result.reservation
             for result in results
             if isinstance(result, ReserveOutcome) and result.created
         ]
         if created or plan.ended:
-            await bulk.insert_reservations(tx, created)
+            await tx.insert_reservations(created)
             held = {sku: after[sku].reserved - ended[sku].reserved for sku in ended}
             await write_transitions(tx, plan, now_ms, reserved_too=held)
             await tx.commit()
@@ -214,7 +213,7 @@ def decide_batch(
     levels: dict[str, StockLevel],
     earlier: dict[str, domain.Reservation],
     requests: Sequence[ReserveRequest],
-    new_reservation: Callable[[ReserveRequest, int], domain.Reservation],
+    new_id: Callable[[], str],
     now_ms: int,
 ) -> tuple[dict[str, StockLevel], list[Result]]:
     """The whole batch's answers, as if the requests had run one by one in arrival order.
@@ -230,7 +229,7 @@ def decide_batch(
     for index, request in enumerate(requests):
         found = earlier.get(request.order_id)
         if found is not None:
-            results[index] = _replay(found, request)
+            results[index] = domain.replay_or_conflict(found, request)
             continue
         missing = [line.sku for line in request.lines if line.sku not in levels]
         if missing:
@@ -253,7 +252,7 @@ def decide_batch(
         )
         for index, decision in zip(firsts.values(), decisions, strict=True):
             if decision.held:
-                reservation = new_reservation(requests[index], now_ms)
+                reservation = domain.new_reservation(requests[index], new_id(), now_ms)
                 granted[reservation.order_id] = reservation
                 results[index] = ReserveOutcome(reservation, created=True)
             else:
@@ -262,7 +261,7 @@ def decide_batch(
         for index in repeats:
             request = requests[index]
             if request.order_id in granted:
-                results[index] = _replay(granted[request.order_id], request)
+                results[index] = domain.replay_or_conflict(granted[request.order_id], request)
                 continue
             first = requests[firsts[request.order_id]]
             if first.lines == request.lines:
@@ -273,18 +272,12 @@ def decide_batch(
     return current, [result for result in results if result is not None]
 
 
-def _replay(found: domain.Reservation, request: ReserveRequest) -> Result:
-    if found.same_request(request.lines):
-        return ReserveOutcome(found, created=False)
-    return domain.IdempotencyConflict(request.order_id, found.id)
-
-
 class CoalescingStrategy(Strategy):
     name = "coalescing"
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         *,
         batch_size_max: int = BATCH_SIZE_MAX,
         queue_depth_max: int = QUEUE_DEPTH_MAX,

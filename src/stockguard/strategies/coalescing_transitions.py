@@ -6,12 +6,12 @@ The coalescing strategy queues confirms and releases too, and each batch
 
 1. locks the batch's reservation rows in id order, then the stock rows they name in SKU
    order (the order every other writer uses);
-2. applies the requests in arrival order with the pure ``domain.check_transition``
+2. applies the requests in arrival order with the pure ``domain.ending``
    (a repeat of the same id in the batch sees the state the earlier one left; a hold past
    its expiry by the database clock ends as expired, and a confirm of it is refused);
 3. writes the status changes, the stock changes and one ledger entry per sold line
    whose ``on_hand_after`` is exact (computed in order from the locked row), each as ONE
-   statement on PostgreSQL whatever the batch size (``stores/sql/bulk.py``); commits;
+   statement on PostgreSQL whatever the batch size (``postgres.PostgresTx``); commits;
    then the writer answers every waiter.
 
 The coalescing writer runs these steps inside the same transaction as the holds that
@@ -29,18 +29,14 @@ from collections.abc import Sequence
 
 from stockguard import domain
 from stockguard.domain import Movement, Reservation, Status, StockguardError
-from stockguard.stores.sql import bulk
-from stockguard.stores.sql.store import SqlStore
-from stockguard.stores.sql.tx import Tx
+from stockguard.stores.contract import Store, StoreTx
 
 Transition = tuple[str, Status]
 """(reservation_id, Status.CONFIRMED or Status.RELEASED)."""
 TransitionResult = Reservation | StockguardError
 
 
-async def apply_transitions(
-    store: SqlStore, requests: Sequence[Transition]
-) -> list[TransitionResult]:
+async def apply_transitions(store: Store, requests: Sequence[Transition]) -> list[TransitionResult]:
     """Confirms and releases a batch in ONE transaction; one answer per request, in order.
 
     An answer is the reservation as it now is, or the typed error for that request
@@ -55,7 +51,7 @@ async def apply_transitions(
         return [copy.copy(error) for _ in requests]
 
 
-async def _apply_once(store: SqlStore, requests: Sequence[Transition]) -> list[TransitionResult]:
+async def _apply_once(store: Store, requests: Sequence[Transition]) -> list[TransitionResult]:
     async with store.transaction() as tx:
         now_ms = await tx.now_ms()
         current = await lock_reservations(tx, requests)
@@ -85,9 +81,9 @@ class TransitionPlan:
     """One ledger entry per sold line."""
 
 
-async def lock_reservations(tx: Tx, requests: Sequence[Transition]) -> dict[str, Reservation]:
+async def lock_reservations(tx: StoreTx, requests: Sequence[Transition]) -> dict[str, Reservation]:
     """The batch's reservations, their rows locked in id order (before any stock row)."""
-    return await bulk.reservations_by_id(tx, [rid for rid, _ in requests], lock=True)
+    return await tx.reservations_by_id([rid for rid, _ in requests], lock=True)
 
 
 def skus_of(reservations: dict[str, Reservation]) -> list[str]:
@@ -127,32 +123,25 @@ def decide_transitions(
         if found is None:
             plan.results.append(domain.ReservationNotFound(reservation_id))
             continue
-        if found.status is Status.HELD and now_ms >= found.expires_at_ms:
-            expired = end(found, Status.EXPIRED)
-            confirming = target is Status.CONFIRMED
-            plan.results.append(
-                domain.ReservationExpired(reservation_id) if confirming else expired
-            )
-            continue
-        try:
-            changes = domain.check_transition(found, target, now_ms)
-        except StockguardError as refused:
-            plan.results.append(refused)
-            continue
-        plan.results.append(end(found, target) if changes else found)
+        ending = domain.ending(found, target, now_ms)  # docs/design.md#one-clock
+        if ending.writes is not None:
+            ended = end(found, ending.writes)
+            plan.results.append(ended if isinstance(ending.answer, Reservation) else ending.answer)
+        else:
+            plan.results.append(ending.answer)
     return plan
 
 
 async def write_transitions(
-    tx: Tx, plan: TransitionPlan, now_ms: int, *, reserved_too: dict[str, int] | None = None
+    tx: StoreTx, plan: TransitionPlan, now_ms: int, *, reserved_too: dict[str, int] | None = None
 ) -> None:
     """Writes ``plan`` on the rows locked for it: status changes, one stock update for every
     SKU (plus ``reserved_too``, the holds of the same transaction), the ledger."""
-    count = await bulk.end_reservations(tx, plan.ended, now_ms)
+    count = await tx.end_each(plan.ended, now_ms)
     assert count == len(plan.ended), "the rows were locked as held"
     deltas = dict(plan.deltas)
     for sku, reserved in (reserved_too or {}).items():
         on_hand_change, reserved_change = deltas.get(sku, (0, 0))
         deltas[sku] = (on_hand_change, reserved_change + reserved)
-    await bulk.move_levels(tx, deltas, now_ms)
-    await bulk.record_movements(tx, plan.movements)
+    await tx.move_levels(deltas, now_ms)
+    await tx.record_movements(plan.movements)

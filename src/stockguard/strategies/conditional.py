@@ -8,6 +8,7 @@ serialises buyers of the same SKU: correct, simple, and as fast as one row lock 
 
 from __future__ import annotations
 
+from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
 from stockguard.stores.sql.store import DuplicateKey
 from stockguard.strategies.base import Strategy
@@ -25,7 +26,7 @@ class ConditionalStrategy(Strategy):
                 for line in request.lines:
                     if not await tx.add_reserved_if_available(line.sku, line.quantity, now_ms):
                         return None
-                reservation = self.store.new_reservation(request, now_ms)
+                reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
                 await tx.insert_reservations([reservation])
                 await tx.commit()
                 return ReserveOutcome(reservation, created=True)

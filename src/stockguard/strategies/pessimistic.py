@@ -22,7 +22,7 @@ class PessimisticStrategy(Strategy):
                 levels = await tx.levels(request.skus, lock=True)
                 domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
                 await tx.add_reserved({line.sku: line.quantity for line in request.lines}, now_ms)
-                reservation = self.store.new_reservation(request, now_ms)
+                reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
                 await tx.insert_reservations([reservation])
                 await tx.commit()
                 return ReserveOutcome(reservation, created=True)

@@ -61,6 +61,8 @@ CLOSE_S_MAX = 5.0
 
 
 class QueueStrategy(Strategy):
+    store: SqlStore
+    memory = False
     name = "queue"
     requires = ("redis",)
 

@@ -67,6 +67,8 @@ AUTOLOAD_RETRY_S = 1.0
 
 
 class RedisStrategy(Strategy):
+    store: SqlStore  # the persister, reconcile and loading read and write SQL tables
+    memory = False
     name = "redis"
     requires = ("redis",)
     write_behind = True

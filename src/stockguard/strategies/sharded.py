@@ -54,8 +54,10 @@ _FALL_BACK = _FallBack()
 _Attempt = ReserveOutcome | _FallBack | domain.StockguardError | None
 
 
-class ShardedStrategy(ShardedWrites, Strategy):
+class ShardedStrategy(Strategy):
+    store: SqlStore  # buckets are SQL tables of their own
     name = "sharded"
+    memory = False
 
     def __init__(
         self,
@@ -73,6 +75,8 @@ class ShardedStrategy(ShardedWrites, Strategy):
                 raise ValueError(f"buckets must be 1-{BUCKETS_MAX}, not {count}")
         self._bucket_counts: dict[str, int] = {}
         """SKUs known to be sharded, with their bucket count (buckets are never removed)."""
+        self.writes = ShardedWrites(store, self._bucket_counts, self.buckets_for)
+        """Confirm, release, expiry and admin edits on buckets (``sharded_writes.py``)."""
 
     def buckets_for(self, sku: str) -> int:
         return self.buckets_by_sku.get(sku, self.buckets_default)
@@ -126,7 +130,7 @@ class ShardedStrategy(ShardedWrites, Strategy):
                         return None
                     taken = filled
                 parts.extend((line.sku, bucket, units) for bucket, units in taken)
-            reservation = self.store.new_reservation(request, now_ms)
+            reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
             await tx.insert_reservations([reservation])
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
             await tx.commit()
@@ -166,16 +170,7 @@ class ShardedStrategy(ShardedWrites, Strategy):
 
     async def _out_of_stock(self, request: ReserveRequest) -> domain.StockguardError:
         levels = {level.sku: level for level in await self.stock(request.skus)}
-        try:
-            short = domain.shortfalls(levels, request.lines)
-        except domain.UnknownSku as unknown:
-            return unknown
-        if not short:  # stock came back between the refusal and this read
-            short = tuple(
-                domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
-                for line in request.lines
-            )
-        return domain.OutOfStock(short)
+        return domain.refusal(levels, request.lines)
 
     # ------------------------------------------------------------------ sharding
 
@@ -208,7 +203,9 @@ class ShardedStrategy(ShardedWrites, Strategy):
         if buckets is not None and not 1 <= buckets <= BUCKETS_MAX:
             raise domain.InvalidInput("buckets", f"must be 1-{BUCKETS_MAX}")
         await self.shard([sku])
-        level = await self._set(sku, lambda current: current.on_hand, None, "", grow_to=buckets)
+        level = await self.writes.set(
+            sku, lambda current: current.on_hand, None, "", grow_to=buckets
+        )
         self.counters["sharded_rebalances"] += 1
         return level
 
@@ -219,11 +216,20 @@ class ShardedStrategy(ShardedWrites, Strategy):
             levels = await b.totals(tx, skus)
         return [levels[sku] for sku in sorted(levels)]
 
+    async def confirm(self, reservation_id: str) -> domain.Reservation:
+        return await self.writes.confirm(reservation_id)
+
+    async def release(self, reservation_id: str) -> domain.Reservation:
+        return await self.writes.release(reservation_id)
+
+    async def expire_due(self) -> int:
+        return await self.writes.expire_due()
+
     async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> Level:
-        return await self._set(sku, lambda _: on_hand, expected_on_hand, "set", create=True)
+        return await self.writes.set(sku, lambda _: on_hand, expected_on_hand, "set", create=True)
 
     async def adjust(self, sku: str, delta: int, reason: str) -> Level:
-        return await self._set(sku, lambda current: current.on_hand + delta, None, reason)
+        return await self.writes.set(sku, lambda current: current.on_hand + delta, None, reason)
 
     async def create_product(self, spec: ProductSpec) -> Product:
         product = await self.store.create_product(spec)

@@ -12,30 +12,29 @@ workload: a few requests a run ran out of retries).
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from stockguard import domain
 from stockguard.domain import Movement, Reservation, Status, StockLevel
 from stockguard.stores.sql import buckets as b
-from stockguard.stores.sql import bulk
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import EXPIRE_BATCH_MAX, DuplicateKey, SqlStore
 from stockguard.stores.sql.tx import Tx
 
-if TYPE_CHECKING:
-    from collections import Counter
-
 
 class ShardedWrites:
-    store: SqlStore
-    counters: Counter[str]
-    _bucket_counts: dict[str, int]
+    """The writes of a sharded SKU besides reserve; the strategy holds one (composition:
+    every dependency is passed in, none is assumed from a class it is mixed into)."""
 
-    def buckets_for(self, sku: str) -> int:
-        raise NotImplementedError
+    def __init__(
+        self, store: SqlStore, bucket_counts: dict[str, int], buckets_for: Callable[[str], int]
+    ) -> None:
+        self.store = store
+        self.bucket_counts = bucket_counts
+        """Shared with the strategy: SKUs known to be sharded, with their bucket count."""
+        self.buckets_for = buckets_for
+        """How many buckets a SKU sharded from now on gets."""
 
     # ------------------------------------------------------------------ transitions
 
@@ -52,18 +51,11 @@ class ShardedWrites:
                 found = await tx.reservation(reservation_id, lock=True)
                 if found is None:
                     raise domain.ReservationNotFound(reservation_id)
-                if found.status is Status.HELD and now_ms >= found.expires_at_ms:
-                    # Past expiry by the database clock: it ends as expired, whatever was asked.
-                    await self._end_held(tx, found, Status.EXPIRED, now_ms)
+                ending = domain.ending(found, target, now_ms)  # docs/design.md#one-clock
+                if ending.writes is not None:
+                    await self._end_held(tx, found, ending.writes, now_ms)
                     await tx.commit()
-                    if target is Status.CONFIRMED:
-                        raise domain.ReservationExpired(reservation_id)
-                    return dataclasses.replace(found, status=Status.EXPIRED)
-                if not domain.check_transition(found, target, now_ms):
-                    return found
-                await self._end_held(tx, found, target, now_ms)
-                await tx.commit()
-                return dataclasses.replace(found, status=target)
+                return ending.result()
 
         return await self.store.run(work)
 
@@ -103,7 +95,7 @@ class ShardedWrites:
             # lines), so a confirm holding the row while it waits for that bucket deadlocks.
             await b.add(tx, {key: (-q, -q) for key, q in on_buckets.items()})
             await b.lock_levels(tx, list(quantities))  # the ledger sees one on_hand at a time
-            await bulk.move_levels(tx, {sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
+            await tx.move_levels({sku: (-q, -q) for sku, q in on_rows.items() if q}, now_ms)
         else:
             await b.add(tx, {key: (0, -q) for key, q in on_buckets.items()})
             await tx.add_reserved({sku: -q for sku, q in on_rows.items() if q}, now_ms)
@@ -133,7 +125,7 @@ class ShardedWrites:
 
     # ------------------------------------------------------------------ admin edits
 
-    async def _set(
+    async def set(
         self,
         sku: str,
         on_hand_of: Callable[[StockLevel], int],
@@ -198,5 +190,5 @@ class ShardedWrites:
             level, count = await self.store.run(work)
         except DuplicateKey:  # created concurrently by another admin: now it exists
             level, count = await self.store.run(work)
-        self._bucket_counts[sku] = count
+        self.bucket_counts[sku] = count
         return level

@@ -1,3 +1,5 @@
+-- Mirrors stockguard.domain.ending(reservation, CONFIRMED, now) (domain/rules.py):
+-- past expiry it writes expired and Python refuses the confirm; else held -> confirmed.
 -- Paid: a held reservation's units leave on_hand and reserved. Past its expiry (Redis
 -- clock) it ends as expired instead, whatever the sweeper has done so far.
 -- KEYS: 1 load marker, 2 reservation key, 3 due index, 4 event stream

@@ -1,3 +1,4 @@
+-- The sweep side of stockguard.domain.ending: a held reservation past expiry ends expired.
 -- Ends up to ARGV[3] held reservations whose expiry has passed by Redis's clock.
 -- KEYS: 1 load marker, 2 due index, 3 event stream
 -- ARGV: 1 reservation key prefix, 2 stock key prefix, 3 batch limit,

@@ -235,6 +235,8 @@ class RedisHolds:
 
 
 def replay_or_conflict(earlier: Reservation, request: ReserveRequest) -> ReserveOutcome:
-    if earlier.same_request(request.lines):
-        return ReserveOutcome(earlier, created=False)
-    raise domain.IdempotencyConflict(request.order_id, earlier.id)
+    """``domain.replay_or_conflict``, raising the conflict (reserve.lua answered 'known')."""
+    answer = domain.replay_or_conflict(earlier, request)
+    if isinstance(answer, domain.IdempotencyConflict):
+        raise answer
+    return answer

@@ -19,6 +19,9 @@ Redis load it belongs to (a reload starts a new epoch; a persister of the old on
 and the last persisted entry must still be in the stream — if Redis lost it (restart from
 an older AOF or none), Redis is behind SQL, so the persister deletes the load marker and
 every script refuses until ``stockguard reconcile`` reloads Redis from SQL.
+
+Over 350 lines on purpose: the lease, the read loop and the batch transaction keep the
+exactly-once argument above in one place (the event-to-row mapping is in sql_apply.py).
 """
 
 from __future__ import annotations

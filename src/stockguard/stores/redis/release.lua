@@ -1,3 +1,5 @@
+-- Mirrors stockguard.domain.ending(reservation, RELEASED, now) (domain/rules.py):
+-- past expiry it writes expired, else held -> released; terminal states write nothing.
 -- Not paid: a held reservation's units become available again. Past its expiry it ends
 -- as expired (the units come back either way; the status tells the truth).
 -- KEYS: 1 load marker, 2 reservation key, 3 due index, 4 event stream

@@ -8,7 +8,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local earlier = redis.call('GET', KEYS[2])
 if earlier then
-  -- Same order again: Python compares the lines (replay or conflict).
+  -- Same order again: Python decides with stockguard.domain.replay_or_conflict.
   return {'known', earlier, redis.call('HGETALL', ARGV[6] .. earlier)}
 end
 local skus, qtys = {}, {}

@@ -6,13 +6,15 @@ workload: a strategy's own view of what it did is exactly what must not be trust
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard.domain import Status
+from stockguard.stores.contract import Store
+from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.store import SqlStore
 
@@ -86,12 +88,15 @@ async def _bucket_violations(connection: AsyncConnection) -> list[str]:
     return violations
 
 
-async def audit(store: SqlStore) -> AuditReport:
-    report = AuditReport()
+async def audit(store: Store) -> AuditReport:
+    """Checks I1-I4 on the tables of ``store`` (a ``MemoryStore`` gives its sums)."""
+    if isinstance(store, MemoryStore):
+        return judge(*store.audit_sums())
+    assert isinstance(store, SqlStore)
     async with store.transaction(read_only=True) as tx:
         c = tx.connection
         levels = await stock_totals(c)
-        report.violations.extend(await _bucket_violations(c))
+        bucket_violations = await _bucket_violations(c)
         held: dict[str, int] = dict(
             (
                 await c.execute(
@@ -134,8 +139,25 @@ async def audit(store: SqlStore) -> AuditReport:
                 )
             ).all()
         )
+    totals = {sku: (row.on_hand, row.reserved) for sku, row in levels.items()}
+    report = judge(totals, held, ledger, sold_lines, sales)
+    report.violations[:0] = bucket_violations
+    return report
+
+
+def judge(
+    levels: Mapping[str, tuple[int, int]],
+    held: Mapping[str, int],
+    ledger: Mapping[str, int],
+    sold_lines: Mapping[str, int],
+    sales: Mapping[str, int],
+) -> AuditReport:
+    """I1-I4 from the sums every store can give: (on_hand, reserved) per SKU, held lines,
+    the ledger, confirmed lines and sales per SKU (``MemoryStore.audit_sums`` too)."""
+    report = AuditReport()
     report.skus = len(levels)
-    for sku, row in sorted(levels.items()):
+    for sku, (on_hand, reserved) in sorted(levels.items()):
+        row = Totals(on_hand, reserved)
         if row.reserved < 0 or row.reserved > row.on_hand:
             report.violations.append(f"I1 {sku}: reserved {row.reserved}, on_hand {row.on_hand}")
             report.oversold_units += max(row.reserved - row.on_hand, 0)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 import importlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+if TYPE_CHECKING:
+    from stockguard.stores.sql.tx import Tx
 
 POOL_SIZE_DEFAULT = 20
 POOL_TIMEOUT_S = 10.0
@@ -51,6 +54,13 @@ class Backend:
 
     def classify(self, error: BaseException) -> Failure:
         raise NotImplementedError
+
+    def tx(self, connection: AsyncConnection) -> Tx:
+        """The transaction API on ``connection``: a backend with faster batch statements
+        returns its own ``Tx`` subclass (``postgres.PostgresTx``)."""
+        from stockguard.stores.sql.tx import Tx
+
+        return Tx(connection, self)
 
     def describe(self) -> str:
         """The URL without its password, for logs and reports."""

@@ -1,8 +1,9 @@
-"""The SQL store: transactions (the unit of work) and the operations every strategy shares.
+"""The SQL store: the session (a transaction is the unit of work; retries; driver errors
+classified per backend) and the read queries of the admin listings.
 
-Strategies differ only in how they serialise *holding* stock. Confirm, release, expiry and
-admin edits are relative updates on rows the transaction has locked (or, on SQLite, on a
-database it has locked), so they are correct under any reservation strategy and live here.
+The use cases every store shares (confirm, release, expiry, admin edits) are in
+``stores/operations.py``, written against the transaction API (``tx.py``); the
+statements a transaction runs are in ``tx.py`` (and ``postgres.PostgresTx``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -26,13 +25,18 @@ from stockguard import domain
 from stockguard.domain import (
     Movement,
     Product,
-    ProductSpec,
     Reservation,
     Status,
     StockLevel,
     Variant,
 )
-from stockguard.stores.sql import bulk
+from stockguard.stores.contract import DuplicateKey, RetryableConflict
+from stockguard.stores.operations import (
+    EXPIRE_BATCH_MAX,
+    StoreOperations,
+    filter_text,
+    parse_cursor,
+)
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.backend import Backend, Failure, backend_for
 from stockguard.stores.sql.tx import Tx, reservation_filters
@@ -41,26 +45,15 @@ T = TypeVar("T")
 
 RETRY_MAX = 5
 """Attempts for a transaction the database rolled back whole (deadlock, serialization)."""
-EXPIRE_BATCH_MAX = 1_000
 LIST_LIMIT_MAX = 500
-SEQ_MAX = 2**63 - 1
-"""The largest ``seq`` a BIGINT holds: a cursor past it names no row and no database
-takes it as a parameter (asyncpg: DataError; SQLite: OverflowError)."""
-FILTER_TEXT_LEN_MAX = max(domain.PRODUCT_NAME_LEN_MAX, domain.ORDER_ID_LEN_MAX)
-_CURSOR = re.compile(r"[0-9]{1,19}")
 
 logger = logging.getLogger("stockguard.store")
 
 
-class DuplicateKey(Exception):
-    """A unique key already existed; the transaction was rolled back."""
+class SqlStore(StoreOperations):
+    """The store on a SQL database: the session (transactions, retries, driver errors
+    classified), the shared use cases (``StoreOperations``) and the listing queries."""
 
-
-class RetryableConflict(Exception):
-    """The database rolled the transaction back to break a deadlock; run it again."""
-
-
-class SqlStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.engine = backend.create_engine()
@@ -110,7 +103,7 @@ class SqlStore:
                     if read_only:
                         connection = await connection.execution_options(stockguard_read_only=True)
                     await connection.begin()
-                    tx = Tx(connection, self.backend)
+                    tx = self.backend.tx(connection)
                     try:
                         yield tx
                     finally:
@@ -167,131 +160,6 @@ class SqlStore:
 
     # ------------------------------------------------------------------ reservations
 
-    async def replay(self, tx: Tx, request: domain.ReserveRequest) -> domain.ReserveOutcome | None:
-        """The earlier answer for this order_id, if any (idempotency)."""
-        earlier = await tx.reservation_by_order(request.order_id)
-        if earlier is None:
-            return None
-        if not earlier.same_request(request.lines):
-            raise domain.IdempotencyConflict(request.order_id, earlier.id)
-        return domain.ReserveOutcome(earlier, created=False)
-
-    async def replay_after_duplicate(self, request: domain.ReserveRequest) -> domain.ReserveOutcome:
-        """Another request with the same order_id committed first: answer as its replay."""
-        async with self.transaction(read_only=True) as tx:
-            outcome = await self.replay(tx, request)
-        assert outcome is not None, "a duplicate order_id must be readable after it committed"
-        return outcome
-
-    async def out_of_stock(self, request: domain.ReserveRequest) -> domain.StockguardError:
-        """The error for a refused request, with every line's shortfall as of now."""
-        async with self.transaction(read_only=True) as tx:
-            levels = await tx.levels(request.skus)
-        try:
-            short = domain.shortfalls(levels, request.lines)
-        except domain.UnknownSku as unknown:
-            return unknown
-        if not short:  # stock came back between the refusal and this read
-            short = tuple(
-                domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
-                for line in request.lines
-            )
-        return domain.OutOfStock(short)
-
-    @staticmethod
-    def new_reservation(request: domain.ReserveRequest, now_ms: int) -> Reservation:
-        return Reservation(
-            id=str(uuid.uuid4()),
-            order_id=request.order_id,
-            customer_id=request.customer_id,
-            status=Status.HELD,
-            lines=request.lines,
-            expires_at_ms=now_ms + request.ttl_s * 1000,
-            created_at_ms=now_ms,
-        )
-
-    async def confirm(self, reservation_id: str) -> Reservation:
-        return await self._end(reservation_id, Status.CONFIRMED)
-
-    async def release(self, reservation_id: str) -> Reservation:
-        return await self._end(reservation_id, Status.RELEASED)
-
-    async def _end(self, reservation_id: str, target: Status) -> Reservation:
-        async def work() -> Reservation:
-            async with self.transaction() as tx:
-                now_ms = await tx.now_ms()
-                found = await tx.reservation(reservation_id, lock=True)
-                if found is None:
-                    raise domain.ReservationNotFound(reservation_id)
-                if found.status is Status.HELD and now_ms >= found.expires_at_ms:
-                    # Past expiry by the database clock: it ends as expired, whatever was asked.
-                    await self._end_held(tx, [found], Status.EXPIRED, now_ms)
-                    await tx.commit()
-                    if target is Status.CONFIRMED:
-                        raise domain.ReservationExpired(reservation_id)
-                    return _with_status(found, Status.EXPIRED)
-                if not domain.check_transition(found, target, now_ms):
-                    return found
-                await self._end_held(tx, [found], target, now_ms)
-                await tx.commit()
-                return _with_status(found, target)
-
-        return await self.run(work)
-
-    async def _end_held(
-        self, tx: Tx, held: Sequence[Reservation], target: Status, now_ms: int
-    ) -> None:
-        ended = await tx.end_reservations([r.id for r in held], target, now_ms)
-        assert ended == len(held), "the rows were locked as held"
-        if target is Status.CONFIRMED:
-            for reservation in held:
-                await tx.sell(reservation.lines, reservation.id, now_ms)
-        else:
-            deltas: dict[str, int] = {}
-            for reservation in held:
-                for line in reservation.lines:
-                    deltas[line.sku] = deltas.get(line.sku, 0) - line.quantity
-            await tx.add_reserved(deltas, now_ms)
-
-    async def expire_due(self, limit: int = EXPIRE_BATCH_MAX) -> int:
-        """Ends every held reservation past its expiry, in batches of ``limit``.
-
-        Each batch: lock due rows (skipping those another sweeper or a confirm holds),
-        mark them expired, then lock their stock rows and lower ``reserved`` by the
-        aggregated amounts in one statement.
-        """
-        assert 1 <= limit <= EXPIRE_BATCH_MAX
-        total = 0
-        while True:
-
-            async def batch() -> int:
-                async with self.transaction() as tx:
-                    now_ms = await tx.now_ms()
-                    ids = await tx.due_reservation_ids(now_ms, limit)
-                    if not ids:
-                        return 0
-                    totals = await tx.held_quantity_by_sku(ids)
-                    ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
-                    assert ended == len(ids), "due rows were locked as held"
-                    # Lock the stock rows in SKU order in one statement, then move them all
-                    # in one more: the hot rows wait on no round trip per SKU in between.
-                    await tx.levels(list(totals), lock=True)
-                    await bulk.add_reserved(tx, {sku: -q for sku, q in totals.items()}, now_ms)
-                    await tx.commit()
-                    return ended
-
-            ended = await self.run(batch)
-            total += ended
-            if ended < limit:
-                return total
-
-    async def get_reservation(self, reservation_id: str) -> Reservation:
-        async with self.transaction(read_only=True) as tx:
-            found = await tx.reservation(reservation_id)
-        if found is None:
-            raise domain.ReservationNotFound(reservation_id)
-        return found
-
     async def list_reservations(
         self,
         *,
@@ -304,10 +172,10 @@ class SqlStore:
     ) -> tuple[list[Reservation], str | None]:
         """Newest first; ``cursor`` is the opaque position returned by the previous page."""
         assert 1 <= limit <= LIST_LIMIT_MAX
-        before = _parse_cursor(cursor)
-        sku = _filter_text(sku, "sku")
-        order_id = _filter_text(order_id, "order_id")
-        customer_id = _filter_text(customer_id, "customer_id")
+        before = parse_cursor(cursor)
+        sku = filter_text(sku, "sku")
+        order_id = filter_text(order_id, "order_id")
+        customer_id = filter_text(customer_id, "customer_id")
         async with self.transaction(read_only=True) as tx:
             rows = (
                 await tx.connection.execute(
@@ -323,18 +191,13 @@ class SqlStore:
 
     # ------------------------------------------------------------------ stock
 
-    async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
-        async with self.transaction(read_only=True) as tx:
-            levels = await tx.levels(skus)
-        return [levels[sku] for sku in sorted(levels)]
-
     async def list_stock(
         self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[StockLevel], str | None]:
         """All SKUs in code order, for admin listings."""
         assert 1 <= limit <= LIST_LIMIT_MAX
-        prefix = _filter_text(prefix, "prefix")
-        cursor = _filter_text(cursor, "cursor")
+        prefix = filter_text(prefix, "prefix")
+        cursor = filter_text(cursor, "cursor")
         query = select(t.stock_levels).order_by(t.stock_levels.c.sku).limit(limit + 1)
         if prefix:
             query = query.where(t.stock_levels.c.sku.startswith(prefix, autoescape=True))
@@ -345,62 +208,12 @@ class SqlStore:
         levels = [StockLevel(r.sku, r.on_hand, r.reserved, r.version) for r in rows[:limit]]
         return levels, (levels[-1].sku if len(rows) > limit else None)
 
-    async def set_on_hand(
-        self, sku: str, on_hand: int, expected_on_hand: int | None = None
-    ) -> StockLevel:
-        """Compare-and-set (docs/design.md#seed-001); creates the SKU if absent and not expected."""
-
-        async def work() -> StockLevel:
-            async with self.transaction() as tx:
-                now_ms = await tx.now_ms()
-                current = (await tx.levels([sku], lock=True)).get(sku)
-                if current is None:
-                    if expected_on_hand is not None:
-                        raise domain.UnknownSku([sku])
-                    await tx.insert_levels({sku: on_hand}, now_ms)
-                    await tx.record_movements(
-                        [Movement(now_ms, sku, on_hand, on_hand, "created", None)]
-                    )
-                else:
-                    domain.check_on_hand_change(current, on_hand, expected_on_hand)
-                    if on_hand == current.on_hand:
-                        return current
-                    await tx.write_on_hand(sku, on_hand, now_ms)
-                    await tx.record_movements(
-                        [Movement(now_ms, sku, on_hand - current.on_hand, on_hand, "set", None)]
-                    )
-                after = (await tx.levels([sku]))[sku]
-                await tx.commit()
-                return after
-
-        try:
-            return await self.run(work)
-        except DuplicateKey:  # created concurrently by another admin: now it exists
-            return await self.run(work)
-
-    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
-        async def work() -> StockLevel:
-            async with self.transaction() as tx:
-                now_ms = await tx.now_ms()
-                current = (await tx.levels([sku], lock=True)).get(sku)
-                if current is None:
-                    raise domain.UnknownSku([sku])
-                on_hand = current.on_hand + delta
-                domain.check_on_hand_change(current, on_hand, None)
-                await tx.write_on_hand(sku, on_hand, now_ms)
-                await tx.record_movements([Movement(now_ms, sku, delta, on_hand, reason, None)])
-                after = (await tx.levels([sku]))[sku]
-                await tx.commit()
-                return after
-
-        return await self.run(work)
-
     async def movements(
         self, sku: str, *, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[Movement], str | None]:
         """A SKU's ledger, newest first."""
         assert 1 <= limit <= LIST_LIMIT_MAX
-        before = _parse_cursor(cursor)
+        before = parse_cursor(cursor)
         query = (
             select(t.stock_movements)
             .where(t.stock_movements.c.sku == sku)
@@ -421,48 +234,6 @@ class SqlStore:
 
     # ------------------------------------------------------------------ products
 
-    async def create_product(self, spec: ProductSpec) -> Product:
-        product_id = str(uuid.uuid4())
-        skus = [v.sku for v in spec.variants]
-        try:
-            async with self.transaction() as tx:
-                taken = await tx.existing_skus(skus)
-                if taken:
-                    raise domain.DuplicateSku(taken)
-                now_ms = await tx.now_ms()
-                await tx.insert_levels({v.sku: v.on_hand for v in spec.variants}, now_ms)
-                await tx.record_movements(
-                    [
-                        Movement(now_ms, v.sku, v.on_hand, v.on_hand, "created", None)
-                        for v in spec.variants
-                    ]
-                )
-                await tx.insert_product(
-                    product_id,
-                    spec.name,
-                    spec.options,
-                    [(v.sku, v.options) for v in spec.variants],
-                    now_ms,
-                )
-                await tx.commit()
-        except DuplicateKey:
-            raise domain.DuplicateSku(skus) from None
-        return await self.get_product(product_id)
-
-    async def get_product(self, product_id: str) -> Product:
-        async with self.transaction(read_only=True) as tx:
-            found = await tx.product_rows(product_id)
-            if found is None:
-                raise domain.ProductNotFound(product_id)
-            name, options, variants = found
-            levels = await tx.levels([sku for sku, _ in variants])
-        return Product(
-            product_id,
-            name,
-            options,
-            tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
-        )
-
     async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
         """Products whose name or one of whose SKUs contains ``search`` (any case), by name.
 
@@ -470,7 +241,7 @@ class SqlStore:
         their variants, their stock), each bounded by ``limit``.
         """
         assert 1 <= limit <= LIST_LIMIT_MAX
-        search = _filter_text(search, "search")
+        search = filter_text(search, "search")
         query = select(t.products).order_by(t.products.c.name, t.products.c.id).limit(limit)
         if search:
             needle = search.lower()
@@ -514,7 +285,7 @@ class SqlStore:
     ) -> list[StockLevel]:
         """SKUs that belong to no product (made by ``set_on_hand``), in code order."""
         assert 1 <= limit <= LIST_LIMIT_MAX
-        search = _filter_text(search, "search")
+        search = filter_text(search, "search")
         query = (
             select(t.stock_levels)
             .where(t.stock_levels.c.sku.not_in(select(t.product_variants.c.sku)))
@@ -530,18 +301,6 @@ class SqlStore:
         return [StockLevel(r.sku, r.on_hand, r.reserved, r.version) for r in rows]
 
 
-def _with_status(reservation: Reservation, status: Status) -> Reservation:
-    return Reservation(
-        reservation.id,
-        reservation.order_id,
-        reservation.customer_id,
-        status,
-        reservation.lines,
-        reservation.expires_at_ms,
-        reservation.created_at_ms,
-    )
-
-
 async def _discard(connection: AsyncConnection, error: BaseException) -> None:
     """Invalidates ``connection``: the pool closes it instead of taking it back."""
     try:
@@ -554,19 +313,4 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def _parse_cursor(cursor: str | None) -> int | None:
-    """A page cursor: the ``seq`` of a row, as ASCII digits (``str.isdigit`` also takes
-    "²", which ``int`` refuses), no larger than the signed 64-bit column can hold."""
-    if cursor is None:
-        return None
-    if _CURSOR.fullmatch(cursor) is None or int(cursor) > SEQ_MAX:
-        raise domain.InvalidInput("cursor", "is not a cursor this service returned")
-    return int(cursor)
-
-
-def _filter_text(value: str | None, field_name: str) -> str | None:
-    """A text filter, refused when it holds what no stored value can (control characters:
-    PostgreSQL refuses NUL outright) or is longer than any stored value."""
-    if not value:
-        return value  # None: no filter; "": matches nothing, as before
-    return domain.validate_filter_text(value, field_name, FILTER_TEXT_LEN_MAX)
+__all__ = ["EXPIRE_BATCH_MAX", "DuplicateKey", "RetryableConflict", "SqlStore"]

@@ -1,0 +1,153 @@
+"""Limits, the reservation lifecycle and the value types (docs/design.md#vocabulary)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Limits (docs/design.md#limits). Every input is checked against these before any write.
+SKU_LEN_MAX = 64
+LINES_MAX = 100
+QUANTITY_MAX = 1_000_000
+TTL_S_MIN = 1
+TTL_S_MAX = 86_400
+TTL_S_DEFAULT = 900
+ORDER_ID_LEN_MAX = 128
+CUSTOMER_ID_LEN_MAX = 128
+ON_HAND_MAX = 10**12
+REASON_LEN_MAX = 200
+PRODUCT_NAME_LEN_MAX = 200
+OPTION_AXES_MAX = 8
+OPTION_VALUES_MAX = 100
+OPTION_TEXT_LEN_MAX = 64
+VARIANTS_MAX = 1_000
+ID_LEN_MAX = 64
+"""Reservation and product ids (ours are 36-character UUIDs)."""
+PAGE_LIMIT_MAX = 500
+"""Rows one page of a listing may hold."""
+PAGE_LIMIT_DEFAULT = 50
+CURSOR_DIGITS_MAX = 18
+"""Page cursors are row sequence numbers: 18 digits always fit a signed 64-bit column."""
+STOCK_QUERY_SKUS_MAX = 100
+"""SKUs one stock query may name."""
+
+TEXT_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+"""Characters no SKU, id or text may hold, as a regex class body (the same in Python,
+JSON Schema and pydantic's regex dialects): C0 and C1 controls (NUL, newline, U+0085)
+and the bidirectional overrides and isolates (U+202E would show ``ABC<RLO>DEF`` as
+``ABCFED`` on the admin page and in a shop's back office)."""
+_CONTROL_CHARS = re.compile(f"[{TEXT_FORBIDDEN}]")
+
+
+class Status(enum.StrEnum):
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not Status.HELD
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    sku: str
+    on_hand: int
+    reserved: int
+    version: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    order_id: str
+    customer_id: str | None
+    status: Status
+    lines: tuple[Line, ...]
+    expires_at_ms: int
+    created_at_ms: int
+
+    def same_request(self, lines: Sequence[Line]) -> bool:
+        """An order_id replay is the same request when it asks for the same lines."""
+        return sorted(self.lines, key=_by_sku) == sorted(lines, key=_by_sku)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """A validated reservation request: lines sorted by SKU (the lock order)."""
+
+    order_id: str
+    lines: tuple[Line, ...]
+    ttl_s: int
+    customer_id: str | None = None
+
+    @property
+    def skus(self) -> tuple[str, ...]:
+        return tuple(line.sku for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    reservation: Reservation
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    at_ms: int
+    sku: str
+    delta: int
+    on_hand_after: int
+    reason: str
+    reservation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    sku: str
+    options: Mapping[str, str]
+    on_hand: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSpec:
+    """A validated product: option axes and one variant (one SKU) per combination."""
+
+    name: str
+    options: Mapping[str, tuple[str, ...]]
+    variants: tuple[VariantSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    sku: str
+    options: Mapping[str, str]
+    stock: StockLevel
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    options: Mapping[str, tuple[str, ...]]
+    variants: tuple[Variant, ...] = field(default=())
+
+
+def _by_sku(line: Line) -> str:
+    return line.sku

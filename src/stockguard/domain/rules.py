@@ -1,0 +1,220 @@
+"""The decisions on stock and reservations: pure functions of values, no I/O.
+
+Every store and strategy calls these on rows its transaction has read (locked, where the
+backend locks rows), then writes exactly what they decide; the Redis Lua scripts mirror
+``replay_or_conflict`` and ``ending`` and name them in a comment
+(docs/design.md#reservation-lifecycle, docs/design.md#idempotency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from stockguard.domain.errors import (
+    BelowReserved,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidState,
+    OutOfStock,
+    ReservationExpired,
+    Shortfall,
+    StockChanged,
+    StockguardError,
+    UnknownSku,
+)
+from stockguard.domain.model import (
+    ON_HAND_MAX,
+    Line,
+    Reservation,
+    ReserveOutcome,
+    ReserveRequest,
+    Status,
+    StockLevel,
+)
+
+
+def shortfalls(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> tuple[Shortfall, ...]:
+    """Every line that the given stock cannot fill; empty when the whole request fits."""
+    missing = [line.sku for line in lines if line.sku not in levels]
+    if missing:
+        raise UnknownSku(missing)
+    return tuple(
+        Shortfall(line.sku, line.quantity, max(levels[line.sku].available, 0))
+        for line in lines
+        if levels[line.sku].available < line.quantity
+    )
+
+
+def hold(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> dict[str, StockLevel]:
+    """The stock after holding ``lines``, all or nothing (raises OutOfStock)."""
+    line_tuple = tuple(lines)
+    short = shortfalls(levels, line_tuple)
+    if short:
+        raise OutOfStock(short)
+    after = dict(levels)
+    _take(after, line_tuple)
+    return after
+
+
+def _take(levels: dict[str, StockLevel], lines: Iterable[Line]) -> None:
+    """Moves ``lines`` into ``reserved``, in place; the caller checked that they fit."""
+    for line in lines:
+        level = levels[line.sku]
+        levels[line.sku] = StockLevel(
+            level.sku, level.on_hand, level.reserved + line.quantity, level.version + 1
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one request of a batch: held (``shortfall`` empty) or refused."""
+
+    request: ReserveRequest
+    shortfall: tuple[Shortfall, ...]
+
+    @property
+    def held(self) -> bool:
+        return not self.shortfall
+
+
+def decide_in_order(
+    levels: Mapping[str, StockLevel], requests: Sequence[ReserveRequest]
+) -> tuple[dict[str, StockLevel], tuple[Decision, ...]]:
+    """Grants requests strictly in arrival order, each all-or-nothing.
+
+    A request that cannot be filled is refused at its turn and the next one in line gets
+    what is left: first come, first served, and no request is starved by a larger one
+    behind it. Unknown SKUs must be filtered out by the caller.
+    """
+    current = dict(levels)
+    decisions: list[Decision] = []
+    for request in requests:
+        # ``hold`` without its exception: a sold-out batch refuses a thousand requests here.
+        short = shortfalls(current, request.lines)
+        if not short:
+            _take(current, request.lines)
+        decisions.append(Decision(request, short))
+    return current, tuple(decisions)
+
+
+def check_transition(reservation: Reservation, target: Status, now_ms: int) -> bool:
+    """Whether moving ``reservation`` to ``target`` must write anything.
+
+    Returns False for a replay (already in ``target``: confirm and release are replay-safe),
+    True when the transition applies, and raises when it is not allowed.
+    """
+    if reservation.status is target:
+        return False
+    if target is Status.RELEASED and reservation.status is Status.EXPIRED:
+        return False  # the stock is already back: what the caller asked for is done
+    if reservation.status.is_terminal:
+        if target is Status.CONFIRMED and reservation.status is Status.EXPIRED:
+            raise ReservationExpired(reservation.id)
+        action = {Status.CONFIRMED: "confirm", Status.RELEASED: "release"}.get(target, "expire")
+        raise InvalidState(reservation.id, reservation.status, action)
+    if target is Status.CONFIRMED and now_ms >= reservation.expires_at_ms:
+        raise ReservationExpired(reservation.id)
+    if target is Status.EXPIRED and now_ms < reservation.expires_at_ms:
+        raise InvalidState(reservation.id, reservation.status, "expire")
+    return True
+
+
+def check_on_hand_change(
+    current: StockLevel, on_hand_new: int, expected_on_hand: int | None
+) -> None:
+    """An admin write applies only to the stock the admin saw (docs/design.md#seed-001)."""
+    if expected_on_hand is not None and current.on_hand != expected_on_hand:
+        raise StockChanged(current, expected_on_hand)
+    if on_hand_new < current.reserved:
+        raise BelowReserved(current, on_hand_new)
+    if on_hand_new > ON_HAND_MAX:
+        raise InvalidInput("on_hand", f"must be at most {ON_HAND_MAX}")
+
+
+# ---------------------------------------------------------------------------- reservations
+
+
+def new_reservation(request: ReserveRequest, reservation_id: str, now_ms: int) -> Reservation:
+    """The hold a granted ``request`` becomes at ``now_ms`` (the store's clock), under the
+    id the caller drew: held until ``now_ms + ttl``."""
+    return Reservation(
+        id=reservation_id,
+        order_id=request.order_id,
+        customer_id=request.customer_id,
+        status=Status.HELD,
+        lines=request.lines,
+        expires_at_ms=now_ms + request.ttl_s * 1000,
+        created_at_ms=now_ms,
+    )
+
+
+def replay_or_conflict(
+    earlier: Reservation, request: ReserveRequest
+) -> ReserveOutcome | IdempotencyConflict:
+    """The answer to a request whose order_id is already stored as ``earlier``
+    (docs/design.md#idempotency): the same lines replay the original hold
+    (``created=False``, even after the SKU sold out), other lines are a conflict.
+
+    Returns the error rather than raising it: a batch answers each request on its own.
+    Mirrored by ``stores/redis/reserve.lua`` (it returns the stored hold, Python decides).
+    """
+    if earlier.same_request(request.lines):
+        return ReserveOutcome(earlier, created=False)
+    return IdempotencyConflict(request.order_id, earlier.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What a confirm or release of one reservation decides at ``now_ms``."""
+
+    writes: Status | None
+    """The terminal status the held reservation moves to; None: nothing to write."""
+    answer: Reservation | StockguardError
+    """The reservation as it is afterwards, or the error the caller gets (after the
+    write is committed: a confirm past expiry still ends the hold as expired)."""
+
+    def result(self) -> Reservation:
+        """The answer, raising it when it is an error."""
+        if isinstance(self.answer, StockguardError):
+            raise self.answer
+        return self.answer
+
+
+def ending(reservation: Reservation, target: Status, now_ms: int) -> Ending:
+    """Confirm (``target`` CONFIRMED) or release (RELEASED) ``reservation`` at ``now_ms``.
+
+    A hold past its expiry by the store's clock ends as expired whatever was asked, and a
+    confirm of it is refused (``ReservationExpired``) even if no sweep has run yet
+    (docs/design.md#one-clock); otherwise ``check_transition`` decides (replays write
+    nothing, terminal states refuse). Mirrored by ``stores/redis/confirm.lua`` and
+    ``release.lua``.
+    """
+    if reservation.status is Status.HELD and now_ms >= reservation.expires_at_ms:
+        expired = dataclasses.replace(reservation, status=Status.EXPIRED)
+        if target is Status.CONFIRMED:
+            return Ending(Status.EXPIRED, ReservationExpired(reservation.id))
+        return Ending(Status.EXPIRED, expired)
+    try:
+        changes = check_transition(reservation, target, now_ms)
+    except StockguardError as refused:
+        return Ending(None, refused)
+    if not changes:
+        return Ending(None, reservation)
+    return Ending(target, dataclasses.replace(reservation, status=target))
+
+
+def refusal(levels: Mapping[str, StockLevel], lines: Sequence[Line]) -> StockguardError:
+    """The error for a request the stock refused, with every line's shortfall in ``levels``
+    (read after the refusal): UnknownSku when a SKU is missing, else OutOfStock; if the
+    stock came back meanwhile, every line is named with what is available now."""
+    try:
+        short = shortfalls(levels, lines)
+    except UnknownSku as unknown:
+        return unknown
+    if not short:
+        short = tuple(
+            Shortfall(line.sku, line.quantity, levels[line.sku].available) for line in lines
+        )
+    return OutOfStock(short)

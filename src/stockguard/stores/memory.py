@@ -1,0 +1,425 @@
+"""An in-memory store that keeps the store contract exactly (``stores/contract.py``).
+
+For tests and for trying stockguard without a database: ``Engine.open("memory://")``.
+It implements the same transaction API as the SQL store (``StoreTx``), so the strategies
+that need nothing but that API run on it unchanged (conditional, pessimistic, optimistic,
+coalescing), with the same shared use cases (``stores/operations.py``) and errors.
+
+* Transactions are serialised by one ``asyncio.Lock`` (what SQLite's ``BEGIN IMMEDIATE``
+  does): every lock a SQL transaction could take is held at once, so ``lock=True`` needs
+  nothing more. A transaction works on a copy of the state, swapped in on ``commit()``;
+  without it nothing it wrote is seen (rollback).
+* I1 is checked on every stock write (the SQL schema's ``CHECK``): a write that would
+  leave ``reserved`` outside ``0..on_hand`` raises ``CheckViolation``, a bug.
+* order_ids and SKUs are unique (``DuplicateKey``, as the SQL unique indexes).
+* The clock is injectable (``clock``: epoch milliseconds); expiry uses nothing else.
+* Nothing survives the process (I5 is the SQL stores' job).
+
+Over 350 lines on purpose: the whole transaction API (``MemoryTx``, one method per
+``tx.py`` statement) and the listing queries sit next to each other so that a change to
+the contract is made in one file for the in-memory side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from stockguard import domain
+from stockguard.domain import Line, Movement, Product, Reservation, Status, StockLevel, Variant
+from stockguard.stores.contract import DuplicateKey
+from stockguard.stores.operations import StoreOperations, filter_text, parse_cursor
+
+T = TypeVar("T")
+
+PAGE_MAX = domain.PAGE_LIMIT_MAX
+
+
+class CheckViolation(Exception):
+    """A write would break I1 (``0 <= reserved <= on_hand``): refused, as the CHECK does."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclasses.dataclass(slots=True)
+class _ProductRow:
+    name: str
+    options: dict[str, tuple[str, ...]]
+    variants: list[tuple[str, dict[str, str]]]
+
+
+@dataclasses.dataclass(slots=True)
+class State:
+    """Every table, as plain dictionaries; copied per transaction (shallowly: values are
+    immutable, or replaced rather than changed)."""
+
+    levels: dict[str, StockLevel] = dataclasses.field(default_factory=dict)
+    reservations: dict[str, Reservation] = dataclasses.field(default_factory=dict)
+    by_order: dict[str, str] = dataclasses.field(default_factory=dict)
+    seq: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Reservation id -> insertion sequence (the listing's cursor)."""
+    ended_at_ms: dict[str, int] = dataclasses.field(default_factory=dict)
+    movements: list[tuple[int, Movement]] = dataclasses.field(default_factory=list)
+    products: dict[str, _ProductRow] = dataclasses.field(default_factory=dict)
+    next_seq: int = 1
+
+    def copy(self) -> State:
+        return State(
+            dict(self.levels),
+            dict(self.reservations),
+            dict(self.by_order),
+            dict(self.seq),
+            dict(self.ended_at_ms),
+            list(self.movements),
+            dict(self.products),
+            self.next_seq,
+        )
+
+
+class MemoryTx:
+    """One transaction on a copy of the state (``StoreTx``)."""
+
+    def __init__(self, state: State, clock: Callable[[], int]) -> None:
+        self.state = state
+        self._clock = clock
+        self.committed = False
+
+    async def commit(self) -> None:
+        self.committed = True
+
+    async def now_ms(self) -> int:
+        return self._clock()
+
+    # ------------------------------------------------------------------ stock
+
+    def _put(self, level: StockLevel) -> None:
+        if not 0 <= level.reserved <= level.on_hand:
+            raise CheckViolation(f"{level.sku}: reserved {level.reserved}, on_hand {level.on_hand}")
+        self.state.levels[level.sku] = level
+
+    def _move(self, sku: str, on_hand: int, reserved: int) -> None:
+        level = self.state.levels.get(sku)
+        if level is not None:
+            self._put(
+                StockLevel(
+                    sku, level.on_hand + on_hand, level.reserved + reserved, level.version + 1
+                )
+            )
+
+    async def levels(self, skus: Sequence[str], *, lock: bool = False) -> dict[str, StockLevel]:
+        return {
+            sku: self.state.levels[sku] for sku in sorted(set(skus)) if sku in self.state.levels
+        }
+
+    async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
+        level = self.state.levels.get(sku)
+        if level is None or level.available < quantity:
+            return False
+        self._move(sku, 0, quantity)
+        return True
+
+    async def write_reserved_if_version(
+        self, level: StockLevel, reserved_new: int, now_ms: int
+    ) -> bool:
+        current = self.state.levels.get(level.sku)
+        if current is None or current.version != level.version:
+            return False
+        self._put(StockLevel(level.sku, current.on_hand, reserved_new, level.version + 1))
+        return True
+
+    async def add_reserved(self, deltas: Mapping[str, int], now_ms: int) -> None:
+        for sku in sorted(deltas):
+            if deltas[sku]:
+                self._move(sku, 0, deltas[sku])
+
+    async def move_levels(self, deltas: Mapping[str, tuple[int, int]], now_ms: int) -> None:
+        for sku, (on_hand, reserved) in sorted(deltas.items()):
+            if on_hand or reserved:
+                self._move(sku, on_hand, reserved)
+
+    async def sell(self, lines: Sequence[Line], reservation_id: str, now_ms: int) -> None:
+        for line in sorted(lines, key=lambda line: line.sku):
+            self._move(line.sku, -line.quantity, -line.quantity)
+        await self.record_movements(
+            [
+                Movement(
+                    now_ms,
+                    line.sku,
+                    -line.quantity,
+                    self.state.levels[line.sku].on_hand,
+                    "sale",
+                    reservation_id,
+                )
+                for line in lines
+            ]
+        )
+
+    async def write_on_hand(self, sku: str, on_hand: int, now_ms: int) -> None:
+        level = self.state.levels[sku]
+        self._put(StockLevel(sku, on_hand, level.reserved, level.version + 1))
+
+    async def insert_levels(self, on_hand_by_sku: Mapping[str, int], now_ms: int) -> None:
+        taken = [sku for sku in on_hand_by_sku if sku in self.state.levels]
+        if taken:
+            raise DuplicateKey(f"stock_levels: {taken}")
+        for sku, on_hand in sorted(on_hand_by_sku.items()):
+            self._put(StockLevel(sku, on_hand, 0, 0))
+
+    async def record_movements(self, movements: Sequence[Movement]) -> None:
+        for movement in movements:
+            if movement.delta != 0:
+                self.state.movements.append((self.state.next_seq, movement))
+                self.state.next_seq += 1
+
+    async def existing_skus(self, skus: Sequence[str]) -> set[str]:
+        return {sku for sku in skus if sku in self.state.levels}
+
+    # ------------------------------------------------------------------ reservations
+
+    async def insert_reservations(self, reservations: Sequence[Reservation]) -> None:
+        for r in reservations:
+            if r.order_id in self.state.by_order or r.id in self.state.reservations:
+                raise DuplicateKey(f"reservations: order_id {r.order_id!r}")
+            self.state.reservations[r.id] = r
+            self.state.by_order[r.order_id] = r.id
+            self.state.seq[r.id] = self.state.next_seq
+            self.state.next_seq += 1
+
+    async def reservation(self, reservation_id: str, *, lock: bool = False) -> Reservation | None:
+        return self.state.reservations.get(reservation_id)
+
+    async def reservation_by_order(self, order_id: str) -> Reservation | None:
+        found = self.state.by_order.get(order_id)
+        return None if found is None else self.state.reservations[found]
+
+    async def reservations_by_order(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        return {
+            order_id: self.state.reservations[self.state.by_order[order_id]]
+            for order_id in set(order_ids)
+            if order_id in self.state.by_order
+        }
+
+    async def reservations_by_id(
+        self, reservation_ids: Sequence[str], *, lock: bool = False
+    ) -> dict[str, Reservation]:
+        return {
+            rid: self.state.reservations[rid]
+            for rid in sorted(set(reservation_ids))
+            if rid in self.state.reservations
+        }
+
+    async def due_reservation_ids(self, now_ms: int, limit: int) -> list[str]:
+        due = [
+            r
+            for r in self.state.reservations.values()
+            if r.status is Status.HELD and r.expires_at_ms <= now_ms
+        ]
+        due.sort(key=lambda r: r.expires_at_ms)
+        return [r.id for r in due[:limit]]
+
+    async def end_reservations(self, ids: Sequence[str], status: Status, now_ms: int) -> int:
+        """held -> ``status``, only while still held: a reservation ends once (I4)."""
+        assert status.is_terminal
+        ended = 0
+        for rid in ids:
+            found = self.state.reservations.get(rid)
+            if found is not None and found.status is Status.HELD:
+                self.state.reservations[rid] = dataclasses.replace(found, status=status)
+                self.state.ended_at_ms[rid] = now_ms
+                ended += 1
+        return ended
+
+    async def end_each(self, ended: Mapping[str, Status], now_ms: int) -> int:
+        return sum([await self.end_reservations([rid], s, now_ms) for rid, s in ended.items()])
+
+    async def held_quantity_by_sku(self, ids: Sequence[str]) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for rid in set(ids):
+            for line in self.state.reservations[rid].lines:
+                totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+        return totals
+
+    # ------------------------------------------------------------------ products
+
+    async def insert_product(
+        self,
+        product_id: str,
+        name: str,
+        options: Mapping[str, Sequence[str]],
+        variants: Sequence[tuple[str, Mapping[str, str]]],
+        now_ms: int,
+    ) -> None:
+        if product_id in self.state.products:
+            raise DuplicateKey(f"products: {product_id}")
+        self.state.products[product_id] = _ProductRow(
+            name,
+            {k: tuple(v) for k, v in options.items()},
+            [(sku, dict(opts)) for sku, opts in variants],
+        )
+
+    async def product_rows(
+        self, product_id: str
+    ) -> tuple[str, dict[str, tuple[str, ...]], list[tuple[str, dict[str, str]]]] | None:
+        row = self.state.products.get(product_id)
+        if row is None:
+            return None
+        return row.name, dict(row.options), list(row.variants)
+
+
+class MemoryStore(StoreOperations):
+    """The store contract in process memory; ``clock`` gives the store's time in epoch ms."""
+
+    def __init__(self, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.clock = clock
+        self.state = State()
+        self._lock = asyncio.Lock()
+        self.counters: Counter[str] = Counter()
+
+    @classmethod
+    def open(cls, url: str = "memory://", **options: Any) -> MemoryStore:
+        return cls(**options)
+
+    async def migrate(self) -> None:
+        """Nothing to migrate: the tables are dictionaries."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[MemoryTx]:
+        async with self._lock:
+            tx = MemoryTx(self.state.copy(), self.clock)
+            try:
+                yield tx
+            finally:  # committed, then raised (a confirm past expiry): the commit stands
+                if tx.committed and not read_only:
+                    self.state = tx.state
+
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        return await work()  # transactions never conflict: they run one at a time
+
+    # ------------------------------------------------------------------ read queries
+
+    async def list_reservations(
+        self,
+        *,
+        status: Status | None = None,
+        sku: str | None = None,
+        order_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Reservation], str | None]:
+        """Newest first; the cursor is the ``seq`` of the last row of the previous page."""
+        before = parse_cursor(cursor)
+        sku = filter_text(sku, "sku")
+        order_id = filter_text(order_id, "order_id")
+        customer_id = filter_text(customer_id, "customer_id")
+        state = self.state
+        rows = sorted(
+            (
+                r
+                for r in state.reservations.values()
+                if (status is None or r.status is status)
+                and (order_id is None or r.order_id == order_id)
+                and (customer_id is None or r.customer_id == customer_id)
+                and (sku is None or any(line.sku == sku for line in r.lines))
+                and (before is None or state.seq[r.id] < before)
+            ),
+            key=lambda r: -state.seq[r.id],
+        )
+        page = rows[:limit]
+        return page, (str(state.seq[page[-1].id]) if len(rows) > limit else None)
+
+    async def list_stock(
+        self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[StockLevel], str | None]:
+        prefix = filter_text(prefix, "prefix")
+        cursor = filter_text(cursor, "cursor")
+        levels = [
+            level
+            for sku, level in sorted(self.state.levels.items())
+            if (not prefix or sku.startswith(prefix)) and (not cursor or sku > cursor)
+        ]
+        page = levels[:limit]
+        return page, (page[-1].sku if len(levels) > limit else None)
+
+    async def movements(
+        self, sku: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Movement], str | None]:
+        before = parse_cursor(cursor)
+        if sku not in self.state.levels:
+            raise domain.UnknownSku([sku])
+        rows = [
+            (seq, m)
+            for seq, m in reversed(self.state.movements)
+            if m.sku == sku and (before is None or seq < before)
+        ]
+        page = rows[:limit]
+        return [m for _, m in page], (str(page[-1][0]) if len(rows) > limit else None)
+
+    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
+        needle = (filter_text(search, "search") or "").lower()
+        found = sorted(
+            (
+                (row.name, product_id, row)
+                for product_id, row in self.state.products.items()
+                if not needle
+                or needle in row.name.lower()
+                or any(needle in sku.lower() for sku, _ in row.variants)
+            ),
+            key=lambda item: (item[0], item[1]),
+        )[:limit]
+        return [
+            Product(
+                product_id,
+                row.name,
+                dict(row.options),
+                tuple(Variant(sku, opts, self.state.levels[sku]) for sku, opts in row.variants),
+            )
+            for _, product_id, row in found
+        ]
+
+    async def list_standalone_stock(
+        self, *, search: str | None = None, limit: int = 100
+    ) -> list[StockLevel]:
+        in_products = {sku for row in self.state.products.values() for sku, _ in row.variants}
+        needle = (filter_text(search, "search") or "").lower()
+        return [
+            level
+            for sku, level in sorted(self.state.levels.items())
+            if sku not in in_products and (not needle or needle in sku.lower())
+        ][:limit]
+
+    # ------------------------------------------------------------------ audit
+
+    def audit_sums(
+        self,
+    ) -> tuple[
+        dict[str, tuple[int, int]], dict[str, int], dict[str, int], dict[str, int], dict[str, int]
+    ]:
+        """(on_hand, reserved) per SKU, held lines, ledger, confirmed lines and sales per
+        SKU: what ``stores/sql/audit.py`` reads from the tables."""
+        state = self.state
+        held: Counter[str] = Counter()
+        sold_lines: Counter[str] = Counter()
+        for r in state.reservations.values():
+            target = held if r.status is Status.HELD else sold_lines
+            if r.status in (Status.HELD, Status.CONFIRMED):
+                for line in r.lines:
+                    target[line.sku] += line.quantity
+        ledger: Counter[str] = Counter()
+        sales: Counter[str] = Counter()
+        for _, m in state.movements:
+            ledger[m.sku] += m.delta
+            if m.reason == "sale":
+                sales[m.sku] -= m.delta
+        levels = {sku: (lv.on_hand, lv.reserved) for sku, lv in state.levels.items()}
+        return levels, dict(held), dict(ledger), dict(sold_lines), dict(sales)

@@ -1,0 +1,271 @@
+"""The use cases every store shares, written against the transaction API alone.
+
+Strategies differ only in how they serialise *holding* stock. Confirm, release, expiry and
+admin edits are relative updates on rows the transaction has locked (or, on SQLite, on a
+database it has locked), so they are correct under any reservation strategy and live here,
+once for every store (``SqlStore``, ``MemoryStore``): each store brings its session (how a
+transaction is opened, retried and classified) and its read queries for listings.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
+from stockguard import domain
+from stockguard.domain import (
+    Movement,
+    Product,
+    ProductSpec,
+    Reservation,
+    Status,
+    StockLevel,
+    Variant,
+)
+from stockguard.stores.contract import DuplicateKey, StoreTx
+
+T = TypeVar("T")
+
+EXPIRE_BATCH_MAX = 1_000
+SEQ_MAX = 2**63 - 1
+"""The largest ``seq`` a BIGINT holds: a cursor past it names no row and no database
+takes it as a parameter (asyncpg: DataError; SQLite: OverflowError)."""
+FILTER_TEXT_LEN_MAX = max(domain.PRODUCT_NAME_LEN_MAX, domain.ORDER_ID_LEN_MAX)
+_CURSOR = re.compile(r"[0-9]{1,19}")
+
+
+class StoreOperations:
+    """The shared use cases; a store subclasses this and provides the session below."""
+
+    counters: Counter[str]
+
+    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[StoreTx]:
+        """A transaction that rolls back unless the body calls ``tx.commit()``."""
+        raise NotImplementedError
+
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``work`` again when the store rolled it back to break a deadlock."""
+        raise NotImplementedError
+
+    def new_id(self) -> str:
+        """A new reservation or product id (``domain.new_reservation`` takes it)."""
+        return str(uuid.uuid4())
+
+    async def replay(
+        self, tx: StoreTx, request: domain.ReserveRequest
+    ) -> domain.ReserveOutcome | None:
+        """The earlier answer for this order_id, if any (idempotency)."""
+        earlier = await tx.reservation_by_order(request.order_id)
+        if earlier is None:
+            return None
+        answer = domain.replay_or_conflict(earlier, request)
+        if isinstance(answer, domain.IdempotencyConflict):
+            raise answer
+        return answer
+
+    async def replay_after_duplicate(self, request: domain.ReserveRequest) -> domain.ReserveOutcome:
+        """Another request with the same order_id committed first: answer as its replay."""
+        async with self.transaction(read_only=True) as tx:
+            outcome = await self.replay(tx, request)
+        assert outcome is not None, "a duplicate order_id must be readable after it committed"
+        return outcome
+
+    async def out_of_stock(self, request: domain.ReserveRequest) -> domain.StockguardError:
+        """The error for a refused request, with every line's shortfall as of now."""
+        async with self.transaction(read_only=True) as tx:
+            levels = await tx.levels(request.skus)
+        return domain.refusal(levels, request.lines)
+
+    async def confirm(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.CONFIRMED)
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return await self._end(reservation_id, Status.RELEASED)
+
+    async def _end(self, reservation_id: str, target: Status) -> Reservation:
+        async def work() -> Reservation:
+            async with self.transaction() as tx:
+                now_ms = await tx.now_ms()
+                found = await tx.reservation(reservation_id, lock=True)
+                if found is None:
+                    raise domain.ReservationNotFound(reservation_id)
+                ending = domain.ending(found, target, now_ms)  # docs/design.md#one-clock
+                if ending.writes is not None:
+                    await self._end_held(tx, [found], ending.writes, now_ms)
+                    await tx.commit()
+                return ending.result()
+
+        return await self.run(work)
+
+    async def _end_held(
+        self, tx: StoreTx, held: Sequence[Reservation], target: Status, now_ms: int
+    ) -> None:
+        ended = await tx.end_reservations([r.id for r in held], target, now_ms)
+        assert ended == len(held), "the rows were locked as held"
+        if target is Status.CONFIRMED:
+            for reservation in held:
+                await tx.sell(reservation.lines, reservation.id, now_ms)
+        else:
+            deltas: dict[str, int] = {}
+            for reservation in held:
+                for line in reservation.lines:
+                    deltas[line.sku] = deltas.get(line.sku, 0) - line.quantity
+            await tx.add_reserved(deltas, now_ms)
+
+    async def expire_due(self, limit: int = EXPIRE_BATCH_MAX) -> int:
+        """Ends every held reservation past its expiry, in batches of ``limit``.
+
+        Each batch: lock due rows (skipping those another sweeper or a confirm holds),
+        mark them expired, then lock their stock rows and lower ``reserved`` by the
+        aggregated amounts in one statement.
+        """
+        assert 1 <= limit <= EXPIRE_BATCH_MAX
+        total = 0
+        while True:
+
+            async def batch() -> int:
+                async with self.transaction() as tx:
+                    now_ms = await tx.now_ms()
+                    ids = await tx.due_reservation_ids(now_ms, limit)
+                    if not ids:
+                        return 0
+                    totals = await tx.held_quantity_by_sku(ids)
+                    ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
+                    assert ended == len(ids), "due rows were locked as held"
+                    # Lock the stock rows in SKU order in one statement, then move them all
+                    # in one more: the hot rows wait on no round trip per SKU in between.
+                    await tx.levels(list(totals), lock=True)
+                    await tx.move_levels({sku: (0, -q) for sku, q in totals.items()}, now_ms)
+                    await tx.commit()
+                    return ended
+
+            ended = await self.run(batch)
+            total += ended
+            if ended < limit:
+                return total
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        async with self.transaction(read_only=True) as tx:
+            found = await tx.reservation(reservation_id)
+        if found is None:
+            raise domain.ReservationNotFound(reservation_id)
+        return found
+
+    async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
+        async with self.transaction(read_only=True) as tx:
+            levels = await tx.levels(skus)
+        return [levels[sku] for sku in sorted(levels)]
+
+    async def set_on_hand(
+        self, sku: str, on_hand: int, expected_on_hand: int | None = None
+    ) -> StockLevel:
+        """Compare-and-set (docs/design.md#seed-001); creates the SKU if absent and not expected."""
+
+        async def work() -> StockLevel:
+            async with self.transaction() as tx:
+                now_ms = await tx.now_ms()
+                current = (await tx.levels([sku], lock=True)).get(sku)
+                if current is None:
+                    if expected_on_hand is not None:
+                        raise domain.UnknownSku([sku])
+                    await tx.insert_levels({sku: on_hand}, now_ms)
+                    await tx.record_movements(
+                        [Movement(now_ms, sku, on_hand, on_hand, "created", None)]
+                    )
+                else:
+                    domain.check_on_hand_change(current, on_hand, expected_on_hand)
+                    if on_hand == current.on_hand:
+                        return current
+                    await tx.write_on_hand(sku, on_hand, now_ms)
+                    await tx.record_movements(
+                        [Movement(now_ms, sku, on_hand - current.on_hand, on_hand, "set", None)]
+                    )
+                after = (await tx.levels([sku]))[sku]
+                await tx.commit()
+                return after
+
+        try:
+            return await self.run(work)
+        except DuplicateKey:  # created concurrently by another admin: now it exists
+            return await self.run(work)
+
+    async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
+        async def work() -> StockLevel:
+            async with self.transaction() as tx:
+                now_ms = await tx.now_ms()
+                current = (await tx.levels([sku], lock=True)).get(sku)
+                if current is None:
+                    raise domain.UnknownSku([sku])
+                on_hand = current.on_hand + delta
+                domain.check_on_hand_change(current, on_hand, None)
+                await tx.write_on_hand(sku, on_hand, now_ms)
+                await tx.record_movements([Movement(now_ms, sku, delta, on_hand, reason, None)])
+                after = (await tx.levels([sku]))[sku]
+                await tx.commit()
+                return after
+
+        return await self.run(work)
+
+    async def create_product(self, spec: ProductSpec) -> Product:
+        product_id = self.new_id()
+        skus = [v.sku for v in spec.variants]
+        try:
+            async with self.transaction() as tx:
+                taken = await tx.existing_skus(skus)
+                if taken:
+                    raise domain.DuplicateSku(taken)
+                now_ms = await tx.now_ms()
+                await tx.insert_levels({v.sku: v.on_hand for v in spec.variants}, now_ms)
+                await tx.record_movements(
+                    [
+                        Movement(now_ms, v.sku, v.on_hand, v.on_hand, "created", None)
+                        for v in spec.variants
+                    ]
+                )
+                await tx.insert_product(
+                    product_id,
+                    spec.name,
+                    spec.options,
+                    [(v.sku, v.options) for v in spec.variants],
+                    now_ms,
+                )
+                await tx.commit()
+        except DuplicateKey:
+            raise domain.DuplicateSku(skus) from None
+        return await self.get_product(product_id)
+
+    async def get_product(self, product_id: str) -> Product:
+        async with self.transaction(read_only=True) as tx:
+            found = await tx.product_rows(product_id)
+            if found is None:
+                raise domain.ProductNotFound(product_id)
+            name, options, variants = found
+            levels = await tx.levels([sku for sku, _ in variants])
+        return Product(
+            product_id,
+            name,
+            options,
+            tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
+        )
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """A page cursor: the ``seq`` of a row, as ASCII digits (``str.isdigit`` also takes
+    "²", which ``int`` refuses), no larger than the signed 64-bit column can hold."""
+    if cursor is None:
+        return None
+    if _CURSOR.fullmatch(cursor) is None or int(cursor) > SEQ_MAX:
+        raise domain.InvalidInput("cursor", "is not a cursor this service returned")
+    return int(cursor)
+
+
+def filter_text(value: str | None, field_name: str) -> str | None:
+    """A text filter, refused when it holds what no stored value can (control characters:
+    PostgreSQL refuses NUL outright) or is longer than any stored value."""
+    if not value:
+        return value  # None: no filter; "": matches nothing, as before
+    return domain.validate_filter_text(value, field_name, FILTER_TEXT_LEN_MAX)
