@@ -1,5 +1,5 @@
 """The SQL store: the session (a transaction is the unit of work; retries; driver errors
-classified per backend) and the read queries of the admin listings.
+classified per backend); the read queries of the listings are in ``views.py``.
 
 The use cases every store shares (confirm, release, expiry, admin edits) are in
 ``stores/operations.py``, written against the transaction API (``tx.py``); the
@@ -9,7 +9,6 @@ statements a transaction runs are in ``tx.py`` (and ``postgres.PostgresTx``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -18,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard import domain
@@ -28,31 +26,28 @@ from stockguard.domain import (
     Reservation,
     Status,
     StockLevel,
-    Variant,
 )
 from stockguard.stores.contract import DuplicateKey, RetryableConflict
 from stockguard.stores.operations import (
     EXPIRE_BATCH_MAX,
     StoreOperations,
-    filter_text,
-    parse_cursor,
 )
-from stockguard.stores.sql import schema as t
+from stockguard.stores.sql import views
 from stockguard.stores.sql.backend import Backend, Failure, backend_for
-from stockguard.stores.sql.tx import Tx, reservation_filters
+from stockguard.stores.sql.tx import Tx
 
 T = TypeVar("T")
 
 RETRY_MAX = 5
 """Attempts for a transaction the database rolled back whole (deadlock, serialization)."""
-LIST_LIMIT_MAX = 500
 
 logger = logging.getLogger("stockguard.store")
 
 
 class SqlStore(StoreOperations):
     """The store on a SQL database: the session (transactions, retries, driver errors
-    classified), the shared use cases (``StoreOperations``) and the listing queries."""
+    classified), the shared use cases (``StoreOperations``), and the listing queries
+    of ``views.py`` under the contract's names."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -158,7 +153,8 @@ class SqlStore(StoreOperations):
                     ) from conflict
         raise AssertionError("unreachable")
 
-    # ------------------------------------------------------------------ reservations
+    # ------------------------------------------------------------------ read queries
+    # The listing queries are in views.py; these keep the ``Store`` contract's names.
 
     async def list_reservations(
         self,
@@ -170,135 +166,33 @@ class SqlStore(StoreOperations):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Reservation], str | None]:
-        """Newest first; ``cursor`` is the opaque position returned by the previous page."""
-        assert 1 <= limit <= LIST_LIMIT_MAX
-        before = parse_cursor(cursor)
-        sku = filter_text(sku, "sku")
-        order_id = filter_text(order_id, "order_id")
-        customer_id = filter_text(customer_id, "customer_id")
-        async with self.transaction(read_only=True) as tx:
-            rows = (
-                await tx.connection.execute(
-                    select(t.reservations)
-                    .where(reservation_filters(status, sku, order_id, customer_id, before))
-                    .order_by(t.reservations.c.seq.desc())
-                    .limit(limit + 1)
-                )
-            ).all()
-            items = await tx.reservations_from_rows(rows[:limit])
-        next_cursor = str(rows[limit - 1].seq) if len(rows) > limit else None
-        return items, next_cursor
-
-    # ------------------------------------------------------------------ stock
+        return await views.list_reservations(
+            self,
+            status=status,
+            sku=sku,
+            order_id=order_id,
+            customer_id=customer_id,
+            limit=limit,
+            cursor=cursor,
+        )
 
     async def list_stock(
         self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[StockLevel], str | None]:
-        """All SKUs in code order, for admin listings."""
-        assert 1 <= limit <= LIST_LIMIT_MAX
-        prefix = filter_text(prefix, "prefix")
-        cursor = filter_text(cursor, "cursor")
-        query = select(t.stock_levels).order_by(t.stock_levels.c.sku).limit(limit + 1)
-        if prefix:
-            query = query.where(t.stock_levels.c.sku.startswith(prefix, autoescape=True))
-        if cursor:
-            query = query.where(t.stock_levels.c.sku > cursor)
-        async with self.transaction(read_only=True) as tx:
-            rows = (await tx.connection.execute(query)).all()
-        levels = [StockLevel(r.sku, r.on_hand, r.reserved, r.version) for r in rows[:limit]]
-        return levels, (levels[-1].sku if len(rows) > limit else None)
+        return await views.list_stock(self, prefix=prefix, limit=limit, cursor=cursor)
 
     async def movements(
         self, sku: str, *, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[Movement], str | None]:
-        """A SKU's ledger, newest first."""
-        assert 1 <= limit <= LIST_LIMIT_MAX
-        before = parse_cursor(cursor)
-        query = (
-            select(t.stock_movements)
-            .where(t.stock_movements.c.sku == sku)
-            .order_by(t.stock_movements.c.seq.desc())
-            .limit(limit + 1)
-        )
-        if before is not None:
-            query = query.where(t.stock_movements.c.seq < before)
-        async with self.transaction(read_only=True) as tx:
-            if not await tx.existing_skus([sku]):
-                raise domain.UnknownSku([sku])
-            rows = (await tx.connection.execute(query)).all()
-        items = [
-            Movement(r.at_ms, r.sku, r.delta, r.on_hand_after, r.reason, r.reservation_id)
-            for r in rows[:limit]
-        ]
-        return items, (str(rows[limit - 1].seq) if len(rows) > limit else None)
-
-    # ------------------------------------------------------------------ products
+        return await views.movements(self, sku, limit=limit, cursor=cursor)
 
     async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
-        """Products whose name or one of whose SKUs contains ``search`` (any case), by name.
-
-        For the admin page: three queries whatever the number of products (products,
-        their variants, their stock), each bounded by ``limit``.
-        """
-        assert 1 <= limit <= LIST_LIMIT_MAX
-        search = filter_text(search, "search")
-        query = select(t.products).order_by(t.products.c.name, t.products.c.id).limit(limit)
-        if search:
-            needle = search.lower()
-            query = query.where(
-                or_(
-                    func.lower(t.products.c.name).contains(needle, autoescape=True),
-                    t.products.c.id.in_(
-                        select(t.product_variants.c.product_id).where(
-                            func.lower(t.product_variants.c.sku).contains(needle, autoescape=True)
-                        )
-                    ),
-                )
-            )
-        async with self.transaction(read_only=True) as tx:
-            rows = (await tx.connection.execute(query)).all()
-            if not rows:
-                return []
-            variant_rows = (
-                await tx.connection.execute(
-                    select(t.product_variants)
-                    .where(t.product_variants.c.product_id.in_([row.id for row in rows]))
-                    .order_by(t.product_variants.c.product_id, t.product_variants.c.position)
-                )
-            ).all()
-            levels = await tx.levels([v.sku for v in variant_rows])
-        variants: dict[str, list[Variant]] = {row.id: [] for row in rows}
-        for v in variant_rows:
-            variants[v.product_id].append(Variant(v.sku, json.loads(v.options_json), levels[v.sku]))
-        return [
-            Product(
-                row.id,
-                row.name,
-                {k: tuple(vs) for k, vs in json.loads(row.options_json).items()},
-                tuple(variants[row.id]),
-            )
-            for row in rows
-        ]
+        return await views.list_products(self, search=search, limit=limit)
 
     async def list_standalone_stock(
         self, *, search: str | None = None, limit: int = 100
     ) -> list[StockLevel]:
-        """SKUs that belong to no product (made by ``set_on_hand``), in code order."""
-        assert 1 <= limit <= LIST_LIMIT_MAX
-        search = filter_text(search, "search")
-        query = (
-            select(t.stock_levels)
-            .where(t.stock_levels.c.sku.not_in(select(t.product_variants.c.sku)))
-            .order_by(t.stock_levels.c.sku)
-            .limit(limit)
-        )
-        if search:
-            query = query.where(
-                func.lower(t.stock_levels.c.sku).contains(search.lower(), autoescape=True)
-            )
-        async with self.transaction(read_only=True) as tx:
-            rows = (await tx.connection.execute(query)).all()
-        return [StockLevel(r.sku, r.on_hand, r.reserved, r.version) for r in rows]
+        return await views.list_standalone_stock(self, search=search, limit=limit)
 
 
 async def _discard(connection: AsyncConnection, error: BaseException) -> None:
