@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from stockguard import strategies
 from stockguard.bench import report
-from stockguard.bench.runner import Plan, RunResult, backend_name, default_strategies, run_plan
+from stockguard.bench.runner import (
+    ADMISSION_SUFFIX,
+    Plan,
+    RunResult,
+    backend_name,
+    default_strategies,
+    run_plan,
+)
 from stockguard.bench.workloads import WORKLOADS, WorkloadSpec
+from stockguard.stores.sql.backend import backend_for
 
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = Console(stderr=True)
+"""Tables and progress, on stderr (stdout is for --json). Its width is the terminal's, or
+COLUMNS when set; piped without COLUMNS, 100 (the tables are made to fit in it)."""
 PROGRESS_EVERY_S = 0.1
+PLAIN_PROGRESS_EVERY_S = 10.0
+"""Piped (stderr not a terminal), progress is plain lines: one per run started and
+finished, and one every this many seconds during a long run."""
+PIPED_WIDTH = 100
 
 
 def bench(
@@ -146,11 +164,14 @@ def bench(
     plan = Plan(urls, chosen, workloads, modes, spec, redis, pool_size, gc_freeze)
     given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     command = " ".join(["stockguard bench", *(shlex.quote(arg) for arg in given)])
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH
     results = asyncio.run(_run_with_progress(plan, json_output))
 
     console.print(report.results_table(results))
     if report_dir is not None:
-        page = report.write_report(report_dir, results, command)
+        facts = report.machine() | asyncio.run(_database_versions(urls))
+        page = report.write_report(report_dir, results, command, facts)
         console.print(f"report: {page}")
     if markdown_file is not None:
         report.update_markdown(markdown_file, results, command)
@@ -165,7 +186,29 @@ def bench(
         raise typer.Exit(1)
 
 
+async def _database_versions(urls: list[str]) -> dict[str, str]:
+    """Each server's own version string, for the report's header; SQLite's is in
+    :func:`report.machine` already. A server that does not answer is left out."""
+    versions: dict[str, str] = {}
+    for url in dict.fromkeys(urls):
+        backend = backend_for(url)
+        if backend.name == "sqlite":
+            continue
+        engine = create_async_engine(backend.url, pool_size=1)
+        try:
+            async with asyncio.timeout(5), engine.connect() as connection:
+                version = (await connection.execute(text("SELECT version()"))).scalar_one()
+            versions[backend.name] = str(version).split(" on ")[0]  # PostgreSQL: no compiler
+        except Exception as error:  # a header line, never a reason to fail the bench
+            versions[backend.name] = f"unknown ({type(error).__name__})"
+        finally:
+            await engine.dispose()
+    return versions
+
+
 async def _run_with_progress(plan: Plan, json_output: bool) -> list[RunResult]:
+    if not console.is_terminal:
+        return await _run_with_plain_progress(plan, json_output)
     done = [0]
     runs = plan.runs()
     with Progress(
@@ -210,3 +253,46 @@ async def _run_with_progress(plan: Plan, json_output: bool) -> list[RunResult]:
             return await run_plan(plan, done, finished)
         finally:
             ticker.cancel()
+
+
+async def _run_with_plain_progress(plan: Plan, json_output: bool) -> list[RunResult]:
+    """Progress as plain lines on stderr, for logs and pipes (no cursor movement)."""
+    done = [0]
+    runs = plan.runs()
+    steps = iter(enumerate(runs, 1))
+    current = [""]
+    started = [time.monotonic()]
+
+    def say(line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    def begin() -> None:
+        step = next(steps, None)
+        if step is not None:
+            n, (url, workload, strategy, admission) = step
+            name = strategy + (ADMISSION_SUFFIX if admission else "")
+            current[0] = f"{n}/{len(runs)} {workload} {name} on {backend_name(url)}"
+            started[0] = time.monotonic()
+            say(f"{current[0]}: {plan.spec.requests_of(workload):,} requests")
+
+    def finished(result: RunResult) -> None:
+        if json_output:
+            typer.echo(report.json_lines([result]))
+        verdict = "ok" if result.ok else f"FAILED (oversold {result.oversold})"
+        say(
+            f"{current[0]}: done in {time.monotonic() - started[0]:.1f} s, "
+            f"{result.throughput_per_s:,.0f} req/s, {verdict}"
+        )
+        begin()
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(PLAIN_PROGRESS_EVERY_S)
+            say(f"{current[0]}: {done[0]:,} answered")
+
+    begin()
+    ticker = asyncio.create_task(tick())
+    try:
+        return await run_plan(plan, done, finished)
+    finally:
+        ticker.cancel()
