@@ -96,10 +96,12 @@ class ReserveRequest:
     lines: tuple[Line, ...]
     ttl_s: int
     customer_id: str | None = None
+    skus: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The lines' SKUs in lock order, made once: admission reads them several times per
+    request (caps, the sold-out marks, the fast path's look-up)."""
 
-    @property
-    def skus(self) -> tuple[str, ...]:
-        return tuple(line.sku for line in self.lines)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skus", tuple(line.sku for line in self.lines))
 
 
 @dataclass(frozen=True, slots=True)
