@@ -4,6 +4,9 @@ The HTML report (``--report DIR``) holds, per backend and workload, three plots 
 with matplotlib: latency by arrival order per strategy (docs/design.md#seed-002's staircase: one
 transaction per buyer the N-th buyer waits N transactions), latency percentiles, and
 throughput per strategy. ``results.json`` and ``results.md`` beside it hold the numbers.
+
+Long (~470 lines) because it renders one result set three ways (terminal, Markdown,
+HTML with plots) and the three must name the same fields; kept together so they do.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``stockguard loadtest [URL]``: one command from set-up to audit (docs/loadtest.md)."""
+"""``stockguard loadtest [URL]``: one command from set-up to audit (docs/loadtest.md).
+
+Long (~380 lines) because it is only options: every scenario's knobs with the help
+text ``--help`` shows. The work is in ``plan``, ``run``, ``audit`` and ``summary``.
+"""
 
 from __future__ import annotations
 

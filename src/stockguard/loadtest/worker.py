@@ -8,6 +8,10 @@ it sends the rest and the reservations it was granted, for the audit.
 
 The hot path per request is: build bytes, write, parse the status line and length, append
 four numbers. Nothing is decoded as JSON except the id of a granted hold.
+
+Long (~430 lines) because the four user models (fixed VUs, ramping VUs, fixed buyers,
+open arrival rate) share one loop of connection handling and sampling; split, each would
+copy it.
 """
 
 from __future__ import annotations
