@@ -90,18 +90,39 @@ StrategyOption = Annotated[
 
 
 @app.command()
-def migrate(db: DbOption = DEFAULT_DATABASE_URL) -> None:
-    """Apply every schema migration to the database (safe to run again)."""
+def migrate(
+    db: DbOption = DEFAULT_DATABASE_URL,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing: exit 0 if the database is at this version's schema, 1 if "
+            "it needs migrating (for deploy pipelines).",
+        ),
+    ] = False,
+) -> None:
+    """Apply every schema migration to the database (safe to run again, and from several
+    hosts at once: the first migrates, the others wait for it and find nothing to do)."""
+    from stockguard.stores.migrations import current_revision, head_revision
 
-    async def run() -> None:
+    async def run() -> str | None:
         store = SqlStore.open(db)
         try:
-            await store.migrate()
+            if not check:
+                await store.migrate()
+            return await current_revision(store)
         finally:
             await store.close()
 
-    asyncio.run(run())
-    console.print(f"[green]migrated[/green] {SqlStore.open(db).backend.describe()}")
+    where = SqlStore.open(db).backend.describe()
+    current, head = asyncio.run(run()), head_revision()
+    if check:
+        if current != head:
+            console.print(f"[yellow]needs migrating[/yellow] {where}: at {current}, head {head}")
+            raise typer.Exit(1)
+        console.print(f"[green]up to date[/green] {where}: at {head}")
+        return
+    console.print(f"[green]migrated[/green] {where}: at {current}")
 
 
 @app.command("audit")

@@ -2,6 +2,13 @@
 
 The same revisions apply to SQLite, PostgreSQL and MariaDB; alembic runs synchronously,
 so it is handed the async engine's connection through ``run_sync``.
+
+Many hosts may start ``serve`` at once on one empty database: each migrates first, so the
+upgrade takes a database-wide lock before it reads the schema's revision, and the hosts
+after the first find it at head and do nothing. PostgreSQL: a transaction-scoped advisory
+lock (its DDL is transactional too). MariaDB: a named ``GET_LOCK`` held by the session
+until released (its DDL commits as it goes). SQLite: the ``BEGIN IMMEDIATE`` every
+stockguard transaction starts with is already the database's one write lock.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 if TYPE_CHECKING:
@@ -26,9 +36,46 @@ def _config(connection: Connection) -> Config:
     return config
 
 
+LOCK_NAME = "stockguard_migrate"
+LOCK_KEY = 0x73746B67  # "stkg": the advisory lock key, one per database
+LOCK_WAIT_S = 600
+"""How long a host waits for another's migration before giving up (MariaDB's GET_LOCK)."""
+
+
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
+    backend = store.backend.name
+
     def run(connection: Connection) -> None:
-        command.upgrade(_config(connection), revision)
+        if backend == "postgres":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        elif backend == "mysql":
+            got = connection.execute(
+                text("SELECT GET_LOCK(:name, :wait_s)"), {"name": LOCK_NAME, "wait_s": LOCK_WAIT_S}
+            ).scalar()
+            if got != 1:
+                raise RuntimeError(f"another host held the migration lock for {LOCK_WAIT_S} s")
+        try:
+            command.upgrade(_config(connection), revision)
+        finally:
+            if backend == "mysql":
+                connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
 
     async with store.engine.begin() as connection:
         await connection.run_sync(run)
+
+
+def head_revision() -> str | None:
+    """The newest revision this version of stockguard ships."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+async def current_revision(store: SqlStore) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with store.engine.connect() as connection:
+        return await connection.run_sync(read)
