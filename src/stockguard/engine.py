@@ -303,10 +303,17 @@ class Engine:
             ),
         )
 
-    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
-        """Products whose name or a SKU contains ``search`` (any case), with live stock."""
+    async def list_products(
+        self, *, search: str | None = None, limit: int = 50, after: str | None = None
+    ) -> list[Product]:
+        """Products whose name or a SKU contains ``search`` (any case), by name then id,
+        with live stock; ``after``: the id of the last product of the previous page."""
         products = await self.store.list_products(
-            search=search, limit=domain.validate_page_limit(limit)
+            search=search,
+            limit=domain.validate_page_limit(limit),
+            after=None
+            if after is None
+            else domain.validate_filter_text(after, "cursor", domain.ID_LEN_MAX),
         )
         live = {
             level.sku: level

@@ -145,7 +145,8 @@ async def test_list_products_by_name_with_search_and_limit(api: Api) -> None:
     answer = await api.client.get("/v1/products")
     assert answer.status_code == 200, answer.text
     page = answer.json()
-    assert set(page) == {"items"}
+    assert set(page) == {"items", "next_cursor"}
+    assert page["next_cursor"] is None  # 3 products, a page of 50
     assert [p["name"] for p in page["items"]] == ["Cap", "Mug", "Tee"]
     tee = page["items"][2]
     assert {v["sku"]: (v["on_hand"], v["reserved"], v["available"]) for v in tee["variants"]} == {
@@ -164,6 +165,30 @@ async def test_list_products_by_name_with_search_and_limit(api: Api) -> None:
     assert await names(limit=2) == ["Cap", "Mug"]
 
 
+async def test_list_products_pages_with_a_cursor_through_every_product_once(api: Api) -> None:
+    """Keyset paging by name then id: same names are ordered by id, and every product is
+    seen exactly once however the pages fall."""
+    for n in range(7):
+        variants = [{"sku": f"P-{n}", "options": {}, "on_hand": 1}]
+        await _create(api, "Twin" if n % 2 else f"Item {n}", variants=variants)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):  # bounded: 7 products in pages of 2 take 4 pages
+        params: dict[str, object] = {"limit": 2}
+        if cursor is not None:
+            params["cursor"] = cursor
+        answer = await api.client.get("/v1/products", params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        seen += [p["id"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    everything = (await api.client.get("/v1/products")).json()["items"]
+    assert seen == [p["id"] for p in everything]
+    assert len(seen) == len(set(seen)) == 7
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -173,7 +198,10 @@ async def test_list_products_by_name_with_search_and_limit(api: Api) -> None:
         {"limit": 0},
         {"limit": 501},
         {"limit": "ten"},
-        {"cursor": "1"},  # no cursor (yet): an unknown parameter, not ignored
+        {"cursor": "no-such-product"},  # a cursor names a product of an earlier page
+        {"cursor": "a\x00b"},
+        {"cursor": "x" * 65},
+        {"page": "2"},  # unknown parameters are refused, not ignored
     ],
 )
 async def test_list_products_refuses_bad_parameters(api: Api, params: dict[str, object]) -> None:

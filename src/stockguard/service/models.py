@@ -59,6 +59,8 @@ def _text(length_max: int) -> object:
 Sku = Annotated[str, _text(SKU_LEN_MAX)]
 OrderId = Annotated[str, _text(ORDER_ID_LEN_MAX)]
 CustomerId = Annotated[str, _text(CUSTOMER_ID_LEN_MAX)]
+ProductCursor = Annotated[str, _text(domain.ID_LEN_MAX)]
+"""The ``next_cursor`` a product page handed out: the last product's id."""
 OptionText = Annotated[str, _text(OPTION_TEXT_LEN_MAX)]
 ProductSearch = Annotated[str, _text(PRODUCT_NAME_LEN_MAX)]
 """Part of a product's name or of one of its SKUs (a SKU is never longer than a name)."""
@@ -312,6 +314,7 @@ class ProductPage(BaseModel):
     """The first ``limit`` products by name (then id) that match the search."""
 
     items: list[ProductOut]
+    next_cursor: str | None
 
 
 class ShortfallOut(BaseModel):

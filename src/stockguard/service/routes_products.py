@@ -16,7 +16,13 @@ from stockguard.domain import (
 )
 from stockguard.service.deps import EngineDep, IdPath
 from stockguard.service.errors import STORE_KINDS, declared
-from stockguard.service.models import ProductIn, ProductOut, ProductPage, ProductSearch
+from stockguard.service.models import (
+    ProductCursor,
+    ProductIn,
+    ProductOut,
+    ProductPage,
+    ProductSearch,
+)
 
 api_router = APIRouter(tags=["products"])
 admin_router = APIRouter(tags=["products"])
@@ -60,13 +66,23 @@ async def get_product(product_id: IdPath, engine: EngineDep) -> ProductOut:
     responses=declared("invalid-input", *STORE_KINDS),
     summary="Products by name, with live stock per variant; search by name or SKU",
     description="The first `limit` products by name (then id) whose name or one of whose "
-    "SKUs contains `search`, in any case. There is no cursor yet: narrow the search to "
-    "reach a product past the first page.",
+    "SKUs contains `search`, in any case. A full page carries `next_cursor`: send it back "
+    "as `cursor` for the products that follow.",
 )
 async def list_products(
     engine: EngineDep,
     search: Annotated[ProductSearch | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+    cursor: Annotated[
+        ProductCursor | None,
+        Query(
+            description="The `next_cursor` of the previous page (a product id); a cursor "
+            "that names no product is refused with 422."
+        ),
+    ] = None,
 ) -> ProductPage:
-    products = await engine.list_products(search=search, limit=limit)
-    return ProductPage(items=[ProductOut.of(product) for product in products])
+    products = await engine.list_products(search=search, limit=limit, after=cursor)
+    return ProductPage(
+        items=[ProductOut.of(product) for product in products],
+        next_cursor=products[-1].id if len(products) == limit else None,
+    )

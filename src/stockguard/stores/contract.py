@@ -144,7 +144,7 @@ class Store(Protocol):
         self, sku: str, *, limit: int = 50, cursor: str | None = None
     ) -> tuple[list[Movement], str | None]: ...
     async def list_products(
-        self, *, search: str | None = None, limit: int = 50
+        self, *, search: str | None = None, limit: int = 50, after: str | None = None
     ) -> list[Product]: ...
     async def list_standalone_stock(
         self, *, search: str | None = None, limit: int = 100

@@ -365,15 +365,25 @@ class MemoryStore(StoreOperations):
         page = rows[:limit]
         return [m for _, m in page], (str(page[-1][0]) if len(rows) > limit else None)
 
-    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
+    async def list_products(
+        self, *, search: str | None = None, limit: int = 50, after: str | None = None
+    ) -> list[Product]:
         needle = (filter_text(search, "search") or "").lower()
+        start: tuple[str, str] | None = None
+        if after is not None:
+            if after not in self.state.products:
+                raise domain.InvalidInput("cursor", "names no product")
+            start = (self.state.products[after].name, after)
         found = sorted(
             (
                 (row.name, product_id, row)
                 for product_id, row in self.state.products.items()
-                if not needle
-                or needle in row.name.lower()
-                or any(needle in sku.lower() for sku, _ in row.variants)
+                if (
+                    not needle
+                    or needle in row.name.lower()
+                    or any(needle in sku.lower() for sku, _ in row.variants)
+                )
+                and (start is None or (row.name, product_id) > start)
             ),
             key=lambda item: (item[0], item[1]),
         )[:limit]

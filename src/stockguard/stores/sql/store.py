@@ -186,8 +186,10 @@ class SqlStore(StoreOperations):
     ) -> tuple[list[Movement], str | None]:
         return await views.movements(self, sku, limit=limit, cursor=cursor)
 
-    async def list_products(self, *, search: str | None = None, limit: int = 50) -> list[Product]:
-        return await views.list_products(self, search=search, limit=limit)
+    async def list_products(
+        self, *, search: str | None = None, limit: int = 50, after: str | None = None
+    ) -> list[Product]:
+        return await views.list_products(self, search=search, limit=limit, after=after)
 
     async def list_standalone_stock(
         self, *, search: str | None = None, limit: int = 100

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from stockguard import domain
 from stockguard.domain import Movement, Product, Reservation, Status, StockLevel, Variant
@@ -96,9 +96,11 @@ async def movements(
 
 
 async def list_products(
-    store: SqlStore, *, search: str | None = None, limit: int = 50
+    store: SqlStore, *, search: str | None = None, limit: int = 50, after: str | None = None
 ) -> list[Product]:
-    """Products whose name or one of whose SKUs contains ``search`` (any case), by name.
+    """Products whose name or one of whose SKUs contains ``search`` (any case), by name,
+    then id; with ``after`` (a product id) the ones that follow it in that order (keyset
+    paging: a page is as cheap at the end of the catalogue as at its start).
 
     For the admin page: three queries whatever the number of products (products,
     their variants, their stock), each bounded by ``limit``.
@@ -106,6 +108,21 @@ async def list_products(
     assert 1 <= limit <= LIST_LIMIT_MAX
     search = filter_text(search, "search")
     query = select(t.products).order_by(t.products.c.name, t.products.c.id).limit(limit)
+    if after is not None:
+        async with store.transaction(read_only=True) as tx:
+            name = (
+                await tx.connection.execute(
+                    select(t.products.c.name).where(t.products.c.id == after)
+                )
+            ).scalar_one_or_none()
+        if name is None:
+            raise domain.InvalidInput("cursor", "names no product")
+        query = query.where(
+            or_(
+                t.products.c.name > name,
+                and_(t.products.c.name == name, t.products.c.id > after),
+            )
+        )
     if search:
         needle = search.lower()
         query = query.where(
