@@ -1,6 +1,6 @@
 """`stockguard serve --workers 2` with the redis and queue strategies, end to end.
 
-Two uvicorn worker processes share one keyspace (``STOCKGUARD_REDIS_PREFIX``): each runs
+Two granian worker processes share one keyspace (``STOCKGUARD_REDIS_PREFIX``): each runs
 a persister (redis) or partition workers (queue), one active at a time by lease. Buyers
 race over HTTP; after a graceful stop the SQL tables alone must hold exactly what was
 answered, and audit clean.
