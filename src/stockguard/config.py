@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     previous answer), else it is closed: idle and slowloris sockets hold nothing."""
     body_read_s_max: float = Field(default=10.0, gt=0, le=TIMEOUT_S_MAX)
     """A request's body must arrive within this long, else 408 and the connection closes."""
+    audit_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    """Seconds between live audits of I1-I4 in each process (``GET /v1/audit``); 0 turns
+    them off. A pass reads a few indexed aggregates per table in one snapshot."""
     access_log: bool = False
     """One line per request on stdout (in ``log_format``, with its request id). Off by
     default: at thousands of requests a second the line costs more than the reservation

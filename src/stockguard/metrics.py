@@ -68,6 +68,17 @@ HTTP_IN_FLIGHT = Gauge(
     "HTTP requests being answered right now (summed over live workers)",
     multiprocess_mode="livesum",
 )
+AUDITS = Counter(
+    "stockguard_audits_total",
+    "Live invariant audits by outcome (ok, violations, failed)",
+    ["outcome"],
+)
+INVARIANT_VIOLATIONS = Gauge(
+    "stockguard_invariant_violations",
+    "Violations the last live audit found, by invariant (I1-I4, buckets): must be 0",
+    ["invariant"],
+    multiprocess_mode="max",
+)
 SWEEPS = Counter(
     "stockguard_expiry_sweeps_total",
     "Background expiry sweeps by outcome (ok, failed)",

@@ -28,11 +28,13 @@ from stockguard.engine import Engine
 from stockguard.service import (
     docs,
     errors,
+    routes_audit,
     routes_ops,
     routes_products,
     routes_reservations,
     routes_stock,
 )
+from stockguard.service.auditor import Auditor
 from stockguard.service.auth import Tokens, require_admin, require_api
 from stockguard.service.deps import reject_unknown_query
 from stockguard.service.errors import AUTH_KINDS_ADMIN, AUTH_KINDS_API, declared
@@ -115,7 +117,7 @@ def create_app(
         if settings.api_token is not None
         else {"dependencies": [strict_query]}
     )
-    for module in (routes_reservations, routes_stock, routes_products):
+    for module in (routes_reservations, routes_stock, routes_products, routes_audit):
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)
     app.include_router(routes_ops.router)  # probes may add parameters of their own
@@ -148,12 +150,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.strategy_events = metrics.StrategyEventMirror(engine.strategy_name, engine.events)
     sweeper = Sweeper(engine, settings.sweep_interval_s, app.state.strategy_events)
     sweeper.start()
+    auditor = app.state.auditor = Auditor(engine, settings.audit_interval_s)
+    auditor.start()
     if given is None:
         heap.settle()  # start-up is over: the collector as a long-running server wants it
     try:
         yield
     finally:
         try:
+            await auditor.stop()
             await sweeper.stop()
         finally:
             if given is None:

@@ -93,7 +93,7 @@ async def audit(store: Store) -> AuditReport:
     if isinstance(store, MemoryStore):
         return judge(*store.audit_sums())
     assert isinstance(store, SqlStore)
-    async with store.transaction(read_only=True) as tx:
+    async with store.transaction(read_only=True, snapshot=True) as tx:
         c = tx.connection
         levels = await stock_totals(c)
         bucket_violations = await _bucket_violations(c)

@@ -73,8 +73,15 @@ class SqlStore(StoreOperations):
     # ------------------------------------------------------------------ transactions
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(
+        self, *, read_only: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[Tx]:
         """A transaction that rolls back unless the body calls ``tx.commit()``.
+
+        ``snapshot``: every statement reads the same snapshot (REPEATABLE READ on
+        PostgreSQL and MariaDB; a SQLite read transaction is one already). The audit reads
+        several tables while sales go on: at READ COMMITTED a hold committed between two
+        of its statements would show as a violation that is not there.
 
         Driver errors come out typed: DuplicateKey, RetryableConflict, or StoreUnavailable
         for anything that says the database cannot answer now. Callers queue for a
@@ -97,6 +104,10 @@ class SqlStore(StoreOperations):
                 try:
                     if read_only:
                         connection = await connection.execution_options(stockguard_read_only=True)
+                    if snapshot and self.backend.name != "sqlite":
+                        connection = await connection.execution_options(
+                            isolation_level="REPEATABLE READ"
+                        )
                     await connection.begin()
                     tx = self.backend.tx(connection)
                     try:
