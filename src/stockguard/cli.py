@@ -25,6 +25,7 @@ from stockguard.config import Settings, settings_markdown
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
 from stockguard.loadtest.command import command as loadtest
 from stockguard.service import admin_token, server, startup
+from stockguard.stores.redis.keys import PREFIX_DEFAULT
 from stockguard.stores.sql.audit import AuditReport, audit
 from stockguard.stores.sql.store import SqlStore
 
@@ -365,7 +366,7 @@ PrefixOption = Annotated[
 def reconcile(
     redis: RedisOption,
     db: DbOption = DEFAULT_DATABASE_URL,
-    prefix: PrefixOption = "stockguard",
+    prefix: PrefixOption = PREFIX_DEFAULT,
     repair: Annotated[
         bool,
         typer.Option(
@@ -410,7 +411,7 @@ def reconcile(
 def persist(
     redis: RedisOption,
     db: DbOption = DEFAULT_DATABASE_URL,
-    prefix: PrefixOption = "stockguard",
+    prefix: PrefixOption = PREFIX_DEFAULT,
     until_idle: Annotated[
         bool,
         typer.Option(

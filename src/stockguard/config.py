@@ -42,6 +42,7 @@ from pydantic_settings import (
 from stockguard import admission, strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.engine import DEFAULT_DATABASE_URL
+from stockguard.stores.redis.keys import PREFIX_DEFAULT
 
 ENV_PREFIX = "STOCKGUARD_"
 WORKERS_MAX = 64
@@ -53,7 +54,6 @@ CONFIG_ENV = "STOCKGUARD_CONFIG"
 """Names the TOML settings file when ``--config`` does not."""
 SETTINGS_FILE_ENV = "STOCKGUARD_SETTINGS_FILE"
 """Set by ``serve`` for its workers: the resolved settings, readable by the owner only."""
-REDIS_PREFIX_DEFAULT = "stockguard"
 LogFormat = Literal["json", "logfmt"]
 
 _config_file: ContextVar[Path | None] = ContextVar("stockguard_config_file", default=None)
@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     """sqlite:///path.db, postgresql://user@host/db or mysql://user@host/db."""
     redis_url: str | None = None
     """Redis of the redis and queue strategies, e.g. redis://127.0.0.1:6379/0."""
-    redis_prefix: str = Field(default=REDIS_PREFIX_DEFAULT, min_length=1, max_length=64)
+    redis_prefix: str = Field(default=PREFIX_DEFAULT, min_length=1, max_length=64)
     """Key prefix in Redis: every process serving one shop uses the same."""
     strategy: str = strategies.DEFAULT_STRATEGY
     """How concurrent holds on one SKU are serialised (docs/design.md#strategies)."""

@@ -12,16 +12,15 @@ next tick. "Never oversold" is then checked by the running service, not only by 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
 from stockguard import metrics
 from stockguard.engine import Engine
+from stockguard.service.periodic import Periodic
 
 INVARIANTS = ("I1", "I2", "I3", "I4", "buckets")
-STOP_WAIT_S_MAX = 15.0
 
 logger = logging.getLogger("stockguard.audit")
 
@@ -45,30 +44,18 @@ def kind_of(violation: str) -> str:
     return head if head in INVARIANTS else "buckets"
 
 
-class Auditor:
+class Auditor(Periodic):
+    name = "stockguard-auditor"
+
     def __init__(self, engine: Engine, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.engine = engine
-        self.interval_s = interval_s
         self.last: AuditResult | None = None
         self._lock = asyncio.Lock()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self.interval_s > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stockguard-auditor")
-
-    async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S_MAX)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+        if self.interval_s > 0:  # 0: audits only when asked (POST /v1/audit)
+            super().start()
 
     async def run_once(self) -> AuditResult:
         """One pass now (passes never overlap: a second caller waits for the first)."""
@@ -97,14 +84,8 @@ class Auditor:
             self.last = result
             return result
 
-    async def _run(self) -> None:
-        while not await self._stopped_within(self.interval_s):
-            try:
-                await self.run_once()
-            except Exception as error:
-                logger.warning("audit pass failed: %s: %s", type(error).__name__, error)
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return self._stopping.is_set()
+    async def tick(self) -> None:
+        try:
+            await self.run_once()
+        except Exception as error:
+            logger.warning("audit pass failed: %s: %s", type(error).__name__, error)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
-from stockguard import domain
+from stockguard import domain, problems
 from stockguard.problems import PROBLEMS
 from stockguard.service.models import Problem, StockOut
 
@@ -144,8 +144,9 @@ def domain_problem_content(
     if isinstance(error, domain.InvalidInput):
         invalid = [{"field": error.field, "detail": error.reason}]
         return problem_content(error.kind, detail, errors=invalid), {}
-    if isinstance(error, domain.Overloaded | domain.StoreUnavailable):
-        return problem_content(error.kind, detail), _retry_after(error.retry_after_s)
+    retry_after_s = problems.retry_after_s(error)
+    if retry_after_s is not None:
+        return problem_content(error.kind, detail), _retry_after(retry_after_s)
     return problem_content(error.kind, detail), {}
 
 
@@ -164,15 +165,11 @@ def domain_problem_parts(
     return content["status"], raw, render(content)
 
 
-def backend_failure_parts(failure: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """A driver error nobody typed: 503 with ``Retry-After``; its text goes to the log only."""
+def backend_failure(failure: Exception) -> domain.StoreUnavailable:
+    """A driver error nobody typed, as the domain's 503 (``Retry-After``, a detail in
+    words); its own text goes to the log only. Both faces of the API answer through it."""
     logger.warning("backend failure answered 503: %s: %s", type(failure).__name__, failure)
-    status, body = problem_bytes("store-unavailable", BACKEND_FAILURE_DETAIL)
-    headers = [
-        (b"content-type", PROBLEM_MEDIA_TYPE_BYTES),
-        (b"retry-after", str(RETRY_AFTER_S_DEFAULT).encode()),
-    ]
-    return status, headers, body
+    return domain.StoreUnavailable(BACKEND_FAILURE_DETAIL, RETRY_AFTER_S_DEFAULT)
 
 
 def _field_path(location: Sequence[Any]) -> str:
@@ -257,12 +254,7 @@ async def _on_auth_error(_request: Request, error: Exception) -> ProblemResponse
 
 
 async def _on_backend_failure(_request: Request, error: Exception) -> ProblemResponse:
-    logger.warning("backend failure answered 503: %s: %s", type(error).__name__, error)
-    return problem(
-        "store-unavailable",
-        BACKEND_FAILURE_DETAIL,
-        headers=_retry_after(RETRY_AFTER_S_DEFAULT),
-    )
+    return domain_problem(backend_failure(error))
 
 
 async def _on_bug(_request: Request, error: Exception) -> ProblemResponse:

@@ -228,7 +228,7 @@ class LeanRoutes:
             return status
         except errors.BACKEND_FAILURES as failure:
             scope["stockguard.route"] = template
-            status, headers, payload = errors.backend_failure_parts(failure)
+            status, headers, payload = errors.domain_problem_parts(errors.backend_failure(failure))
             await _send(send, status, headers, payload)
             return status
         except Exception:

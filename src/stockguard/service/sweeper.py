@@ -9,21 +9,18 @@ is counted and logged, and the next tick tries again: the sweeper never dies of 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from stockguard import metrics
 from stockguard.engine import Engine
-
-STOP_WAIT_S_MAX = 15.0
-"""How long shutdown waits for a sweep in progress before cancelling it (which rolls
-its transaction back: nothing is half-written either way)."""
+from stockguard.service.periodic import Periodic
 
 logger = logging.getLogger("stockguard.sweeper")
 
 
-class Sweeper:
+class Sweeper(Periodic):
+    name = "stockguard-expiry-sweeper"
+
     def __init__(
         self,
         engine: Engine,
@@ -31,28 +28,9 @@ class Sweeper:
         strategy_events: metrics.StrategyEventMirror | None = None,
     ) -> None:
         assert interval_s > 0
+        super().__init__(interval_s)
         self.engine = engine
-        self.interval_s = interval_s
         self.strategy_events = strategy_events
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        assert self._task is None, "started twice"
-        self._task = asyncio.create_task(self._run(), name="stockguard-expiry-sweeper")
-
-    async def stop(self) -> None:
-        """Lets a sweep in progress finish (bounded), then ends the loop."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S_MAX)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
 
     async def sweep_once(self) -> int:
         try:
@@ -66,16 +44,8 @@ class Sweeper:
             logger.info("expiry sweep ended %d reservation(s)", ended)
         return ended
 
-    async def _run(self) -> None:
-        # Wait first: a fresh process answers its first requests without a sweep
-        # competing for the pool (expiry never depends on the sweep: confirm checks the
-        # database clock itself).
-        while not await self._stopped_within(self.interval_s):
-            await self.sweep_once()
-            if self.strategy_events is not None:
-                self.strategy_events.sync()
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return self._stopping.is_set()
+    async def tick(self) -> None:
+        # Expiry never depends on the sweep: confirm checks the database clock itself.
+        await self.sweep_once()
+        if self.strategy_events is not None:
+            self.strategy_events.sync()
