@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Error, async_playwright
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
@@ -46,6 +47,45 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "memory: also runs on the in-memory store (the 'memory' backend)"
     )
+
+
+CHROMIUM = os.environ.get("STOCKGUARD_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _chromium_installed() -> bool:
+    return Path(CHROMIUM).exists()
+
+
+def _unavailable(message: str) -> None:
+    if os.environ.get("STOCKGUARD_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (STOCKGUARD_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not _chromium_installed():
+        _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        try:
+            launched = await playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        except Error as error:
+            _unavailable(f"Chromium at {CHROMIUM} does not start: {error}")
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 def service_unreachable(what: str, error: BaseException) -> None:

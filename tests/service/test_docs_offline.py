@@ -4,48 +4,17 @@ that even tries one fails the test)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-from playwright.async_api import Browser, Error, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from .support import Served
 
 Serve = Callable[..., AbstractContextManager[Served]]
-CHROMIUM = os.environ.get("STOCKGUARD_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-def _unavailable(message: str) -> None:
-    if os.environ.get("STOCKGUARD_REQUIRE_SERVICES") == "1":
-        pytest.fail(message + " (STOCKGUARD_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
-
-
-def _chromium_installed() -> bool:
-    return Path(CHROMIUM).exists()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not _chromium_installed():
-        _unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        try:
-            launched = await playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
-        except Error as error:
-            _unavailable(f"Chromium at {CHROMIUM} does not start: {error}")
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def offline_page(browser: Browser) -> tuple[Page, list[str], list[str]]:
