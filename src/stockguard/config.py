@@ -41,6 +41,8 @@ from pydantic_settings import (
 
 from stockguard import admission, strategies
 from stockguard.admission import AdmissionLimits
+from stockguard.domain import InvalidInput
+from stockguard.domain.events import EventType, parse_event_types
 from stockguard.engine import DEFAULT_DATABASE_URL
 from stockguard.stores.redis.keys import PREFIX_DEFAULT
 
@@ -106,6 +108,29 @@ class StrategyOptions(BaseModel):
         if unknown:
             raise ValueError(f"strategy {name!r} takes no option {', '.join(unknown)}")
         return given
+
+
+class EventsSettings(BaseModel):
+    """Stock events: the transactional outbox and its relay (docs/events.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    types: str = Field(default="all", max_length=400)
+    """Event types written to the outbox with each change: ``all``, ``none``, ``stock``
+    (every ``stock.*`` type but no per-reservation events, for the hottest shops), or a
+    comma-separated list of types such as ``stock.sold_out,stock.back_in_stock``."""
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, given: str) -> str:
+        try:
+            parse_event_types(given)
+        except InvalidInput as error:
+            raise ValueError(error.reason) from None
+        return given
+
+    def recorded(self) -> frozenset[EventType]:
+        return parse_event_types(self.types)
 
 
 class Settings(BaseSettings):
@@ -176,6 +201,7 @@ class Settings(BaseSettings):
     its workers, so N workers never race on the schema."""
     admission: AdmissionSettings = AdmissionSettings()
     strategy_options: StrategyOptions = StrategyOptions()
+    events: EventsSettings = EventsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -244,6 +270,7 @@ class Settings(BaseSettings):
             "pool_size": self.pool_size,
             "redis_url": self.redis_url,
             "admission": self.admission.limits(),
+            "events": self.events.recorded(),
             **self.strategy_options.for_strategy(self.strategy),
         }
         if "redis" in strategies.strategy_class(self.strategy).requires:

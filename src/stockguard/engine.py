@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ from stockguard.domain import (
     StockLevel,
     VariantSpec,
 )
+from stockguard.domain.events import EVENT_TYPES_ALL, EventType, StoredEvent
 from stockguard.stores.contract import Store
 from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql.audit import AuditReport, audit
@@ -56,6 +58,9 @@ class Engine:
             reservations_in_sql=not strategy.write_behind,
         )
         """Caps and the sold-out fast path, in front of the strategy (docs/design.md#admission)."""
+        self.watched: frozenset[str] = frozenset()
+        """SKUs counted one by one for the admin page's drop view (``service/watch.py`` sets
+        it). Empty, the usual case, a reservation pays one truth test for it."""
 
     @classmethod
     async def open(
@@ -67,6 +72,7 @@ class Engine:
         pool_size: int | None = None,
         redis_url: str | None = None,
         admission: AdmissionLimits | None = None,
+        events: frozenset[EventType] = EVENT_TYPES_ALL,
         **strategy_options: Any,
     ) -> Engine:
         """Connects, migrates the schema (unless told not to) and starts the strategy.
@@ -78,6 +84,7 @@ class Engine:
             store = MemoryStore.open(url)
         else:
             store = SqlStore.open(url, **({} if pool_size is None else {"pool_size": pool_size}))
+        store.recorded_events = events  # docs/events.md: written with each change
         try:
             if migrate:
                 await store.migrate()
@@ -163,6 +170,8 @@ class Engine:
     ) -> ReserveOutcome:
         """Holds every line or none; the same order_id and lines replay the same hold."""
         request = domain.validate_reserve(order_id, lines, ttl_s, customer_id)
+        if self.watched and not self.watched.isdisjoint(request.skus):
+            return await self._reserve_watched(request)
         try:
             outcome = await self.admission.reserve(request)
         except domain.StockguardError as error:
@@ -174,6 +183,28 @@ class Engine:
             raise
         metrics.reservation_outcome("held" if outcome.created else "replayed").inc()
         return outcome
+
+    async def _reserve_watched(self, request: domain.ReserveRequest) -> ReserveOutcome:
+        """``reserve`` for a request naming a watched SKU: the same answer and counts, plus
+        its outcome and time per watched SKU (``metrics.sku_reserved``)."""
+        started_s = time.perf_counter()
+        outcome_label = "failed"  # an exception no domain kind names (a bug, a driver)
+        try:
+            outcome = await self.admission.reserve(request)
+        except domain.StockguardError as error:
+            outcome_label = error.kind
+            metrics.reservation_outcome(error.kind).inc()
+            del error  # as in reserve: no frame -> traceback -> frame cycle per refusal
+            raise
+        else:
+            outcome_label = "held" if outcome.created else "replayed"
+            metrics.reservation_outcome(outcome_label).inc()
+            return outcome
+        finally:
+            duration_s = time.perf_counter() - started_s
+            for sku in request.skus:
+                if sku in self.watched:
+                    metrics.sku_reserved(sku, outcome_label, duration_s)
 
     async def confirm(self, reservation_id: str) -> Reservation:
         """Paid: the held units leave stock for good. Replay-safe; refused after expiry."""
@@ -256,6 +287,37 @@ class Engine:
             return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
         finally:
             self.admission.stock_may_have_returned([sku])
+
+    async def set_low_stock_threshold(self, sku: str, threshold: int | None) -> None:
+        """``stock.low`` fires when available falls to or below ``threshold`` (None: off).
+
+        Kept in the SQL row whatever the strategy (the outbox is judged there): under a
+        write-behind strategy the persister first catches up, so a SKU created a moment
+        ago has its row."""
+        domain.validate_sku(sku)
+        if threshold is not None:
+            domain.validate_on_hand(threshold, "low_stock_threshold")
+        await self.strategy.settle()
+        await self.store.set_low_stock_threshold(sku, threshold)
+
+    async def low_stock_threshold(self, sku: str) -> int | None:
+        domain.validate_sku(sku)
+        await self.strategy.settle()
+        return await self.store.low_stock_threshold(sku)
+
+    async def sequence_events(self, limit: int = 1_000) -> int:
+        """Gives committed outbox rows their public ids (the relay's job; docs/events.md)."""
+        return await self.store.sequence_events(limit)
+
+    async def events_after(
+        self, after: int, limit: int = 100, types: frozenset[EventType] | None = None
+    ) -> list[StoredEvent]:
+        """Numbered events after id ``after``, oldest first (the pull feed's read)."""
+        if not 1 <= limit <= domain.PAGE_LIMIT_MAX:
+            raise domain.InvalidInput("limit", f"must be 1..{domain.PAGE_LIMIT_MAX}")
+        if not 0 <= after <= 2**63 - 1:
+            raise domain.InvalidInput("after", "is not an event id")
+        return await self.store.events_after(after, limit, types)
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         """Adds ``delta`` (negative: removes) to on_hand, never below what is reserved."""

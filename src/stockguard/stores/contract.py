@@ -38,6 +38,7 @@ from stockguard.domain import (
     StockguardError,
     StockLevel,
 )
+from stockguard.domain.events import EventType, StoredEvent
 
 T = TypeVar("T")
 
@@ -149,3 +150,13 @@ class Store(Protocol):
     async def list_standalone_stock(
         self, *, search: str | None = None, limit: int = 100
     ) -> list[StockLevel]: ...
+
+    # the events outbox (docs/events.md)
+    recorded_events: frozenset[EventType]
+
+    async def set_low_stock_threshold(self, sku: str, threshold: int | None) -> None: ...
+    async def low_stock_threshold(self, sku: str) -> int | None: ...
+    async def sequence_events(self, limit: int = ...) -> int: ...
+    async def events_after(
+        self, after: int, limit: int, types: frozenset[EventType] | None = None
+    ) -> list[StoredEvent]: ...

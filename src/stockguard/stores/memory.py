@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from stockguard import domain
 from stockguard.domain import Line, Movement, Product, Reservation, Status, StockLevel, Variant
+from stockguard.domain.events import Event, EventRecorder, EventType, LevelAfter, StoredEvent
 from stockguard.stores.contract import DuplicateKey
 from stockguard.stores.operations import StoreOperations, filter_text, parse_cursor
 
@@ -69,6 +70,10 @@ class State:
     movements: list[tuple[int, Movement]] = dataclasses.field(default_factory=list)
     products: dict[str, _ProductRow] = dataclasses.field(default_factory=dict)
     next_seq: int = 1
+    events: list[Event] = dataclasses.field(default_factory=list)
+    """The outbox in insert order; ``events_seq`` of them have their public id (1..)."""
+    events_seq: int = 0
+    low_stock_thresholds: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         return State(
@@ -80,6 +85,9 @@ class State:
             list(self.movements),
             dict(self.products),
             self.next_seq,
+            list(self.events),
+            self.events_seq,
+            dict(self.low_stock_thresholds),
         )
 
 
@@ -90,8 +98,20 @@ class MemoryTx:
         self.state = state
         self._clock = clock
         self.committed = False
+        self.recorder: EventRecorder | None = None
 
     async def commit(self) -> None:
+        recorder = self.recorder
+        if recorder is not None and recorder.pending:
+            recorder.learn(self.state.reservations[rid] for rid in recorder.unknown_lines())
+            after = {
+                sku: LevelAfter(
+                    level.on_hand, level.reserved, self.state.low_stock_thresholds.get(sku)
+                )
+                for sku in recorder.skus()
+                if (level := self.state.levels.get(sku)) is not None
+            }
+            self.state.events.extend(recorder.build(after))
         self.committed = True
 
     async def now_ms(self) -> int:
@@ -177,6 +197,8 @@ class MemoryTx:
             if movement.delta != 0:
                 self.state.movements.append((self.state.next_seq, movement))
                 self.state.next_seq += 1
+        if self.recorder is not None:
+            self.recorder.moved(movements)
 
     async def existing_skus(self, skus: Sequence[str]) -> set[str]:
         return {sku for sku in skus if sku in self.state.levels}
@@ -184,6 +206,8 @@ class MemoryTx:
     # ------------------------------------------------------------------ reservations
 
     async def insert_reservations(self, reservations: Sequence[Reservation]) -> None:
+        if self.recorder is not None:
+            self.recorder.held(reservations)
         for r in reservations:
             if r.order_id in self.state.by_order or r.id in self.state.reservations:
                 raise DuplicateKey(f"reservations: order_id {r.order_id!r}")
@@ -234,6 +258,9 @@ class MemoryTx:
                 self.state.reservations[rid] = dataclasses.replace(found, status=status)
                 self.state.ended_at_ms[rid] = now_ms
                 ended += 1
+                if self.recorder is not None:
+                    self.recorder.learn([found])
+                    self.recorder.ended([rid], status, now_ms)
         return ended
 
     async def end_each(self, ended: Mapping[str, Status], now_ms: int) -> int:
@@ -281,6 +308,7 @@ class MemoryStore(StoreOperations):
         self.state = State()
         self._lock = asyncio.Lock()
         self.counters: Counter[str] = Counter()
+        self.recorded_events: frozenset[EventType] = frozenset()
 
     @classmethod
     def open(cls, url: str = "memory://", **options: Any) -> MemoryStore:
@@ -296,6 +324,8 @@ class MemoryStore(StoreOperations):
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[MemoryTx]:
         async with self._lock:
             tx = MemoryTx(self.state.copy(), self.clock)
+            if self.recorded_events and not read_only:
+                tx.recorder = EventRecorder(self.recorded_events)
             try:
                 yield tx
             finally:  # committed, then raised (a confirm past expiry): the commit stands
@@ -407,6 +437,42 @@ class MemoryStore(StoreOperations):
             for sku, level in sorted(self.state.levels.items())
             if sku not in in_products and (not needle or needle in sku.lower())
         ][:limit]
+
+    # ------------------------------------------------------------------ events outbox
+
+    async def set_low_stock_threshold(self, sku: str, threshold: int | None) -> None:
+        async with self.transaction() as tx:
+            if sku not in tx.state.levels:
+                raise domain.UnknownSku([sku])
+            if threshold is None:
+                tx.state.low_stock_thresholds.pop(sku, None)
+            else:
+                tx.state.low_stock_thresholds[sku] = threshold
+            await tx.commit()
+
+    async def low_stock_threshold(self, sku: str) -> int | None:
+        if sku not in self.state.levels:
+            raise domain.UnknownSku([sku])
+        return self.state.low_stock_thresholds.get(sku)
+
+    async def sequence_events(self, limit: int = 1_000) -> int:
+        """Gives the next ``limit`` outbox rows their public ids (``stores/sql/outbox.py``)."""
+        async with self._lock:
+            todo = min(limit, len(self.state.events) - self.state.events_seq)
+            self.state.events_seq += todo
+            return todo
+
+    async def events_after(
+        self, after: int, limit: int, types: frozenset[EventType] | None = None
+    ) -> list[StoredEvent]:
+        found: list[StoredEvent] = []
+        for index in range(max(after, 0), self.state.events_seq):
+            event = self.state.events[index]
+            if types is None or event.type in types:
+                found.append(StoredEvent(index + 1, event))
+                if len(found) >= limit:
+                    break
+        return found
 
     # ------------------------------------------------------------------ audit
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, insert, select, update
 
 from stockguard.domain import Movement, Reservation, Status
+from stockguard.domain.events import Event as OutboxEvent
+from stockguard.domain.events import EventRecorder, EventType, LevelAfter
 from stockguard.stores.redis.codec import STREAM_START, StreamId
 from stockguard.stores.redis.events import (
     Ended,
@@ -165,10 +167,14 @@ def _plan_ending(result: _Plan, event: Ended) -> None:
 
 
 async def apply_events(tx: Tx, events: Sequence[Event]) -> None:
-    """Writes ``events`` (in stream order) into the open transaction ``tx``."""
+    """Writes ``events`` (in stream order) into the open transaction ``tx``, with their
+    outbox rows when events are on (``outbox_events``)."""
     if not events:
         return
+    recorder, tx.recorder = tx.recorder, None  # this batch writes its own, per entry
     todo = plan(events)
+    if recorder is not None:
+        await tx.insert_events(await outbox_events(tx, events, recorder.recorded))
     if todo.new_levels:
         await tx.insert_levels(todo.new_levels, todo.at_ms)
     for product in todo.products:
@@ -253,3 +259,84 @@ async def _end_older(tx: Tx, endings: dict[str, tuple[Status, int]]) -> None:
         .execution_options(synchronize_session=False),
         [{"rid": rid, "new_status": endings[rid][0].value, "at": endings[rid][1]} for rid in ids],
     )
+
+
+async def outbox_events(
+    tx: Tx, events: Sequence[Event], recorded: frozenset[EventType]
+) -> list[OutboxEvent]:
+    """The outbox rows of a batch of stream entries, judged entry by entry.
+
+    Each entry is one Lua script, atomic in Redis: the unit a buyer could observe. So the
+    crossings (sold out, back in stock, low) are judged per entry, from the SQL levels as
+    they stand before the batch (the persister is their only writer) moved along by each
+    entry in stream order, exactly as the SQL strategies judge theirs per transaction.
+    """
+    touched: set[str] = set()
+    older: set[str] = set()
+    for event in events:
+        if isinstance(event, Reserved):
+            touched.update(line.sku for line in event.reservation.lines)
+        elif isinstance(event, Ended):
+            touched.update(line.sku for line in event.lines)
+            older.add(event.reservation_id)
+        elif isinstance(event, StockChanged):
+            touched.add(event.sku)
+    running = await tx.levels_after(sorted(touched))
+
+    def move(sku: str, on_hand: int, reserved: int) -> None:
+        level = running[sku]
+        running[sku] = LevelAfter(
+            level.on_hand + on_hand, level.reserved + reserved, level.low_stock_threshold
+        )
+
+    rows = await _reservation_rows(tx, sorted(older))
+    found: list[OutboxEvent] = []
+    for event in events:
+        recorder = EventRecorder(recorded)
+        if isinstance(event, Reserved):
+            rows[event.reservation.id] = event.reservation
+            recorder.held([event.reservation])
+            for line in event.reservation.lines:
+                move(line.sku, 0, line.quantity)
+        elif isinstance(event, Ended):
+            known = rows.get(event.reservation_id)
+            if known is not None:
+                recorder.learn([known])
+            recorder.learn_lines({event.reservation_id: event.lines})
+            recorder.ended([event.reservation_id], event.status, event.at_ms)
+            sold = event.status is Status.CONFIRMED
+            for line in event.lines:
+                move(line.sku, -line.quantity if sold else 0, -line.quantity)
+        elif isinstance(event, StockChanged):
+            recorder.moved(
+                [
+                    Movement(
+                        event.at_ms, event.sku, event.delta, event.on_hand_after, event.reason, None
+                    )
+                ]
+            )
+            if event.created or event.sku not in running:
+                running[event.sku] = LevelAfter(event.on_hand_after, 0)
+            else:
+                move(event.sku, event.delta, 0)
+        else:
+            recorder.moved(
+                [
+                    Movement(event.at_ms, v.sku, v.on_hand, v.on_hand, "created", None)
+                    for v in event.variants
+                ]
+            )
+            for v in event.variants:
+                running[v.sku] = LevelAfter(v.on_hand, 0)
+        after = {sku: running[sku] for sku in recorder.skus() if sku in running}
+        found.extend(recorder.build(after))
+    return found
+
+
+async def _reservation_rows(tx: Tx, ids: Sequence[str]) -> dict[str, Reservation]:
+    """Order and customer ids of reservations that end in this batch but began earlier."""
+    found: dict[str, Reservation] = {}
+    if ids:
+        for r in (await tx.reservations_by_id(ids)).values():
+            found[r.id] = r
+    return found

@@ -45,6 +45,7 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 async def buckets(tx: Tx, skus: Sequence[str], *, lock: bool = False) -> dict[str, list[Bucket]]:
     """The buckets of ``skus`` in bucket order; with ``lock`` row-locked in that order."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     found: dict[str, list[Bucket]] = {}
     b = t.stock_buckets.c
     for chunk in _chunks(sorted(set(skus))):
@@ -68,6 +69,7 @@ async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
     ``version`` is the row's version plus the buckets' versions, so it grows with every
     change of either.
     """
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     levels = await tx.levels(skus)
     b = t.stock_buckets.c
     for chunk in _chunks(sorted(levels)):
@@ -89,6 +91,7 @@ async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
 
 async def take_if_available(tx: Tx, sku: str, bucket: int, quantity: int) -> bool:
     """Holds ``quantity`` from one bucket only if that bucket has it (docs/design.md#sharded)."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     b = t.stock_buckets.c
     result = await tx.connection.execute(
         update(t.stock_buckets)
@@ -99,6 +102,7 @@ async def take_if_available(tx: Tx, sku: str, bucket: int, quantity: int) -> boo
 
 
 async def insert_buckets(tx: Tx, rows: Sequence[Bucket]) -> None:
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     if rows:
         await tx.connection.execute(
             insert(t.stock_buckets),
@@ -117,6 +121,7 @@ async def insert_buckets(tx: Tx, rows: Sequence[Bucket]) -> None:
 
 async def write(tx: Tx, rows: Sequence[Bucket]) -> None:
     """Absolute on_hand and reserved for buckets the transaction has locked."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     b = t.stock_buckets.c
     for row in sorted(rows, key=lambda r: (r.sku, r.bucket)):
         await tx.connection.execute(
@@ -128,6 +133,7 @@ async def write(tx: Tx, rows: Sequence[Bucket]) -> None:
 
 async def add(tx: Tx, deltas: Mapping[tuple[str, int], tuple[int, int]]) -> None:
     """Moves (on_hand, reserved) of each (sku, bucket) by a signed amount, in key order."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     b = t.stock_buckets.c
     for (sku, bucket), (on_hand, reserved) in sorted(deltas.items()):
         if on_hand == 0 and reserved == 0:
@@ -144,6 +150,7 @@ async def add(tx: Tx, deltas: Mapping[tuple[str, int], tuple[int, int]]) -> None
 
 
 async def record_parts(tx: Tx, parts: Sequence[Part]) -> None:
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     if parts:
         await tx.connection.execute(
             insert(t.reservation_buckets),
@@ -160,6 +167,7 @@ async def record_parts(tx: Tx, parts: Sequence[Part]) -> None:
 
 
 async def parts_of(tx: Tx, reservation_ids: Sequence[str]) -> list[Part]:
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     r = t.reservation_buckets.c
     found: list[Part] = []
     for chunk in _chunks(list(reservation_ids)):
@@ -173,6 +181,7 @@ async def parts_of(tx: Tx, reservation_ids: Sequence[str]) -> list[Part]:
 async def lock_levels(tx: Tx, skus: Sequence[str]) -> None:
     """Locks stock_levels rows by writing them (PostgreSQL: FOR NO KEY UPDATE, which lets
     concurrent reservations still insert lines that reference the SKU)."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     s = t.stock_levels.c
     for sku in sorted(set(skus)):
         await tx.connection.execute(
@@ -182,6 +191,7 @@ async def lock_levels(tx: Tx, skus: Sequence[str]) -> None:
 
 async def bucket_counts(tx: Tx, skus: Sequence[str]) -> dict[str, int]:
     """How many buckets each of ``skus`` has; SKUs without buckets are left out."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
     c = t.stock_buckets.c
     found: dict[str, int] = {}
     for chunk in _chunks(sorted(set(skus))):

@@ -180,7 +180,10 @@ class PostgresTx(Tx):
         lines: dict[str, list[Line]] = {row.id: [] for row in rows}
         for line in await self.connection.execute(_LINES_PG, {"ids": list(lines)}):
             lines[line.reservation_id].append(Line(line.sku, line.quantity))
-        return [self.reservation_of(row, lines[row.id]) for row in rows]
+        found = [self.reservation_of(row, lines[row.id]) for row in rows]
+        if self.recorder is not None:
+            self.recorder.learn(found)
+        return found
 
     async def end_each(self, ended: Mapping[str, Status], now_ms: int) -> int:
         if not ended:
@@ -196,6 +199,9 @@ class PostgresTx(Tx):
                 "held": Status.HELD.value,
             },
         )
+        if self.recorder is not None:  # the callers hold the rows as held
+            for reservation_id in ids:
+                self.recorder.ended([reservation_id], ended[reservation_id], now_ms)
         return int(result.rowcount)
 
     async def record_movements(self, movements: Sequence[Movement]) -> None:
@@ -213,6 +219,8 @@ class PostgresTx(Tx):
                 "reservation_id": [m.reservation_id for m in kept],
             },
         )
+        if self.recorder is not None:
+            self.recorder.moved(kept)
 
     async def move_levels(self, deltas: Mapping[str, tuple[int, int]], now_ms: int) -> None:
         rows = [(sku, d) for sku, d in sorted(deltas.items()) if d[0] or d[1]]
@@ -231,6 +239,8 @@ class PostgresTx(Tx):
     async def insert_reservations(self, reservations: Sequence[Reservation]) -> None:
         if not reservations:
             return
+        if self.recorder is not None:
+            self.recorder.held(reservations)
         await self.connection.execute(
             _INSERT_RESERVATIONS_PG,
             {

@@ -45,6 +45,7 @@ stock_levels = Table(
     Column("reserved", BigInteger, nullable=False, default=0),
     Column("version", BigInteger, nullable=False, default=0),
     Column("updated_at_ms", BigInteger, nullable=False),
+    Column("low_stock_threshold", BigInteger, nullable=True),
     CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_never_oversold"),
     CheckConstraint(f"on_hand <= {domain.ON_HAND_MAX}", name="ck_stock_on_hand_max"),
     **_MYSQL,
@@ -156,7 +157,28 @@ reservation_buckets = Table(
     **_MYSQL,
 )
 
+# The transactional outbox (docs/events.md): events are inserted by the transaction that
+# makes the change, so one exists exactly when its change committed. ``row_id`` is insert
+# order; ``seq`` is the public event id, given by the relay (one per database, under a
+# lease) in ``row_id`` order to rows it can see: a transaction that took its row_id early
+# but commits late still gets a seq above every seq already handed out, so a reader that
+# pages by ``seq`` never skips an event.
+stock_events = Table(
+    "stock_events",
+    metadata,
+    Column("row_id", SeqKey, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=True, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("sku", String(domain.SKU_LEN_MAX), nullable=True),
+    Column("reservation_id", String(36), nullable=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Index("ix_stock_events_sku", "sku", "row_id"),
+    **_MYSQL,
+)
+
 ALL_TABLES = (
+    stock_events,
     reservation_buckets,
     stock_buckets,
     redis_offsets,

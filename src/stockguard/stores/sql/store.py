@@ -27,12 +27,13 @@ from stockguard.domain import (
     Status,
     StockLevel,
 )
+from stockguard.domain.events import EventRecorder, EventType, StoredEvent
 from stockguard.stores.contract import DuplicateKey, RetryableConflict
 from stockguard.stores.operations import (
     EXPIRE_BATCH_MAX,
     StoreOperations,
 )
-from stockguard.stores.sql import views
+from stockguard.stores.sql import outbox, views
 from stockguard.stores.sql.backend import Backend, Failure, backend_for
 from stockguard.stores.sql.tx import Tx
 
@@ -57,6 +58,8 @@ class SqlStore(StoreOperations):
         self.counters: Counter[str] = Counter()
         """``conflict_retries``: transactions the database aborted (deadlock,
         serialization) and ``run`` ran again. Writers that keep one lock order make none."""
+        self.recorded_events: frozenset[EventType] = frozenset()
+        """The event types write transactions put in the outbox (docs/events.md)."""
 
     @classmethod
     def open(cls, url: str, **options: Any) -> SqlStore:
@@ -110,6 +113,8 @@ class SqlStore(StoreOperations):
                         )
                     await connection.begin()
                     tx = self.backend.tx(connection)
+                    if self.recorded_events and not read_only:
+                        tx.recorder = EventRecorder(self.recorded_events)
                     try:
                         yield tx
                     finally:
@@ -163,6 +168,22 @@ class SqlStore(StoreOperations):
                         "the database kept aborting the transaction"
                     ) from conflict
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ events outbox
+
+    async def set_low_stock_threshold(self, sku: str, threshold: int | None) -> None:
+        await outbox.set_low_stock_threshold(self, sku, threshold)
+
+    async def low_stock_threshold(self, sku: str) -> int | None:
+        return await outbox.low_stock_threshold(self, sku)
+
+    async def sequence_events(self, limit: int = outbox.SEQUENCE_BATCH_MAX) -> int:
+        return await outbox.sequence(self, limit)
+
+    async def events_after(
+        self, after: int, limit: int, types: frozenset[EventType] | None = None
+    ) -> list[StoredEvent]:
+        return await outbox.events_after(self, after, limit, types)
 
     # ------------------------------------------------------------------ read queries
     # The listing queries are in views.py; these keep the ``Store`` contract's names.

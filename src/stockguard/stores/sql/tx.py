@@ -16,10 +16,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from sqlalchemy import ColumnElement, Row, and_, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
+from stockguard.domain.events import Event, EventRecorder, LevelAfter
 from stockguard.stores.sql import schema as t
 
 if TYPE_CHECKING:
@@ -47,10 +49,58 @@ class Tx:
         self.connection = connection
         self.backend = backend
         self.committed = False
+        self.recorder: EventRecorder | None = None
+        """Set by the store when events are on: the writes below tell it what changed, and
+        ``commit`` inserts the events in this transaction (docs/events.md#the-outbox)."""
+        self.sharded = False
+        """Set by ``buckets``: a SKU's levels are its row plus its buckets."""
 
     async def commit(self) -> None:
+        if self.recorder is not None and self.recorder.pending:
+            await self.write_events(self.recorder)
         await self.connection.commit()
         self.committed = True
+
+    async def write_events(self, recorder: EventRecorder) -> None:
+        """The outbox rows of this transaction, from the levels as its writes left them
+        (the rows are locked by those writes, so nobody else moved them since)."""
+        missing = recorder.unknown_lines()
+        if missing:
+            recorder.learn_lines(await self.lines_of(missing))
+        events = recorder.build(await self.levels_after(recorder.skus()), recorder.at_ms)
+        await self.insert_events(events)
+
+    async def levels_after(self, skus: Sequence[str]) -> dict[str, LevelAfter]:
+        c = t.stock_levels.c
+        found: dict[str, LevelAfter] = {}
+        for chunk in _chunks(sorted(set(skus))):
+            rows = await self.connection.execute(
+                select(c.sku, c.on_hand, c.reserved, c.low_stock_threshold).where(c.sku.in_(chunk))
+            )
+            for row in rows:
+                found[row.sku] = LevelAfter(row.on_hand, row.reserved, row.low_stock_threshold)
+        if self.sharded and found:
+            from stockguard.stores.sql.buckets import totals  # buckets imports this module
+
+            for sku, level in (await totals(self, list(found))).items():
+                found[sku] = LevelAfter(
+                    level.on_hand, level.reserved, found[sku].low_stock_threshold
+                )
+        return found
+
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        """One multi-row insert, whatever the number of events (a coalesced batch's too)."""
+        if events:
+            await self.connection.execute(insert(t.stock_events), event_rows(events))
+
+    async def lines_of(self, reservation_ids: Sequence[str]) -> dict[str, list[Line]]:
+        lines: dict[str, list[Line]] = {rid: [] for rid in reservation_ids}
+        for chunk in _chunks(list(reservation_ids)):
+            for row in await self.connection.execute(
+                select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
+            ):
+                lines[row.reservation_id].append(Line(row.sku, row.quantity))
+        return lines
 
     async def now_ms(self) -> int:
         value = (await self.connection.execute(select(self.backend.now_ms()))).scalar_one()
@@ -205,6 +255,8 @@ class Tx:
         ]
         if rows:
             await self.connection.execute(insert(t.stock_movements), rows)
+            if self.recorder is not None:
+                self.recorder.moved(movements)
 
     # ------------------------------------------------------------------ reservations
 
@@ -212,6 +264,8 @@ class Tx:
         """All rows of a batch in two multi-row inserts, whatever the batch size."""
         if not reservations:
             return
+        if self.recorder is not None:
+            self.recorder.held(reservations)
         await self.connection.execute(
             insert(t.reservations),
             [
@@ -293,6 +347,8 @@ class Tx:
                 .values(status=status.value, ended_at_ms=now_ms)
             )
             ended += result.rowcount
+        if self.recorder is not None:
+            self.recorder.ended(ids, status, now_ms)  # the callers hold the rows as held
         return ended
 
     async def end_each(self, ended: Mapping[str, Status], now_ms: int) -> int:
@@ -335,7 +391,10 @@ class Tx:
                 select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
             ):
                 lines[line.reservation_id].append(Line(line.sku, line.quantity))
-        return [self.reservation_of(row, lines[row.id]) for row in rows]
+        found = [self.reservation_of(row, lines[row.id]) for row in rows]
+        if self.recorder is not None:
+            self.recorder.learn(found)
+        return found
 
     @staticmethod
     def reservation_of(row: Row[Any], lines: Sequence[Line]) -> Reservation:
@@ -437,3 +496,20 @@ def reservation_filters(
             )
         )
     return and_(True, *conditions)
+
+
+def event_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Outbox rows; the payload is the event's JSON without its id (the relay gives it)."""
+    return [
+        {
+            "type": e.type.value,
+            "sku": e.sku,
+            "reservation_id": e.reservation_id,
+            "at_ms": e.at_ms,
+            "payload": _EVENT_JSON.encode(e.data).decode(),
+        }
+        for e in events
+    ]
+
+
+_EVENT_JSON = msgspec.json.Encoder()
