@@ -116,6 +116,8 @@ class EventRecorder:
 
     recorded: frozenset[EventType]
     _reservations: list[tuple[EventType, Reservation | str]] = field(default_factory=list)
+    _parts: dict[int, tuple[Line, ...]] = field(default_factory=dict)
+    """Index in ``_reservations`` -> the lines a partial release gave back."""
     _changes: list[Movement] = field(default_factory=list)
     _lines: dict[str, tuple[Line, ...]] = field(default_factory=dict)
     _created: set[str] = field(default_factory=set)
@@ -137,6 +139,13 @@ class EventRecorder:
     def ended(self, reservation_ids: Iterable[str], status: Status, at_ms: int) -> None:
         kind = _ENDED[status]
         self._reservations.extend((kind, rid) for rid in reservation_ids)
+        self.at_ms = max(self.at_ms, at_ms)
+
+    def released_part(self, reservation_id: str, lines: Sequence[Line], at_ms: int) -> None:
+        """Some units of a hold given back while the rest stays held: a
+        ``reservation.released`` with ``partial: true`` and the lines given back."""
+        self._parts[len(self._reservations)] = tuple(lines)
+        self._reservations.append((EventType.RELEASED, reservation_id))
         self.at_ms = max(self.at_ms, at_ms)
 
     def learn(self, reservations: Iterable[Reservation]) -> None:
@@ -162,15 +171,21 @@ class EventRecorder:
     def unknown_lines(self) -> list[str]:
         """Ended reservations whose lines the transaction never read: the store reads them."""
         return sorted(
-            {item for _, item in self._reservations if isinstance(item, str)} - set(self._lines)
+            {
+                item
+                for index, (_, item) in enumerate(self._reservations)
+                if isinstance(item, str) and index not in self._parts
+            }
+            - set(self._lines)
         )
 
     def skus(self) -> list[str]:
         """Every SKU whose levels ``build`` needs (the store reads them after its writes)."""
         found = {m.sku for m in self._changes}
-        for _, item in self._reservations:
+        for index, (_, item) in enumerate(self._reservations):
             rid = item if isinstance(item, str) else item.id
-            found.update(line.sku for line in self._lines.get(rid, ()))
+            lines = self._parts.get(index) or self._lines.get(rid, ())
+            found.update(line.sku for line in lines)
         return sorted(found)
 
     def build(self, after: Mapping[str, LevelAfter], at_ms: int | None = None) -> list[Event]:
@@ -182,9 +197,10 @@ class EventRecorder:
         def levels_of(skus: Iterable[str]) -> dict[str, dict[str, int]]:
             return {sku: after[sku].as_json() for sku in sorted(skus) if sku in after}
 
-        for kind, item in self._reservations:
+        for index, (kind, item) in enumerate(self._reservations):
             rid = item if isinstance(item, str) else item.id
-            lines = self._lines.get(rid, ())
+            part = self._parts.get(index)
+            lines = part if part is not None else self._lines.get(rid, ())
             sign = -1 if kind is EventType.HELD else (0 if kind is EventType.CONFIRMED else 1)
             for line in lines:
                 available_change[line.sku] = (
@@ -201,6 +217,8 @@ class EventRecorder:
             }
             if kind is EventType.HELD and row is not None:
                 data["expires_at_ms"] = row.expires_at_ms
+            if part is not None:
+                data["partial"] = True
             events.append(Event(kind, at_ms, None, rid, data))
 
         for movement in self._changes:
