@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from playwright.async_api import Browser, Error, async_playwright
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
@@ -41,6 +42,10 @@ BACKENDS = ("sqlite", "postgres", "mysql", "memory")
 """``memory``: the in-memory store (stores/memory.py). Only tests marked ``memory`` run on
 it (the contract suite, whose tables it must keep exactly); the others need SQL."""
 MEMORY_URL = "memory://"
+
+settings.register_profile("long", max_examples=200, stateful_step_count=60, deadline=None)
+"""``pytest --hypothesis-profile long``: the deep form of the property and stateful tests
+(tests/test_stateful.py runs a bounded form otherwise)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
