@@ -17,10 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from stockguard import strategies
+from stockguard import domain, strategies
 from stockguard.bench import report
 from stockguard.bench.runner import (
-    ADMISSION_SUFFIX,
     Plan,
     RunResult,
     backend_name,
@@ -28,6 +27,7 @@ from stockguard.bench.runner import (
     run_plan,
 )
 from stockguard.bench.workloads import WORKLOADS, WorkloadSpec
+from stockguard.domain.events import parse_event_types
 from stockguard.stores.sql.backend import backend_for
 
 console = Console(stderr=True)
@@ -73,6 +73,15 @@ def bench(
             "(caps and sold-out fast path, rows named STRATEGY+admission), or both.",
         ),
     ] = "both",
+    events: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--events",
+            help="Event types written to the outbox with each change, as the [events] types "
+            "setting (all, none, stock, or a comma-separated list); repeat to compare, e.g. "
+            "--events all --events none (rows named STRATEGY+events:TYPES). Default: all.",
+        ),
+    ] = None,
     requests: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="flash: reservation requests per run.")
     ] = 10_000,
@@ -161,7 +170,14 @@ def bench(
     # asyncmy warns once per migration about a constraint name MariaDB ignores: noise here.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     spec = WorkloadSpec(requests, concurrency, units, skus, seed, mixed_requests)
-    plan = Plan(urls, chosen, workloads, modes, spec, redis, pool_size, gc_freeze)
+    for types in events or ["all"]:
+        try:
+            parse_event_types(types)
+        except domain.InvalidInput as bad:
+            raise typer.BadParameter(bad.reason, param_hint="--events") from None
+    plan = Plan(
+        urls, chosen, workloads, modes, spec, redis, pool_size, gc_freeze, events or ["all"]
+    )
     given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     command = " ".join(["stockguard bench", *(shlex.quote(arg) for arg in given)])
     if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -226,8 +242,8 @@ async def _run_with_progress(plan: Plan, json_output: bool) -> list[RunResult]:
         def describe() -> None:
             step = next(labels, None)
             if step is not None:
-                url, workload, strategy, admission = step
-                name = strategy + ("+admission" if admission else "")
+                url, workload, strategy, admission, events = step
+                name = plan.label(strategy, admission, events)
                 progress.update(
                     current,
                     description=f"{workload} {name} on {backend_name(url)}",
@@ -269,8 +285,8 @@ async def _run_with_plain_progress(plan: Plan, json_output: bool) -> list[RunRes
     def begin() -> None:
         step = next(steps, None)
         if step is not None:
-            n, (url, workload, strategy, admission) = step
-            name = strategy + (ADMISSION_SUFFIX if admission else "")
+            n, (url, workload, strategy, admission, events) = step
+            name = plan.label(strategy, admission, events)
             current[0] = f"{n}/{len(runs)} {workload} {name} on {backend_name(url)}"
             started[0] = time.monotonic()
             say(f"{current[0]}: {plan.spec.requests_of(workload):,} requests")

@@ -27,10 +27,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from stockguard import heap, strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.bench.workloads import RUNNERS, WorkloadSpec, is_rejection
+from stockguard.domain.events import parse_event_types
 from stockguard.engine import Engine
 from stockguard.stores.sql.backend import backend_for
 
 ADMISSION_SUFFIX = "+admission"
+EVENTS_SUFFIX = "+events:"
 JSON_FIELDS = (
     "strategy",
     "backend",
@@ -177,6 +179,8 @@ async def run_one(
     spec: WorkloadSpec,
     *,
     admission: bool,
+    events: str = "all",
+    label: str | None = None,
     redis_url: str | None,
     pool_size: int | None,
     done: list[int],
@@ -191,6 +195,7 @@ async def run_one(
             strategy,
             pool_size=pool_size,
             admission=AdmissionLimits() if admission else AdmissionLimits.off(),
+            events=parse_event_types(events),
             **options,  # type: ignore[arg-type]
         )
         try:
@@ -212,7 +217,7 @@ async def run_one(
     succeeded = samples.outcome.count("held") + samples.outcome.count("replayed")
     rejected = sum(1 for kind in samples.outcome if is_rejection(kind))
     return RunResult(
-        strategy=strategy + (ADMISSION_SUFFIX if admission else ""),
+        strategy=label or strategy + (ADMISSION_SUFFIX if admission else ""),
         backend=backend_name(url),
         workload=workload,
         requests=len(samples.outcome),
@@ -241,15 +246,24 @@ class Plan:
     redis_url: str | None = None
     pool_size: int | None = None
     gc_freeze: bool = True
+    events: Sequence[str] = ("all",)
+    """Outbox settings to compare (``[events] types``); more than one labels each row."""
 
-    def runs(self) -> list[tuple[str, str, str, bool]]:
+    def runs(self) -> list[tuple[str, str, str, bool, str]]:
         return [
-            (url, workload, strategy, admission)
+            (url, workload, strategy, admission, events)
             for url in self.urls
             for workload in self.workloads
             for admission in self.admission
+            for events in self.events
             for strategy in self.strategies
         ]
+
+    def label(self, strategy: str, admission: bool, events: str) -> str:
+        """A row's name: the strategy, ``+events:<types>`` when several are compared, and
+        ``+admission`` last (the report pairs rows by that suffix)."""
+        name = strategy + (f"{EVENTS_SUFFIX}{events}" if len(self.events) > 1 else "")
+        return name + (ADMISSION_SUFFIX if admission else "")
 
 
 async def run_plan(
@@ -257,7 +271,7 @@ async def run_plan(
 ) -> list[RunResult]:
     results = []
     with tempfile.TemporaryDirectory(prefix="stockguard-bench-") as workdir:
-        for url, workload, strategy, admission in plan.runs():
+        for url, workload, strategy, admission, events in plan.runs():
             done[0] = 0
             result = await run_one(
                 url,
@@ -265,6 +279,8 @@ async def run_plan(
                 workload,
                 plan.spec,
                 admission=admission,
+                events=events,
+                label=plan.label(strategy, admission, events),
                 redis_url=plan.redis_url,
                 pool_size=plan.pool_size,
                 done=done,
