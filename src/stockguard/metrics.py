@@ -40,11 +40,14 @@ HTTP_REQUESTS = Counter(
     "HTTP requests answered, by route template, method and status",
     ["route", "method", "status"],
 )
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+"""Upper bounds of the latency histograms (the HTTP one and the drop view's per SKU)."""
+
 HTTP_LATENCY = Histogram(
     "stockguard_http_request_duration_seconds",
     "Time from request start to the end of the answer, by route template, method and status",
     ["route", "method", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=LATENCY_BUCKETS_S,
 )
 _HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -158,3 +161,44 @@ QUEUE_DEPTH = Gauge(
     ["partition"],
     multiprocess_mode="max",
 )
+
+# ---------------------------------------------------------------------------- drop view
+# Per-SKU figures for the admin page's drop view (admin/drop.py). A ``sku`` label on every
+# reservation would let any buyer who invents SKU codes grow the series without end, so
+# only SKUs someone is watching are counted (``service/watch.py`` decides which, and caps
+# how many one ``serve`` run may ever count at ``watch.SKUS_MAX``). Like the others, they
+# are summed over workers by the multi-process directory, and so shown on /metrics too.
+
+SKU_RESERVATIONS = Counter(
+    "stockguard_sku_reservations_total",
+    "Reservation requests naming a watched SKU, by SKU and outcome (drop view)",
+    ["sku", "outcome"],
+)
+SKU_RESERVE_SECONDS = Histogram(
+    "stockguard_sku_reserve_duration_seconds",
+    "Time inside the engine (admission, strategy, database) of reservations naming a "
+    "watched SKU (drop view)",
+    ["sku"],
+    buckets=LATENCY_BUCKETS_S,
+)
+SKU_WATCHED = Gauge(
+    "stockguard_sku_watched",
+    "Processes counting this SKU for the drop view right now (summed over live workers)",
+    ["sku"],
+    multiprocess_mode="livesum",
+)
+_SKU_OUTCOMES: dict[tuple[str, str], Counter] = {}
+_SKU_LATENCIES: dict[str, Histogram] = {}
+
+
+def sku_reserved(sku: str, outcome: str, duration_s: float) -> None:
+    """Counts one reservation request naming the watched ``sku`` (children bound once, as
+    ``reservation_outcome`` does)."""
+    counter = _SKU_OUTCOMES.get((sku, outcome))
+    if counter is None:
+        counter = _SKU_OUTCOMES[sku, outcome] = SKU_RESERVATIONS.labels(sku, outcome)
+    counter.inc()
+    latency = _SKU_LATENCIES.get(sku)
+    if latency is None:
+        latency = _SKU_LATENCIES[sku] = SKU_RESERVE_SECONDS.labels(sku)
+    latency.observe(duration_s)

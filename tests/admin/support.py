@@ -110,14 +110,17 @@ def stockguard_command() -> list[str]:
 
 
 @asynccontextmanager
-async def served_shop(db_url: str, run_dir: Path) -> AsyncIterator[Shop]:
+async def served_shop(
+    db_url: str, run_dir: Path, *, workers: int = 1, strategy: str = "conditional"
+) -> AsyncIterator[Shop]:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("STOCKGUARD_")}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     environment.update(
         STOCKGUARD_ADMIN_TOKEN=ADMIN_TOKEN,
-        STOCKGUARD_STRATEGY="conditional",
+        STOCKGUARD_STRATEGY=strategy,
         STOCKGUARD_POOL_SIZE="3",
+        STOCKGUARD_WORKERS=str(workers),
     )
     log = _log_file(run_dir, port)
     with log.open("wb") as output:

@@ -1,10 +1,11 @@
 """The admin page at ``/admin`` (docs/design.md#admin-page), served by ``stockguard serve``.
 
-Server-rendered pages (Jinja2) plus one small script: the overview (products with their
+Server-rendered pages (Jinja2) plus two small scripts: the overview (products with their
 variants, SKUs without a product, recent reservations), a SKU page with its movement
-ledger, sign-in and sign-out. Plain forms post here and redirect back with a message
-(post/redirect/get); the stock dialogs and live figures use the JSON endpoints of
-``admin.api``. Everything reads the engine from ``request.app.state`` like the service.
+ledger, the drop view of one SKU's sale (``admin.drop``), sign-in and sign-out. Plain
+forms post here and redirect back with a message (post/redirect/get); the stock dialogs
+and live figures use the JSON endpoints of ``admin.api``. Everything reads the engine
+from ``request.app.state`` like the service.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from stockguard import domain
-from stockguard.admin import api, forms, views, web
+from stockguard.admin import api, drop, forms, views, web
 from stockguard.admin.session import Flash, Session, same_origin
 from stockguard.domain import ORDER_ID_LEN_MAX, Product, Status, StockLevel
 
@@ -29,7 +30,11 @@ RESERVATIONS_PAGE = 25
 LEDGER_PAGE = 50
 SEARCH_LEN_MAX = 64
 TOKEN_LEN_MAX = 1_024
-STATIC_FILES = {"admin.css": "text/css", "admin.js": "text/javascript"}
+STATIC_FILES = {
+    "admin.css": "text/css",
+    "admin.js": "text/javascript",
+    "drop.js": "text/javascript",
+}
 """The only files /admin/static serves: a fixed list, so no path can reach elsewhere."""
 
 
@@ -42,6 +47,8 @@ def admin_router() -> APIRouter:
     router.add_api_route("/sign-in", sign_in, methods=["POST"])
     router.add_api_route("/sign-out", sign_out, methods=["POST"])
     router.add_api_route("/sku", sku_page, methods=["GET"])
+    router.add_api_route("/drop", drop.drop_page, methods=["GET"])
+    router.add_api_route("/api/drop", drop.drop_figures, methods=["GET"])
     router.add_api_route("/products", create_product, methods=["POST"])
     router.add_api_route("/reservations/release", release, methods=["POST"])
     router.add_api_route("/static/{name}", static_file, methods=["GET"])

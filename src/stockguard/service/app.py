@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -41,6 +42,7 @@ from stockguard.service.errors import AUTH_KINDS_ADMIN, AUTH_KINDS_API, declared
 from stockguard.service.lean import LeanRoutes
 from stockguard.service.middleware import RequestEdge
 from stockguard.service.sweeper import Sweeper
+from stockguard.service.watch import SkuWatch
 
 logger = logging.getLogger("stockguard.service")
 
@@ -152,12 +154,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sweeper.start()
     auditor = app.state.auditor = Auditor(engine, settings.audit_interval_s)
     auditor.start()
+    shared_dir = os.environ.get(routes_ops.MULTIPROC_DIR_ENV)
+    watch = app.state.watch = SkuWatch(engine, Path(shared_dir) if shared_dir else None)
+    watch.start()
     if given is None:
         heap.settle()  # start-up is over: the collector as a long-running server wants it
     try:
         yield
     finally:
         try:
+            await watch.stop()
             await auditor.stop()
             await sweeper.stop()
         finally:
