@@ -27,6 +27,7 @@ from stockguard.domain import (
     VariantSpec,
 )
 from stockguard.domain.events import EVENT_TYPES_ALL, EventType, StoredEvent
+from stockguard.domain.kits import Kit, expand, kit_available, validate_kit
 from stockguard.stores.contract import Store
 from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql.audit import AuditReport, audit
@@ -61,6 +62,9 @@ class Engine:
         self.watched: frozenset[str] = frozenset()
         """SKUs counted one by one for the admin page's drop view (``service/watch.py`` sets
         it). Empty, the usual case, a reservation pays one truth test for it."""
+        self.kits_seen: dict[str, Kit] = {}
+        """Every kit this process has met (definitions never change: docs/design.md#kits).
+        Empty, the usual case, a reservation pays one truth test for it."""
 
     @classmethod
     async def open(
@@ -168,8 +172,35 @@ class Engine:
         ttl_s: int = domain.TTL_S_DEFAULT,
         customer_id: str | None = None,
     ) -> ReserveOutcome:
-        """Holds every line or none; the same order_id and lines replay the same hold."""
+        """Holds every line or none; the same order_id and lines replay the same hold.
+
+        A kit line holds its components (``domain.kits.expand``). A kit this process has
+        not met yet reaches the strategy as an unknown SKU (or, replayed, as a conflict
+        with its stored component lines): only then are the kits table read and the
+        request expanded and run again, so a shop without kits pays nothing for them."""
         request = domain.validate_reserve(order_id, lines, ttl_s, customer_id)
+        if self.kits_seen and not self.kits_seen.keys().isdisjoint(request.skus):
+            request = expand(request, self.kits_seen)
+        try:
+            return await self._reserve(request)
+        except (domain.UnknownSku, domain.IdempotencyConflict):
+            expanded = await self._expand_new_kits(request)
+            if expanded is None:
+                raise
+        return await self._reserve(expanded)
+
+    async def _expand_new_kits(
+        self, request: domain.ReserveRequest
+    ) -> domain.ReserveRequest | None:
+        """``request`` expanded, if it names kits this process had not met; else None."""
+        unseen = [sku for sku in request.skus if sku not in self.kits_seen]
+        found = await self.store.kits(unseen) if unseen else {}
+        if not found:
+            return None
+        self.kits_seen.update(found)
+        return expand(request, self.kits_seen)
+
+    async def _reserve(self, request: domain.ReserveRequest) -> ReserveOutcome:
         if self.watched and not self.watched.isdisjoint(request.skus):
             return await self._reserve_watched(request)
         try:
@@ -283,6 +314,8 @@ class Engine:
         domain.validate_on_hand(on_hand)
         if expected_on_hand is not None:
             domain.validate_on_hand(expected_on_hand, "expected_on_hand")
+        if sku in self.kits_seen or await self.store.kits([sku]):
+            raise domain.DuplicateSku([sku])  # a kit has no stock of its own
         try:
             return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
         finally:
@@ -318,6 +351,34 @@ class Engine:
         if not 0 <= after <= 2**63 - 1:
             raise domain.InvalidInput("after", "is not an event id")
         return await self.store.events_after(after, limit, types)
+
+    async def define_kit(
+        self, sku: str, components: Sequence[Line] | Sequence[tuple[str, int]]
+    ) -> tuple[Kit, bool]:
+        """Defines kit ``sku`` once (the same definition again is a replay); components
+        are SKUs with stock. Under a write-behind strategy the persister first catches up,
+        so a component created a moment ago has its row. Returns the kit and whether this
+        call created it."""
+        kit = validate_kit(sku, components)
+        await self.strategy.settle()
+        defined, created = await self.store.define_kit(kit)
+        self.kits_seen[defined.sku] = defined
+        return defined, created
+
+    async def kit(self, sku: str) -> tuple[Kit, int]:
+        """Kit ``sku`` and how many whole kits its components' available stock makes."""
+        domain.validate_sku(sku)
+        found = (await self.store.kits([sku])).get(sku)
+        if found is None:
+            raise domain.UnknownSku([sku])
+        levels = {level.sku: level for level in await self.stock([c.sku for c in found.components])}
+        return found, kit_available(found, levels)
+
+    async def list_kits(self, *, limit: int = 100, after: str | None = None) -> list[Kit]:
+        limit = domain.validate_page_limit(limit)
+        if after is not None:
+            domain.validate_sku(after, "after")
+        return await self.store.list_kits(limit=limit, after=after)
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         """Adds ``delta`` (negative: removes) to on_hand, never below what is reserved."""

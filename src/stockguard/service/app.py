@@ -26,10 +26,13 @@ from stockguard import __version__, heap, metrics
 from stockguard.admin import admin_router
 from stockguard.config import Settings
 from stockguard.engine import Engine
+from stockguard.events.relay import Relay
 from stockguard.service import (
     docs,
     errors,
     routes_audit,
+    routes_events,
+    routes_kits,
     routes_ops,
     routes_products,
     routes_reservations,
@@ -119,7 +122,14 @@ def create_app(
         if settings.api_token is not None
         else {"dependencies": [strict_query]}
     )
-    for module in (routes_reservations, routes_stock, routes_products, routes_audit):
+    for module in (
+        routes_reservations,
+        routes_stock,
+        routes_products,
+        routes_kits,
+        routes_audit,
+        routes_events,
+    ):
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)
     app.include_router(routes_ops.router)  # probes may add parameters of their own

@@ -41,6 +41,7 @@ from stockguard.domain import (
     VARIANTS_MAX,
     Status,
 )
+from stockguard.domain.kits import KIT_COMPONENTS_MAX, Kit
 
 CURSOR_PATTERN = f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$"
 """The form of the page cursors this service hands out (opaque to clients, who only
@@ -201,6 +202,13 @@ class ProductIn(_Request):
     initial_on_hand: OnHand | None = None
 
 
+class KitIn(_Request):
+    """A kit's components: SKUs with stock, each named once (422 invalid-input for a SKU
+    named twice or the kit itself; 404 unknown-sku for a component without stock)."""
+
+    components: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=KIT_COMPONENTS_MAX)]
+
+
 # ---------------------------------------------------------------------------- responses
 
 
@@ -234,6 +242,27 @@ class ReservationOut(BaseModel):
 class ReservationPage(BaseModel):
     items: list[ReservationOut]
     next_cursor: str | None
+
+
+class KitOut(BaseModel):
+    sku: str
+    components: list[ItemOut]
+    available: int | None = None
+    """Whole kits the components' available stock makes now (the kit's own page)."""
+
+    @classmethod
+    def of(cls, kit: Kit, available: int | None = None) -> KitOut:
+        return cls(
+            sku=kit.sku,
+            components=[ItemOut(sku=c.sku, quantity=c.quantity) for c in kit.components],
+            available=available,
+        )
+
+
+class KitPage(BaseModel):
+    items: list[KitOut]
+    next_cursor: str | None
+    """The last kit's SKU when more may follow: pass it as ``after``."""
 
 
 class StockOut(BaseModel):

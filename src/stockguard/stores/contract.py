@@ -39,6 +39,7 @@ from stockguard.domain import (
     StockLevel,
 )
 from stockguard.domain.events import EventType, StoredEvent
+from stockguard.domain.kits import Kit
 
 T = TypeVar("T")
 
@@ -150,6 +151,11 @@ class Store(Protocol):
     async def list_standalone_stock(
         self, *, search: str | None = None, limit: int = 100
     ) -> list[StockLevel]: ...
+
+    # kits (docs/design.md#kits)
+    async def define_kit(self, kit: Kit) -> tuple[Kit, bool]: ...
+    async def kits(self, skus: Sequence[str]) -> dict[str, Kit]: ...
+    async def list_kits(self, *, limit: int = ..., after: str | None = None) -> list[Kit]: ...
 
     # the events outbox (docs/events.md)
     recorded_events: frozenset[EventType]

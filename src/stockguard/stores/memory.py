@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from stockguard import domain
 from stockguard.domain import Line, Movement, Product, Reservation, Status, StockLevel, Variant
 from stockguard.domain.events import Event, EventRecorder, EventType, LevelAfter, StoredEvent
+from stockguard.domain.kits import Kit
 from stockguard.stores.contract import DuplicateKey
 from stockguard.stores.operations import StoreOperations, filter_text, parse_cursor
 
@@ -74,6 +75,7 @@ class State:
     """The outbox in insert order; ``events_seq`` of them have their public id (1..)."""
     events_seq: int = 0
     low_stock_thresholds: dict[str, int] = dataclasses.field(default_factory=dict)
+    kits: dict[str, Kit] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> State:
         return State(
@@ -88,6 +90,7 @@ class State:
             list(self.events),
             self.events_seq,
             dict(self.low_stock_thresholds),
+            dict(self.kits),
         )
 
 
@@ -436,6 +439,32 @@ class MemoryStore(StoreOperations):
             level
             for sku, level in sorted(self.state.levels.items())
             if sku not in in_products and (not needle or needle in sku.lower())
+        ][:limit]
+
+    # ------------------------------------------------------------------ kits
+
+    async def define_kit(self, kit: Kit) -> tuple[Kit, bool]:
+        async with self.transaction() as tx:
+            existing = tx.state.kits.get(kit.sku)
+            if existing is not None:
+                if existing != kit:
+                    raise domain.DuplicateSku([kit.sku])
+                return existing, False
+            if kit.sku in tx.state.levels:
+                raise domain.DuplicateSku([kit.sku])
+            missing = {c.sku for c in kit.components} - set(tx.state.levels)
+            if missing:
+                raise domain.UnknownSku(sorted(missing))
+            tx.state.kits[kit.sku] = kit
+            await tx.commit()
+            return kit, True
+
+    async def kits(self, skus: Sequence[str]) -> dict[str, Kit]:
+        return {sku: self.state.kits[sku] for sku in set(skus) if sku in self.state.kits}
+
+    async def list_kits(self, *, limit: int = 100, after: str | None = None) -> list[Kit]:
+        return [
+            self.state.kits[sku] for sku in sorted(self.state.kits) if after is None or sku > after
         ][:limit]
 
     # ------------------------------------------------------------------ events outbox

@@ -177,7 +177,103 @@ stock_events = Table(
     **_MYSQL,
 )
 
+# The relay (docs/events.md#the-relay): one lease row per database names the process that
+# may sequence and deliver; ``token`` goes up at every change of holder and fences every
+# write the relay makes (a relay that lost the lease cannot move a cursor or number a row).
+event_leases = Table(
+    "event_leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# Where each sink is in the outbox: the last seq it has delivered (or dead-lettered), and
+# the retry state of its head event. ``sink``: ``nats`` or ``webhook:<endpoint id>``.
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("sink", String(80), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at_ms", BigInteger, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("types", String(400), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("description", String(200), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# Recent delivery attempts, newest kept: the relay prunes it to a bounded count.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", SeqKey, primary_key=True, autoincrement=True),
+    Column("endpoint_id", String(36), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(300), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    **_MYSQL,
+)
+
+# Events an endpoint refused ``attempts_max`` times: kept with their envelope (the outbox
+# may prune the event) until redelivered or past the retention.
+webhook_dead_letters = Table(
+    "webhook_dead_letters",
+    metadata,
+    Column("endpoint_id", String(36), primary_key=True),
+    Column("event_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(32), nullable=False),
+    Column("envelope", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(300), nullable=True),
+    Column("dead_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# Kits (docs/design.md#kits): a kit SKU has no stock row of its own; reserving it holds its
+# components. Definitions are never changed once written.
+kit_components = Table(
+    "kit_components",
+    metadata,
+    Column("kit_sku", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column(
+        "component_sku",
+        String(domain.SKU_LEN_MAX),
+        ForeignKey("stock_levels.sku"),
+        primary_key=True,
+    ),
+    Column("quantity", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("quantity > 0", name="ck_kit_component_quantity_positive"),
+    **_MYSQL,
+)
+
 ALL_TABLES = (
+    kit_components,
+    webhook_dead_letters,
+    webhook_deliveries,
+    webhook_endpoints,
+    event_cursors,
+    event_leases,
     stock_events,
     reservation_buckets,
     stock_buckets,

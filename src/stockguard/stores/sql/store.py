@@ -28,11 +28,13 @@ from stockguard.domain import (
     StockLevel,
 )
 from stockguard.domain.events import EventRecorder, EventType, StoredEvent
+from stockguard.domain.kits import Kit
 from stockguard.stores.contract import DuplicateKey, RetryableConflict
 from stockguard.stores.operations import (
     EXPIRE_BATCH_MAX,
     StoreOperations,
 )
+from stockguard.stores.sql import kits as kit_rows
 from stockguard.stores.sql import outbox, views
 from stockguard.stores.sql.backend import Backend, Failure, backend_for
 from stockguard.stores.sql.tx import Tx
@@ -168,6 +170,17 @@ class SqlStore(StoreOperations):
                         "the database kept aborting the transaction"
                     ) from conflict
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ kits
+
+    async def define_kit(self, kit: Kit) -> tuple[Kit, bool]:
+        return await kit_rows.define_kit(self, kit)
+
+    async def kits(self, skus: Sequence[str]) -> dict[str, Kit]:
+        return await kit_rows.kits(self, skus)
+
+    async def list_kits(self, *, limit: int = 100, after: str | None = None) -> list[Kit]:
+        return await kit_rows.list_kits(self, limit, after)
 
     # ------------------------------------------------------------------ events outbox
 
