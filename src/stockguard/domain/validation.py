@@ -96,7 +96,18 @@ def validate_reserve(
         if customer_id is None
         else _validate_text(customer_id, "customer_id", CUSTOMER_ID_LEN_MAX)
     )
-    ttl = _validate_int(ttl_s, "ttl_seconds", TTL_S_MIN, TTL_S_MAX)
+    ttl = validate_ttl(ttl_s)
+    return ReserveRequest(order, validate_lines(lines), ttl, customer)
+
+
+def validate_ttl(ttl_s: object) -> int:
+    """A hold's time to live in seconds (a new hold's, or an extension's)."""
+    return _validate_int(ttl_s, "ttl_seconds", TTL_S_MIN, TTL_S_MAX)
+
+
+def validate_lines(lines: Sequence[Line] | Sequence[tuple[str, int]]) -> tuple[Line, ...]:
+    """1-100 lines, each SKU once, quantities 1-1,000,000; sorted by SKU (the lock order).
+    A hold's lines, and the lines a partial release gives back."""
     # ``type(...) in`` before the ABC check: every request of a flash sale passes here.
     if type(lines) not in (list, tuple) and (
         not isinstance(lines, Sequence) or isinstance(lines, str)
@@ -133,4 +144,4 @@ def validate_reserve(
         checked.append(Line(sku, quantity))
     if len(checked) > 1:
         checked.sort(key=_by_sku)
-    return ReserveRequest(order, tuple(checked), ttl, customer)
+    return tuple(checked)
