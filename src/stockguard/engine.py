@@ -247,12 +247,42 @@ class Engine:
         metrics.TRANSITIONS.labels(status=result.status.value).inc()
         return result
 
-    async def release(self, reservation_id: str) -> Reservation:
-        """Not paid: the held units become available again. Replay-safe."""
-        result = await self.strategy.release(domain.validate_reservation_id(reservation_id))
-        self.admission.stock_may_have_returned(line.sku for line in result.lines)
-        metrics.TRANSITIONS.labels(status=result.status.value).inc()
+    async def release(
+        self,
+        reservation_id: str,
+        items: Sequence[Line] | Sequence[tuple[str, int]] | None = None,
+    ) -> Reservation:
+        """Not paid: the held units become available again. Replay-safe.
+
+        With ``items``, only those units are given back and the rest stays held (a
+        partial release, docs/design.md#partial-release; NOT replay-safe: each call gives
+        back again); giving back every unit left releases the hold.
+        """
+        rid = domain.validate_reservation_id(reservation_id)
+        if items is None:
+            result = await self.strategy.release(rid)
+            self.admission.stock_may_have_returned(line.sku for line in result.lines)
+            metrics.TRANSITIONS.labels(status=result.status.value).inc()
+            return result
+        lines = domain.validate_lines(items)
+        result = await self.strategy.release_part(rid, lines)
+        self.admission.stock_may_have_returned(line.sku for line in lines)
+        if result.status is not Status.HELD:
+            metrics.TRANSITIONS.labels(status=result.status.value).inc()
         return result
+
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation:
+        """More time for a held reservation: expires ``ttl_s`` from now by the store's
+        clock, never earlier than it did, never past ``created_at`` +
+        ``domain.HOLD_LIFETIME_S_MAX`` (clamped). Refused once it is past its expiry
+        (``ReservationExpired``, and it ends as expired) or ended (``InvalidState``)."""
+        rid = domain.validate_reservation_id(reservation_id)
+        ttl = domain.validate_ttl(ttl_s)
+        try:
+            return await self.strategy.extend(rid, ttl)
+        except domain.ReservationExpired:
+            self.admission.stock_may_have_returned()  # it may have ended as expired just now
+            raise
 
     async def expire_due(self) -> int:
         """Ends every held reservation whose expiry has passed by the store's clock."""

@@ -14,6 +14,10 @@ QUANTITY_MAX = 1_000_000
 TTL_S_MIN = 1
 TTL_S_MAX = 86_400
 TTL_S_DEFAULT = 900
+HOLD_LIFETIME_S_MAX = 86_400
+"""How long a hold may live in all, from its creation: an extension never takes
+``expires_at`` past ``created_at`` + this (it is clamped there), so a client that keeps
+extending cannot keep stock out of the sale for ever (docs/design.md#extending-a-hold)."""
 ORDER_ID_LEN_MAX = 128
 CUSTOMER_ID_LEN_MAX = 128
 ON_HAND_MAX = 10**12

@@ -25,6 +25,7 @@ from stockguard.domain.errors import (
     UnknownSku,
 )
 from stockguard.domain.model import (
+    HOLD_LIFETIME_S_MAX,
     ON_HAND_MAX,
     Line,
     Reservation,
@@ -203,6 +204,132 @@ def ending(reservation: Reservation, target: Status, now_ms: int) -> Ending:
     if not changes:
         return Ending(None, reservation)
     return Ending(target, dataclasses.replace(reservation, status=target))
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """What an extend of one reservation decides at ``now_ms`` (docs/design.md#extending-a-hold)."""
+
+    expires: bool
+    """The hold is past its expiry by the store's clock: end it as expired (the write a
+    late confirm makes too), then refuse with ``answer``."""
+    expires_at_ms: int | None
+    """The new expiry to write; None: nothing to write."""
+    answer: Reservation | StockguardError
+
+    def result(self) -> Reservation:
+        if isinstance(self.answer, StockguardError):
+            raise self.answer
+        return self.answer
+
+
+def extension(
+    reservation: Reservation,
+    ttl_s: int,
+    now_ms: int,
+    lifetime_ms: int = HOLD_LIFETIME_S_MAX * 1000,
+) -> Extension:
+    """Extend ``reservation`` to ``now_ms + ttl_s`` at ``now_ms`` (the store's clock, read
+    with the reservation's row locked: the sweep cannot take it meanwhile).
+
+    * Only a hold that is held and not yet past its expiry moves; one past it ends as
+      expired here, whether or not the sweeper came (docs/design.md#one-clock), and the
+      caller gets ``ReservationExpired`` as a late confirm does. An expired hold is
+      ``ReservationExpired``; a confirmed or released one ``InvalidState``.
+    * The new expiry is never earlier than the current one (an extension that would
+      shorten the hold writes nothing and answers it as it is): a retried or reordered
+      extend can only leave the longer of the two, so a replay does no harm.
+    * It is clamped to ``created_at + lifetime_ms`` rather than refused: the client
+      asked for "more time", gets as much as the limit allows and reads how much in
+      ``expires_at``; at the limit every further extend answers the same hold unchanged.
+    """
+    if reservation.status is Status.HELD and now_ms >= reservation.expires_at_ms:
+        return Extension(True, None, ReservationExpired(reservation.id))
+    if reservation.status is Status.EXPIRED:
+        return Extension(False, None, ReservationExpired(reservation.id))
+    if reservation.status.is_terminal:
+        return Extension(False, None, InvalidState(reservation.id, reservation.status, "extend"))
+    wanted = min(now_ms + ttl_s * 1000, reservation.created_at_ms + lifetime_ms)
+    if wanted <= reservation.expires_at_ms:
+        return Extension(False, None, reservation)
+    return Extension(False, wanted, dataclasses.replace(reservation, expires_at_ms=wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class PartRelease:
+    """What giving back some units of one reservation decides at ``now_ms``."""
+
+    ends: Status | None
+    """The hold ends: EXPIRED (past its expiry, nothing was given back by this request)
+    or RELEASED (every unit it held is given back: a full release of what remained).
+    Written as any ending is; None: it does not end."""
+    given: tuple[Line, ...]
+    """Lines given back while the hold stays held (``ends`` is None); empty otherwise."""
+    answer: Reservation | StockguardError
+
+    def result(self) -> Reservation:
+        if isinstance(self.answer, StockguardError):
+            raise self.answer
+        return self.answer
+
+
+def release_part(reservation: Reservation, lines: Sequence[Line], now_ms: int) -> PartRelease:
+    """Give back ``lines`` (validated, each SKU once) of ``reservation`` at ``now_ms``.
+
+    The rest stays held with its expiry; a line reaching 0 is removed (a line is never
+    0: the schema's ``quantity > 0``), and when every line reaches 0 the hold is
+    released, exactly as a full release of what it still held. Past its expiry the hold
+    ends as expired and is answered as a full release would be (docs/design.md#one-clock);
+    a released or expired hold is answered as it is (its units are back already); a
+    confirmed one is ``InvalidState``. Giving back a SKU the hold does not hold, or more
+    units than it holds, is ``InvalidInput`` and nothing changes.
+
+    Not idempotent, unlike a full release: "give back 1" twice gives back 2 (while there
+    is something left to give back). A client that is unsure whether its request applied
+    reads the reservation first (docs/design.md#partial-release).
+    """
+    if reservation.status is Status.HELD and now_ms >= reservation.expires_at_ms:
+        return PartRelease(
+            Status.EXPIRED, (), dataclasses.replace(reservation, status=Status.EXPIRED)
+        )
+    if reservation.status is Status.CONFIRMED:
+        return PartRelease(None, (), InvalidState(reservation.id, reservation.status, "release"))
+    if reservation.status.is_terminal:
+        return PartRelease(None, (), reservation)
+    held = {line.sku: line.quantity for line in reservation.lines}
+    for line in lines:
+        if line.sku not in held:
+            return PartRelease(
+                None, (), InvalidInput("items", f"{line.sku!r} is not held by this reservation")
+            )
+        if line.quantity > held[line.sku]:
+            return PartRelease(
+                None,
+                (),
+                InvalidInput(
+                    "items",
+                    f"gives back {line.quantity} of {line.sku!r} but the reservation "
+                    f"holds {held[line.sku]}",
+                ),
+            )
+        held[line.sku] -= line.quantity
+    remaining = tuple(Line(sku, q) for sku, q in sorted(held.items()) if q > 0)
+    if not remaining:
+        return PartRelease(
+            Status.RELEASED, (), dataclasses.replace(reservation, status=Status.RELEASED)
+        )
+    return PartRelease(None, tuple(lines), dataclasses.replace(reservation, lines=remaining))
+
+
+def remaining_lines(held: Sequence[Line], given: Sequence[Line]) -> tuple[Line, ...]:
+    """``held`` less ``given`` per SKU, lines at 0 left out (the arithmetic a store does
+    to write what ``release_part`` decided)."""
+    back = {line.sku: line.quantity for line in given}
+    return tuple(
+        Line(line.sku, line.quantity - back.get(line.sku, 0))
+        for line in held
+        if line.quantity > back.get(line.sku, 0)
+    )
 
 
 def refusal(levels: Mapping[str, StockLevel], lines: Sequence[Line]) -> StockguardError:

@@ -276,6 +276,24 @@ class MemoryTx:
                 totals[line.sku] = totals.get(line.sku, 0) + line.quantity
         return totals
 
+    async def write_expiry(self, reservation_id: str, expires_at_ms: int) -> None:
+        found = self.state.reservations[reservation_id]
+        if found.status is Status.HELD:
+            self.state.reservations[reservation_id] = dataclasses.replace(
+                found, expires_at_ms=expires_at_ms
+            )
+
+    async def shrink_lines(
+        self, reservation: Reservation, given: Sequence[Line], now_ms: int
+    ) -> None:
+        found = self.state.reservations[reservation.id]
+        self.state.reservations[reservation.id] = dataclasses.replace(
+            found, lines=domain.remaining_lines(found.lines, given)
+        )
+        if self.recorder is not None:
+            self.recorder.learn([found])
+            self.recorder.released_part(reservation.id, given, now_ms)
+
     # ------------------------------------------------------------------ products
 
     async def insert_product(

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from stockguard import domain
 from stockguard.domain import (
+    Line,
     Movement,
     Product,
     ProductSpec,
@@ -29,6 +30,10 @@ from stockguard.domain import (
 from stockguard.stores.contract import DuplicateKey, StoreTx
 
 T = TypeVar("T")
+EndHeld = Callable[[StoreTx, Reservation, Status, int], Awaitable[None]]
+"""Ends one held reservation whose row the transaction locked (status, stock, ledger)."""
+GiveBack = Callable[[StoreTx, Reservation, Sequence[Line], int], Awaitable[None]]
+"""Gives back some units of a held reservation whose row the transaction locked."""
 
 EXPIRE_BATCH_MAX = 1_000
 SEQ_MAX = 2**63 - 1
@@ -100,6 +105,19 @@ class StoreOperations:
                 return ending.result()
 
         return await self.run(work)
+
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation:
+        """Moves a held reservation's expiry later (``domain.extension``)."""
+        return await self.run(lambda: extend_once(self, reservation_id, ttl_s, self._end_one))
+
+    async def release_part(self, reservation_id: str, lines: Sequence[Line]) -> Reservation:
+        """Gives back ``lines`` of a held reservation (``domain.release_part``)."""
+        return await self.run(
+            lambda: release_part_once(self, reservation_id, lines, self._end_one, give_back_lines)
+        )
+
+    async def _end_one(self, tx: StoreTx, held: Reservation, target: Status, now_ms: int) -> None:
+        await self._end_held(tx, [held], target, now_ms)
 
     async def _end_held(
         self, tx: StoreTx, held: Sequence[Reservation], target: Status, now_ms: int
@@ -251,6 +269,63 @@ class StoreOperations:
             options,
             tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
         )
+
+
+async def extend_once(
+    store: StoreOperations, reservation_id: str, ttl_s: int, end_held: EndHeld
+) -> Reservation:
+    """One transaction of an extend: lock the reservation row, THEN read the clock, so
+    the expiry sweep (which skips or waits for a locked row, and re-checks that it is
+    still due) and this extension cannot both win: either the sweep ended the hold
+    first and this answers ``ReservationExpired``, or the new expiry is committed
+    before the sweep can see the row (docs/design.md#extending-a-hold)."""
+    async with store.transaction() as tx:
+        found = await tx.reservation(reservation_id, lock=True)
+        if found is None:
+            raise domain.ReservationNotFound(reservation_id)
+        now_ms = await tx.now_ms()
+        decided = domain.extension(found, ttl_s, now_ms)
+        if decided.expires:
+            await end_held(tx, found, Status.EXPIRED, now_ms)
+            await tx.commit()
+        elif decided.expires_at_ms is not None:
+            await tx.write_expiry(found.id, decided.expires_at_ms)
+            await tx.commit()
+        return decided.result()
+
+
+async def release_part_once(
+    store: StoreOperations,
+    reservation_id: str,
+    lines: Sequence[Line],
+    end_held: EndHeld,
+    give_back: GiveBack,
+) -> Reservation:
+    """One transaction of a partial release, on the locked reservation row: a confirm
+    waits for it (or it for the confirm), so the confirm sells exactly what is left."""
+    async with store.transaction() as tx:
+        found = await tx.reservation(reservation_id, lock=True)
+        if found is None:
+            raise domain.ReservationNotFound(reservation_id)
+        now_ms = await tx.now_ms()
+        decided = domain.release_part(found, lines, now_ms)
+        if decided.ends is not None:
+            await end_held(tx, found, decided.ends, now_ms)
+            await tx.commit()
+        elif decided.given:
+            await give_back(tx, found, decided.given, now_ms)
+            await tx.commit()
+        return decided.result()
+
+
+async def give_back_lines(
+    tx: StoreTx, held: Reservation, given: Sequence[Line], now_ms: int
+) -> None:
+    """A partial release on stock rows: the lines shrink, ``reserved`` drops by the
+    units given back; ``on_hand`` and the ledger are untouched (nothing was sold)."""
+    await tx.shrink_lines(held, given, now_ms)
+    await tx.levels([line.sku for line in given], lock=True)  # SKU order, as every writer
+    await tx.add_reserved({line.sku: -line.quantity for line in given}, now_ms)
 
 
 def parse_cursor(cursor: str | None) -> int | None:

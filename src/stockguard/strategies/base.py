@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from stockguard import domain
 from stockguard.domain import (
+    Line,
     Product,
     ProductSpec,
     Reservation,
@@ -82,6 +83,17 @@ class Strategy:
 
     async def release(self, reservation_id: str) -> Reservation:
         return await self.store.release(reservation_id)
+
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation:
+        """Moves a held reservation's expiry later (``domain.extension``). The store's
+        shared transaction locks the reservation row, which is all any SQL strategy's
+        confirm, release and sweep serialise on, so it is right for each of them."""
+        return await self.store.extend(reservation_id, ttl_s)
+
+    async def release_part(self, reservation_id: str, lines: Sequence[Line]) -> Reservation:
+        """Gives back ``lines`` of a held reservation, the rest stays held
+        (``domain.release_part``); on the locked reservation row, like ``extend``."""
+        return await self.store.release_part(reservation_id, lines)
 
     async def expire_due(self) -> int:
         return await self.store.expire_due()

@@ -28,6 +28,7 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import (
+    Line,
     Product,
     ProductSpec,
     Reservation,
@@ -204,6 +205,29 @@ class RedisStrategy(Strategy):
                 "run `stockguard reconcile`"
             )
         domain.check_transition(found, target, found.expires_at_ms)
+        return found
+
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation:
+        extended = await self.holds.extend(reservation_id, ttl_s)
+        if extended is not None:
+            return extended
+        return domain.extension(await self._ended_in_sql(reservation_id), ttl_s, 0).result()
+
+    async def release_part(self, reservation_id: str, lines: Sequence[Line]) -> Reservation:
+        released = await self.holds.release_part(reservation_id, lines)
+        if released is not None:
+            return released
+        return domain.release_part(await self._ended_in_sql(reservation_id), lines, 0).result()
+
+    async def _ended_in_sql(self, reservation_id: str) -> Reservation:
+        """A reservation Redis let go of: it ended longer ago than the retention, so SQL's
+        row is final (a held one there means the two disagree)."""
+        found = await self.store.get_reservation(reservation_id)
+        if found.status is Status.HELD:
+            raise domain.StoreUnavailable(
+                f"reservation {reservation_id} is held in SQL but unknown to Redis: "
+                "run `stockguard reconcile`"
+            )
         return found
 
     async def _from_sql(self, reservation_id: str) -> Reservation:

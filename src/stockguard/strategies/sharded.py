@@ -222,6 +222,12 @@ class ShardedStrategy(Strategy):
     async def release(self, reservation_id: str) -> domain.Reservation:
         return await self.writes.release(reservation_id)
 
+    async def extend(self, reservation_id: str, ttl_s: int) -> domain.Reservation:
+        return await self.writes.extend(reservation_id, ttl_s)
+
+    async def release_part(self, reservation_id: str, lines: Sequence[Line]) -> domain.Reservation:
+        return await self.writes.release_part(reservation_id, lines)
+
     async def expire_due(self) -> int:
         return await self.writes.expire_due()
 

@@ -12,11 +12,14 @@ workload: a few requests a run ran out of retries).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
 from stockguard import domain
-from stockguard.domain import Movement, Reservation, Status, StockLevel
+from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
+from stockguard.stores.contract import StoreTx
+from stockguard.stores.operations import extend_once, release_part_once
 from stockguard.stores.sql import buckets as b
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import EXPIRE_BATCH_MAX, DuplicateKey, SqlStore
@@ -58,6 +61,53 @@ class ShardedWrites:
                 return ending.result()
 
         return await self.store.run(work)
+
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation:
+        """The shared extend; a hold found past its expiry gives its units back to its
+        buckets."""
+        return await self.store.run(
+            lambda: extend_once(self.store, reservation_id, ttl_s, self._end_any)
+        )
+
+    async def release_part(self, reservation_id: str, lines: Sequence[Line]) -> Reservation:
+        """The shared partial release, giving the units back to the buckets they were
+        taken from (``buckets.take_back`` says which)."""
+        return await self.store.run(
+            lambda: release_part_once(
+                self.store, reservation_id, lines, self._end_any, self._give_back_part
+            )
+        )
+
+    async def _end_any(self, tx: StoreTx, held: Reservation, target: Status, now_ms: int) -> None:
+        assert isinstance(tx, Tx)
+        await self._end_held(tx, held, target, now_ms)
+
+    async def _give_back_part(
+        self, tx: StoreTx, held: Reservation, given: Sequence[Line], now_ms: int
+    ) -> None:
+        """Units of ``held`` back to the buckets its lines took them from (the last
+        recorded bucket first), whatever was held on the SKU's row (before it was
+        sharded) after that; the lock order is the other writers': buckets, then rows."""
+        assert isinstance(tx, Tx)
+        parts = await b.parts_of(tx, [held.id])
+        to_buckets: dict[tuple[str, int], tuple[int, int]] = {}
+        to_rows: dict[str, int] = {}
+        shrunk: list[b.Part] = []
+        for line in given:
+            on_buckets = [p for p in parts if p.sku == line.sku]
+            plan = b.take_back(on_buckets, line.quantity)
+            for part, units in plan:
+                to_buckets[(part.sku, part.bucket)] = (0, -units)
+                shrunk.append(dataclasses.replace(part, quantity=part.quantity - units))
+            rest = line.quantity - sum(units for _, units in plan)
+            if rest:
+                to_rows[line.sku] = -rest
+        await tx.shrink_lines(held, given, now_ms)
+        await b.shrink_parts(tx, shrunk)
+        await b.add(tx, to_buckets)
+        if to_rows:
+            await tx.levels(list(to_rows), lock=True)
+            await tx.add_reserved(to_rows, now_ms)
 
     async def _end_held(self, tx: Tx, held: Reservation, target: Status, now_ms: int) -> None:
         ended = await tx.end_reservations([held.id], target, now_ms)

@@ -41,6 +41,28 @@ class Ended:
 
 
 @dataclass(frozen=True, slots=True)
+class Extended:
+    """A held reservation's expiry moved later (``extend.lua``); no outbox event says so
+    (no event type exists for it), SQL's ``reservations.expires_at_ms`` follows."""
+
+    entry_id: StreamId
+    reservation_id: str
+    expires_at_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedPart:
+    """Some units of a held reservation given back, the rest still held
+    (``release_part.lua``); ``lines`` are the units given back."""
+
+    entry_id: StreamId
+    reservation_id: str
+    lines: tuple[Line, ...]
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class StockChanged:
     entry_id: StreamId
     sku: str
@@ -61,7 +83,7 @@ class ProductCreated:
     at_ms: int
 
 
-Event = Reserved | Ended | StockChanged | ProductCreated
+Event = Reserved | Ended | Extended | ReleasedPart | StockChanged | ProductCreated
 
 
 def product_payload(product_id: str, spec: domain.ProductSpec) -> str:
@@ -111,6 +133,10 @@ def _parse(entry_id: StreamId, fields: Mapping[str, str]) -> Event:
             int(fields["at"]),
             decode_after(fields.get("after", "")),
         )
+    if kind == "extended":
+        return Extended(entry_id, fields["id"], int(fields["expires_at"]), int(fields["at"]))
+    if kind == "released_part":
+        return ReleasedPart(entry_id, fields["id"], _lines(fields["lines"]), int(fields["at"]))
     if kind == "stock":
         return StockChanged(
             entry_id,

@@ -145,6 +145,49 @@ class RedisHolds:
         domain.check_transition(reservation, target, reservation.expires_at_ms)
         return reservation
 
+    async def extend(self, reservation_id: str, ttl_s: int) -> Reservation | None:
+        """Extends a held reservation (``extend.lua``); None when Redis no longer holds
+        it. Refusals are the domain's (``domain.extension`` on the state the script left)."""
+        k = self.keys
+        reply = await self._run(
+            "extend",
+            [k.loaded, k.reservation(reservation_id), k.due, k.events],
+            [
+                reservation_id,
+                k.stock_prefix,
+                self.retention_ms,
+                str(ttl_s * 1000),
+                str(domain.HOLD_LIFETIME_S_MAX * 1000),
+            ],
+        )
+        if reply[0] == "missing":
+            return None
+        reservation = reservation_from_hash(reservation_id, pairs(reply[1]))
+        if reservation.status is Status.HELD:
+            return reservation
+        # Ended (by the script, past its expiry, or earlier): the domain's refusal.
+        return domain.extension(reservation, ttl_s, reservation.expires_at_ms).result()
+
+    async def release_part(
+        self, reservation_id: str, lines: Sequence[domain.Line]
+    ) -> Reservation | None:
+        """Gives back ``lines`` (``release_part.lua``); None when Redis no longer holds
+        the reservation. Refusals are ``domain.release_part`` on the state the script saw."""
+        k = self.keys
+        reply = await self._run(
+            "release_part",
+            [k.loaded, k.reservation(reservation_id), k.due, k.events],
+            [reservation_id, k.stock_prefix, self.retention_ms, encode_lines(lines)],
+        )
+        if reply[0] == "missing":
+            return None
+        reservation = reservation_from_hash(reservation_id, pairs(reply[1]))
+        if reply[0] == "refused":
+            return domain.release_part(reservation, lines, int(reply[2])).result()
+        if reservation.status is Status.CONFIRMED:
+            return domain.release_part(reservation, lines, 0).result()  # InvalidState
+        return reservation
+
     async def expire_due(self) -> int:
         k = self.keys
         total = 0

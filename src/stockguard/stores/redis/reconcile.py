@@ -17,20 +17,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
+from stockguard import domain
 from stockguard.domain import Reservation, Status
 from stockguard.stores.redis.client import RedisClients, unavailable_on_error
 from stockguard.stores.redis.codec import STREAM_START, decode_lines
 from stockguard.stores.redis.events import (
     Ended,
     Event,
+    Extended,
     PoisonEvent,
     ProductCreated,
+    ReleasedPart,
     Reserved,
     StockChanged,
     parse,
@@ -93,6 +97,19 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
             sold = event.status is Status.CONFIRMED
             for line in event.lines:
                 move(line.sku, -line.quantity if sold else 0, -line.quantity)
+        elif isinstance(event, Extended):
+            if event.reservation_id in held:
+                held[event.reservation_id] = dataclasses.replace(
+                    held[event.reservation_id], expires_at_ms=event.expires_at_ms
+                )
+        elif isinstance(event, ReleasedPart):
+            if event.reservation_id in held:
+                before = held[event.reservation_id]
+                held[event.reservation_id] = dataclasses.replace(
+                    before, lines=domain.remaining_lines(before.lines, event.lines)
+                )
+            for line in event.lines:
+                move(line.sku, 0, -line.quantity)
         elif isinstance(event, StockChanged):
             if event.created:
                 levels[event.sku] = (event.on_hand_after, 0)

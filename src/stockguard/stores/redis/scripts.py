@@ -19,6 +19,8 @@ NAMES = (
     "reserve",
     "confirm",
     "release",
+    "extend",
+    "release_part",
     "expire",
     "set_on_hand",
     "adjust",

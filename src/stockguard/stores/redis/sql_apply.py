@@ -13,20 +13,24 @@ oversold), reservation rows, endings, then the ledger in event order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
-from stockguard.domain import Movement, Reservation, Status
+from stockguard import domain
+from stockguard.domain import Line, Movement, Reservation, Status
 from stockguard.domain.events import Event as OutboxEvent
 from stockguard.domain.events import EventRecorder, EventType, LevelAfter
 from stockguard.stores.redis.codec import STREAM_START, StreamId
 from stockguard.stores.redis.events import (
     Ended,
     Event,
+    Extended,
     PoisonEvent,
     ProductCreated,
+    ReleasedPart,
     Reserved,
     StockChanged,
 )
@@ -91,6 +95,10 @@ class _Plan:
     new_reservations: dict[str, Reservation] = field(default_factory=dict)
     endings: dict[str, tuple[Status, int]] = field(default_factory=dict)
     older_endings: dict[str, tuple[Status, int]] = field(default_factory=dict)
+    older_expiries: dict[str, int] = field(default_factory=dict)
+    """Reservations of earlier batches extended in this one: the last new expiry."""
+    older_given: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Reservations of earlier batches partly released in this one: SKU -> units back."""
     movements: list[Movement] = field(default_factory=list)
     at_ms: int = 0
 
@@ -112,6 +120,10 @@ def plan(events: Sequence[Event]) -> _Plan:
             result.at_ms = max(result.at_ms, reservation.created_at_ms)
         elif isinstance(event, Ended):
             _plan_ending(result, event)
+        elif isinstance(event, Extended):
+            _plan_extension(result, event)
+        elif isinstance(event, ReleasedPart):
+            _plan_release_part(result, event)
         elif isinstance(event, StockChanged):
             if event.created:
                 if event.sku in result.new_levels:
@@ -166,6 +178,48 @@ def _plan_ending(result: _Plan, event: Ended) -> None:
     result.at_ms = max(result.at_ms, event.at_ms)
 
 
+def _plan_extension(result: _Plan, event: Extended) -> None:
+    rid = event.reservation_id
+    if rid in result.endings or rid in result.older_endings:
+        raise PoisonEvent(f"{event.entry_id}: reservation {rid} extended after it ended")
+    new = result.new_reservations.get(rid)
+    if new is not None:  # inserted by this batch: with the expiry it has now
+        result.new_reservations[rid] = dataclasses.replace(new, expires_at_ms=event.expires_at_ms)
+    else:
+        result.older_expiries[rid] = event.expires_at_ms
+    result.at_ms = max(result.at_ms, event.at_ms)
+
+
+def _plan_release_part(result: _Plan, event: ReleasedPart) -> None:
+    rid = event.reservation_id
+    if rid in result.endings or rid in result.older_endings:
+        raise PoisonEvent(f"{event.entry_id}: reservation {rid} partly released after it ended")
+    for line in event.lines:
+        result.move(line.sku, 0, -line.quantity)
+    new = result.new_reservations.get(rid)
+    if new is not None:  # inserted by this batch: with the lines it has now
+        result.new_reservations[rid] = dataclasses.replace(
+            new, lines=_given_back(new.lines, event.lines, event.entry_id)
+        )
+    else:
+        given = result.older_given.setdefault(rid, {})
+        for line in event.lines:
+            given[line.sku] = given.get(line.sku, 0) + line.quantity
+    result.at_ms = max(result.at_ms, event.at_ms)
+
+
+def _given_back(held: Sequence[Line], given: Sequence[Line], entry: object) -> tuple[Line, ...]:
+    """``held`` less ``given``, refusing (poison) what Redis could not have done."""
+    quantities = {line.sku: line.quantity for line in held}
+    for line in given:
+        if quantities.get(line.sku, 0) < line.quantity:
+            raise PoisonEvent(f"{entry}: gives back {line.quantity} of {line.sku}, not held")
+    left = domain.remaining_lines(held, given)
+    if not left:
+        raise PoisonEvent(f"{entry}: a partial release of every unit")
+    return left
+
+
 async def apply_events(tx: Tx, events: Sequence[Event]) -> None:
     """Writes ``events`` (in stream order) into the open transaction ``tx``, with their
     outbox rows when events are on (``outbox_events``)."""
@@ -187,6 +241,8 @@ async def apply_events(tx: Tx, events: Sequence[Event]) -> None:
         )
     await _move_stock(tx, todo)
     await _insert_reservations(tx, todo)
+    await _extend_older(tx, todo.older_expiries)
+    await _shrink_older(tx, todo.older_given)
     await _end_older(tx, todo.older_endings)
     await tx.record_movements(todo.movements)
 
@@ -240,6 +296,41 @@ async def _insert_reservations(tx: Tx, todo: _Plan) -> None:
     )
 
 
+async def _extend_older(tx: Tx, expiries: Mapping[str, int]) -> None:
+    """New expiries of reservations written by earlier batches, each still held (before
+    the batch's endings are written: an extended hold may end later in the same batch)."""
+    for rid in sorted(expiries):
+        result = await tx.connection.execute(
+            update(t.reservations)
+            .where(t.reservations.c.id == rid, t.reservations.c.status == Status.HELD.value)
+            .values(expires_at_ms=expiries[rid])
+        )
+        if result.rowcount != 1:
+            raise PoisonEvent(f"reservation {rid} is extended in Redis but not held in SQL")
+
+
+async def _shrink_older(tx: Tx, given: Mapping[str, Mapping[str, int]]) -> None:
+    """Lines of reservations written by earlier batches, less the units given back."""
+    if not given:
+        return
+    held = await tx.reservations_by_id(sorted(given), lock=True)
+    for rid in sorted(given):
+        found = held.get(rid)
+        if found is None or found.status is not Status.HELD:
+            raise PoisonEvent(f"reservation {rid} is partly released in Redis, not held in SQL")
+        back = [Line(sku, q) for sku, q in sorted(given[rid].items())]
+        left = {line.sku: line.quantity for line in _given_back(found.lines, back, rid)}
+        c = t.reservation_lines.c
+        for line in back:
+            where = (c.reservation_id == rid, c.sku == line.sku)
+            if line.sku in left:
+                await tx.connection.execute(
+                    update(t.reservation_lines).where(*where).values(quantity=left[line.sku])
+                )
+            else:
+                await tx.connection.execute(delete(t.reservation_lines).where(*where))
+
+
 async def _end_older(tx: Tx, endings: dict[str, tuple[Status, int]]) -> None:
     """Endings of reservations written by earlier batches: each row must still be held."""
     if not endings:
@@ -276,7 +367,7 @@ async def outbox_events(
     for event in events:
         if isinstance(event, Reserved):
             touched.update(line.sku for line in event.reservation.lines)
-        elif isinstance(event, Ended):
+        elif isinstance(event, (Ended, ReleasedPart)):
             touched.update(line.sku for line in event.lines)
             older.add(event.reservation_id)
         elif isinstance(event, StockChanged):
@@ -300,13 +391,22 @@ async def outbox_events(
                 move(line.sku, 0, line.quantity)
         elif isinstance(event, Ended):
             known = rows.get(event.reservation_id)
-            if known is not None:
-                recorder.learn([known])
+            if known is not None:  # its lines as they ended (after any partial release)
+                recorder.learn([dataclasses.replace(known, lines=event.lines)])
             recorder.learn_lines({event.reservation_id: event.lines})
             recorder.ended([event.reservation_id], event.status, event.at_ms)
             sold = event.status is Status.CONFIRMED
             for line in event.lines:
                 move(line.sku, -line.quantity if sold else 0, -line.quantity)
+        elif isinstance(event, ReleasedPart):
+            known = rows.get(event.reservation_id)
+            if known is not None:
+                recorder.learn([known])
+            recorder.released_part(event.reservation_id, event.lines, event.at_ms)
+            for line in event.lines:
+                move(line.sku, 0, -line.quantity)
+        elif isinstance(event, Extended):
+            pass  # no event type says "extended" (docs/events.md); nothing moved
         elif isinstance(event, StockChanged):
             recorder.moved(
                 [

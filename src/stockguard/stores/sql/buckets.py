@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from stockguard.domain import StockLevel
 from stockguard.stores.sql import schema as t
@@ -178,6 +178,24 @@ async def parts_of(tx: Tx, reservation_ids: Sequence[str]) -> list[Part]:
     return found
 
 
+async def shrink_parts(tx: Tx, parts: Sequence[Part]) -> None:
+    """Writes what is left of each part after a partial release; a part left with 0
+    units is deleted (the schema has no 0-unit part)."""
+    r = t.reservation_buckets.c
+    for part in sorted(parts, key=lambda p: (p.sku, p.bucket)):
+        where = (
+            r.reservation_id == part.reservation_id,
+            r.sku == part.sku,
+            r.bucket == part.bucket,
+        )
+        if part.quantity > 0:
+            await tx.connection.execute(
+                update(t.reservation_buckets).where(*where).values(quantity=part.quantity)
+            )
+        else:
+            await tx.connection.execute(delete(t.reservation_buckets).where(*where))
+
+
 async def lock_levels(tx: Tx, skus: Sequence[str]) -> None:
     """Locks stock_levels rows by writing them (PostgreSQL: FOR NO KEY UPDATE, which lets
     concurrent reservations still insert lines that reference the SKU)."""
@@ -218,6 +236,20 @@ def spread(rows: Sequence[Bucket], on_hand_total: int) -> list[Bucket]:
         Bucket(row.sku, row.bucket, row.reserved + share + (1 if n < extra else 0), row.reserved)
         for n, row in enumerate(rows)
     ]
+
+
+def take_back(parts: Sequence[Part], quantity: int) -> list[tuple[Part, int]]:
+    """(part, units) to give back ``quantity`` of one line, from its last bucket down;
+    what the parts do not cover was held on the SKU's row and is the caller's."""
+    plan: list[tuple[Part, int]] = []
+    left = quantity
+    for part in sorted(parts, key=lambda p: p.bucket, reverse=True):
+        if left == 0:
+            break
+        units = min(part.quantity, left)
+        plan.append((part, units))
+        left -= units
+    return plan
 
 
 def fill(rows: Sequence[Bucket], quantity: int) -> list[tuple[int, int]] | None:

@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Row, and_, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stockguard import domain
 from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
 from stockguard.domain.events import Event, EventRecorder, LevelAfter
 from stockguard.stores.sql import schema as t
@@ -371,6 +372,39 @@ class Tx:
             for sku, total in rows:
                 totals[sku] = totals.get(sku, 0) + int(total)
         return totals
+
+    async def write_expiry(self, reservation_id: str, expires_at_ms: int) -> None:
+        """A held reservation's new expiry (an extension), on its locked row."""
+        await self.connection.execute(
+            update(t.reservations)
+            .where(
+                t.reservations.c.id == reservation_id,
+                t.reservations.c.status == Status.HELD.value,
+            )
+            .values(expires_at_ms=expires_at_ms)
+        )
+
+    async def shrink_lines(
+        self, reservation: Reservation, given: Sequence[Line], now_ms: int
+    ) -> None:
+        """A partial release's lines: each given-back line shrinks by its quantity, and a
+        line reaching 0 is deleted (the schema has no 0-unit line). ``reserved`` is the
+        caller's next statement; the recorder hears of it here, where every store does."""
+        left = {
+            line.sku: line.quantity for line in domain.remaining_lines(reservation.lines, given)
+        }
+        c = t.reservation_lines.c
+        for line in sorted(given, key=lambda line: line.sku):
+            where = (c.reservation_id == reservation.id, c.sku == line.sku)
+            if line.sku in left:
+                await self.connection.execute(
+                    update(t.reservation_lines).where(*where).values(quantity=left[line.sku])
+                )
+            else:
+                await self.connection.execute(delete(t.reservation_lines).where(*where))
+        if self.recorder is not None:
+            self.recorder.learn([reservation])
+            self.recorder.released_part(reservation.id, given, now_ms)
 
     async def _reservations(
         self, condition: ColumnElement[bool], *, lock: bool = False

@@ -1,0 +1,53 @@
+-- Mirrors stockguard.domain.release_part(reservation, lines, now) (domain/rules.py):
+-- past expiry it writes expired; a SKU the hold does not hold, or more units than it
+-- holds, writes nothing (Python names the error); giving back every unit left is a full
+-- release; otherwise the lines shrink (a line at 0 goes) and `reserved` drops by the units.
+-- KEYS: 1 load marker, 2 reservation key, 3 due index, 4 event stream
+-- ARGV: 1 reservation id, 2 stock key prefix, 3 ms to keep the reservation after it ends,
+--       4 lines to give back ('SKU\tqty' joined by '\n', each SKU once)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'unloaded'}
+end
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines')
+if not found[1] then
+  return {'missing'}
+end
+if found[1] == 'held' then
+  local now = now_ms()
+  if now >= tonumber(found[2]) then
+    end_hold(KEYS[2], ARGV[1], found[3], 'expired', now, ARGV[2], KEYS[3], KEYS[4],
+      tonumber(ARGV[3]), false)
+    return {'found', redis.call('HGETALL', KEYS[2])}
+  end
+  local held, order = {}, {}
+  for sku, qty in each_line(found[3]) do
+    held[sku] = tonumber(qty)
+    order[#order + 1] = sku
+  end
+  for sku, qty in each_line(ARGV[4]) do
+    if held[sku] == nil or tonumber(qty) > held[sku] then
+      return {'refused', redis.call('HGETALL', KEYS[2]), int(now)}
+    end
+    held[sku] = held[sku] - tonumber(qty)
+  end
+  local left = {}
+  for _, sku in ipairs(order) do
+    if held[sku] > 0 then
+      left[#left + 1] = sku .. '\t' .. int(held[sku])
+    end
+  end
+  if #left == 0 then
+    end_hold(KEYS[2], ARGV[1], found[3], 'released', now, ARGV[2], KEYS[3], KEYS[4],
+      tonumber(ARGV[3]), false)
+  else
+    for sku, qty in each_line(ARGV[4]) do
+      local skey = ARGV[2] .. sku
+      redis.call('HINCRBY', skey, 'reserved', -tonumber(qty))
+      redis.call('HINCRBY', skey, 'version', 1)
+    end
+    redis.call('HSET', KEYS[2], 'lines', table.concat(left, '\n'))
+    redis.call('XADD', KEYS[4], '*', 'type', 'released_part', 'id', ARGV[1],
+      'lines', ARGV[4], 'at', int(now))
+  end
+end
+return {'found', redis.call('HGETALL', KEYS[2])}
