@@ -23,6 +23,7 @@ from stockguard.bench.command import bench
 from stockguard.bench.http import command as bench_http
 from stockguard.config import Settings, settings_markdown
 from stockguard.engine import DEFAULT_DATABASE_URL, Engine
+from stockguard.events.command import events_app, relay_command
 from stockguard.loadtest.command import command as loadtest
 from stockguard.service import admin_token, server, startup
 from stockguard.stores.redis.keys import PREFIX_DEFAULT
@@ -35,6 +36,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+app.command("relay")(relay_command)  # docs/events.md#the-relay
+app.add_typer(events_app, name="events")  # stockguard events tail
 
 
 def _show_version(given: bool) -> None:

@@ -120,6 +120,38 @@ class EventsSettings(BaseModel):
     (every ``stock.*`` type but no per-reservation events, for the hottest shops), or a
     comma-separated list of types such as ``stock.sold_out,stock.back_in_stock``."""
 
+    relay: bool = True
+    """Run the relay inside ``serve``: every worker stands by and the one holding the lease
+    in the database works. Turn off where a ``stockguard relay`` process does the job
+    (both at once are safe: the lease still lets one work)."""
+    poll_interval_s: float = Field(default=0.1, ge=0.01, le=5)
+    """How often the relay looks for newly committed events: the floor of the delivery
+    latency, one indexed query per interval."""
+    lease_s: float = Field(default=5.0, ge=0.5, le=600)
+    """How long the relay's lease lasts unrenewed: a killed relay is replaced this long
+    after its last renewal (it renews four times per lease)."""
+    retention_s: float = Field(default=86_400.0, ge=1, le=30 * 86_400)
+    """Events every sink has delivered are deleted from the outbox once this old; the pull
+    feed can page back this far."""
+    retention_max_s: float = Field(default=7 * 86_400.0, ge=1, le=90 * 86_400)
+    """Any event, delivered or not, is deleted once this old (an endpoint down longer
+    misses it): what bounds the outbox and the dead letters."""
+    webhook_attempts_max: int = Field(default=12, ge=1, le=100)
+    """Attempts at an endpoint's head event before it is dead-lettered and the next event
+    goes (the head blocks the ones after it until then)."""
+    webhook_backoff_s: float = Field(default=0.5, ge=0.01, le=600)
+    """The wait after the first failed attempt; it doubles after each, with jitter."""
+    webhook_backoff_max_s: float = Field(default=60.0, ge=0.01, le=3_600)
+    """The longest wait between two attempts at one event."""
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """An endpoint must answer a POST within this long, else the attempt failed."""
+    nats_url: str | None = Field(default=None, max_length=400)
+    """NATS server of the JetStream sink, e.g. nats://127.0.0.1:4222; unset: no NATS."""
+    nats_stream: str = Field(default="STOCKGUARD", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """JetStream stream the events go to, created if missing (subjects ``<prefix>.>``)."""
+    nats_subject_prefix: str = Field(default="stockguard", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """First token of every subject: ``<prefix>.<type>.<SKU or reservation id>``."""
+
     @field_validator("types")
     @classmethod
     def _known_types(cls, given: str) -> str:

@@ -202,3 +202,34 @@ def sku_reserved(sku: str, outcome: str, duration_s: float) -> None:
     if latency is None:
         latency = _SKU_LATENCIES[sku] = SKU_RESERVE_SECONDS.labels(sku)
     latency.observe(duration_s)
+
+
+# ---------------------------------------------------------------------------- events relay
+# Set by the process that holds the relay lease ("livemax": a process that loses the lease
+# sets them to 0, a dead one drops out), counted by whichever process delivers.
+
+OUTBOX_LAG_EVENTS = Gauge(
+    "stockguard_outbox_lag_events",
+    "Committed events not yet delivered to the slowest active sink (unnumbered ones "
+    "included; an endpoint's type filter is not subtracted)",
+    multiprocess_mode="livemax",
+)
+OUTBOX_LAG_SECONDS = Gauge(
+    "stockguard_outbox_lag_seconds",
+    "Age of the oldest committed event not yet numbered or not yet delivered to a sink",
+    multiprocess_mode="livemax",
+)
+EVENT_DELIVERIES = Counter(
+    "stockguard_event_deliveries_total",
+    "Event delivery attempts by sink (webhook, nats) and outcome (delivered, failed, "
+    "dead, redelivered)",
+    ["sink", "outcome"],
+)
+_DELIVERY_CHILDREN: dict[tuple[str, str], Counter] = {}
+
+
+def event_delivered(sink: str, outcome: str, count: int = 1) -> None:
+    child = _DELIVERY_CHILDREN.get((sink, outcome))
+    if child is None:
+        child = _DELIVERY_CHILDREN[sink, outcome] = EVENT_DELIVERIES.labels(sink, outcome)
+    child.inc(count)

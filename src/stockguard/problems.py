@@ -35,6 +35,8 @@ PROBLEMS: Mapping[str, ProblemKind] = {
     domain.BelowReserved.kind: ProblemKind(409, "On hand below reserved"),
     domain.Overloaded.kind: ProblemKind(429, "Too many requests"),
     domain.StoreUnavailable.kind: ProblemKind(503, "Store unavailable"),
+    # stockguard.events.errors
+    "webhook-not-found": ProblemKind(404, "Webhook endpoint or dead letter not found"),
     # errors only the HTTP layer has
     "unauthorized": ProblemKind(401, "Missing or unknown bearer token"),
     "forbidden": ProblemKind(403, "Token not allowed here"),

@@ -164,6 +164,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sweeper.start()
     auditor = app.state.auditor = Auditor(engine, settings.audit_interval_s)
     auditor.start()
+    relay = app.state.relay = (
+        Relay(engine.store, settings.events) if settings.events.relay else None
+    )
+    if relay is not None:
+        relay.start()  # every process stands by; the lease lets one work (events/relay.py)
     shared_dir = os.environ.get(routes_ops.MULTIPROC_DIR_ENV)
     watch = app.state.watch = SkuWatch(engine, Path(shared_dir) if shared_dir else None)
     watch.start()
@@ -173,6 +178,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         try:
+            if relay is not None:
+                await relay.stop()
+            feed_watch = getattr(app.state, "feed_watch", None)
+            if feed_watch is not None:
+                await feed_watch.stop()
             await watch.stop()
             await auditor.stop()
             await sweeper.stop()

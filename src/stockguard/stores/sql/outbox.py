@@ -11,7 +11,7 @@ is not visible before the first's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -23,6 +23,7 @@ from stockguard.stores.sql import schema as t
 
 if TYPE_CHECKING:
     from stockguard.stores.sql.store import SqlStore
+    from stockguard.stores.sql.tx import Tx
 
 SEQUENCE_BATCH_MAX = 5_000
 """Rows one sequencing transaction numbers: bounded, so it never holds locks for long."""
@@ -31,12 +32,21 @@ _c = t.stock_events.c
 _DECODE = msgspec.json.Decoder()
 
 
-async def sequence(store: SqlStore, limit: int = SEQUENCE_BATCH_MAX) -> int:
-    """Numbers up to ``limit`` committed, unnumbered rows; returns how many."""
+async def sequence(
+    store: SqlStore,
+    limit: int = SEQUENCE_BATCH_MAX,
+    fence: Callable[[Tx], Awaitable[None]] | None = None,
+) -> int:
+    """Numbers up to ``limit`` committed, unnumbered rows; returns how many.
+
+    ``fence``: run first in the same transaction (the relay's lease check,
+    ``events/lease.py``); it raises to write nothing when this process may not number."""
     assert 1 <= limit <= SEQUENCE_BATCH_MAX
 
     async def work() -> int:
         async with store.transaction() as tx:
+            if fence is not None:
+                await fence(tx)
             rows = (
                 (
                     await tx.connection.execute(

@@ -1,0 +1,37 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com/, docs/events.md#signatures).
+
+Each POST carries ``webhook-id`` (the event id: a receiver de-duplicates on it),
+``webhook-timestamp`` (integer seconds; a receiver refuses old ones, which stops replays)
+and ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed with
+the base64-decoded part of the endpoint's ``whsec_`` secret. Any Standard Webhooks
+library verifies them; docs/events.md shows the dozen lines that do it by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from stockguard.events.state import SECRET_PREFIX
+
+
+def secret_key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, message_id: str, timestamp_s: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one message."""
+    signed = f"{message_id}.{timestamp_s}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def headers(secret: str, message_id: str, timestamp_s: int, body: bytes) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp_s),
+        "webhook-signature": sign(secret, message_id, timestamp_s, body),
+        "user-agent": "stockguard-webhooks/1",
+    }
