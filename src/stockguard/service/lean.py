@@ -217,6 +217,8 @@ class LeanRoutes:
             if guarded and self.tokens.api is not None:
                 self._check_token(scope)
             payload_in = _json_body(scope, body) if handler is _reserve else b""
+            if handler is _release and any(message.get("body") for message in body):
+                raise _NotMine  # a partial release (items in the body): FastAPI's route
             status, payload, order_id = await handler(self.engine_of(), param, payload_in)
         except _NotMine:
             return 0

@@ -163,6 +163,21 @@ class ReserveIn(_Request):
     customer_id: CustomerId | None = None
 
 
+class ExtendIn(_Request):
+    """More time for a held reservation: it then expires ``ttl_seconds`` from now (the
+    store's clock), never earlier than it already did, and never later than 24 h after it
+    was created (clamped there: read the answer's ``expires_at``)."""
+
+    ttl_seconds: TtlSeconds
+
+
+class ReleaseIn(_Request):
+    """Units to give back; the rest stays held. Each SKU at most once, each one the
+    reservation holds, at most the quantity it holds (else 422 and nothing changes)."""
+
+    items: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=LINES_MAX)]
+
+
 class StockSetIn(_Request):
     on_hand: OnHand
     expected_on_hand: OnHand | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import status as http_status
 
 from stockguard.domain import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Status
@@ -13,7 +13,9 @@ from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
     CURSOR_PATTERN,
     CustomerId,
+    ExtendIn,
     OrderId,
+    ReleaseIn,
     ReservationOut,
     ReservationPage,
     ReserveIn,
@@ -94,11 +96,47 @@ async def confirm(reservation_id: IdPath, engine: EngineDep, request: Request) -
     "/v1/reservations/{reservation_id}/release",
     responses=declared("reservation-not-found", "invalid-state", "invalid-input", *STORE_KINDS),
     summary="Not paid: the held units become available again (replay-safe)",
+    description="Without a body: a full release, replay-safe (a released or expired hold "
+    "is answered as it is). With a body, only the `items` given back are released and the "
+    "rest stays held with its expiry (a line reaching 0 leaves the reservation; giving back "
+    "every unit left releases it). A SKU the reservation does not hold, or more units than "
+    "it holds, is 422 invalid-input and nothing changes. A partial release is NOT "
+    "replay-safe: each one gives back again; when unsure, read the reservation first.",
 )
-async def release(reservation_id: IdPath, engine: EngineDep, request: Request) -> ReservationOut:
-    released = await engine.release(reservation_id)
+async def release(
+    reservation_id: IdPath,
+    engine: EngineDep,
+    request: Request,
+    body: Annotated[ReleaseIn | None, Body()] = None,
+) -> ReservationOut:
+    items = None if body is None else [(item.sku, item.quantity) for item in body.items]
+    released = await engine.release(reservation_id, items)
     note_order(request, released.order_id)
     return ReservationOut.of(released)
+
+
+@api_router.post(
+    "/v1/reservations/{reservation_id}/extend",
+    responses=declared(
+        "reservation-not-found",
+        "reservation-expired",
+        "invalid-state",
+        "invalid-input",
+        *STORE_KINDS,
+    ),
+    summary="More time for a held reservation",
+    description="The hold then expires `ttl_seconds` from now by the store's clock; never "
+    "earlier than it already did, and never more than 24 h after it was created (clamped: "
+    "the answer's `expires_at` says how long it got). Only while held and not yet expired: "
+    "past its expiry it ends as expired and the answer is 410 reservation-expired; a "
+    "confirmed or released hold is 409 invalid-state. Repeating it is harmless.",
+)
+async def extend(
+    reservation_id: IdPath, body: ExtendIn, engine: EngineDep, request: Request
+) -> ReservationOut:
+    extended = await engine.extend(reservation_id, body.ttl_seconds)
+    note_order(request, extended.order_id)
+    return ReservationOut.of(extended)
 
 
 @admin_router.get(
