@@ -237,6 +237,10 @@ def serve(
         str | None,
         typer.Option("--log-format", help="Log lines as json (default) or logfmt."),
     ] = None,
+    traces: Annotated[
+        str | None,
+        typer.Option(help="OpenTelemetry spans: off (default), otlp or console (the otel extra)."),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -262,6 +266,7 @@ def serve(
         access_log=access_log,
         redis_url=redis_url,
         log_format=log_format,
+        traces=traces,
         data_dir=data_dir,
     )
     try:

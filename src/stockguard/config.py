@@ -45,6 +45,7 @@ from stockguard.domain import InvalidInput
 from stockguard.domain.events import EventType, parse_event_types
 from stockguard.engine import DEFAULT_DATABASE_URL
 from stockguard.stores.redis.keys import PREFIX_DEFAULT
+from stockguard.tracing import TracesMode
 
 ENV_PREFIX = "STOCKGUARD_"
 WORKERS_MAX = 64
@@ -213,6 +214,11 @@ class Settings(BaseSettings):
     """One line per request on stdout (in ``log_format``, with its request id). Off by
     default: at thousands of requests a second the line costs more than the reservation
     it describes."""
+    traces: TracesMode = "off"
+    """OpenTelemetry spans of each request: HTTP, engine, strategy batch, database
+    transaction (docs/operations.md#traces). ``otlp`` exports them where the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables say (needs an OTLP exporter package), ``console``
+    prints them. Needs the ``otel`` extra; ``off`` imports none of it and costs nothing."""
     log_format: LogFormat = "json"
     """Every log line, the server's included: ``json`` (one object a line) or ``logfmt``
     (key=value pairs), each with timestamp, level and logger."""

@@ -29,7 +29,11 @@ def make_api(db_url: str) -> AppFactory:
 
     @asynccontextmanager
     async def open_api(
-        *, engine: Engine | None = None, lean: bool = True, **overrides: Any
+        *,
+        engine: Engine | None = None,
+        lean: bool = True,
+        tracer_provider: Any = None,
+        **overrides: Any,
     ) -> AsyncIterator[Api]:
         values: dict[str, Any] = {
             "database_url": db_url,
@@ -40,7 +44,9 @@ def make_api(db_url: str) -> AppFactory:
             "sweep_interval_s": 3_600.0,  # no sweep unless a test asks for one
         }
         values.update(overrides)
-        app = create_app(Settings(**values), engine=engine, lean=lean)
+        app = create_app(
+            Settings(**values), engine=engine, lean=lean, tracer_provider=tracer_provider
+        )
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(

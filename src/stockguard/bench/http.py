@@ -329,11 +329,12 @@ def echo_server(workers: int) -> AbstractContextManager[str]:
 
 
 def stockguard_server(
-    db_url: str, strategy: str, workers: int, redis_url: str | None
+    db_url: str, strategy: str, workers: int, redis_url: str | None, traces: str = "off"
 ) -> AbstractContextManager[str]:
     port = _free_port()
     env = _clean_env()
     env["STOCKGUARD_ADMIN_TOKEN"] = ADMIN_TOKEN
+    env["STOCKGUARD_TRACES"] = traces  # OTEL_* variables pass through (exporter, sampler)
     if redis_url is not None:
         env["STOCKGUARD_REDIS_URL"] = redis_url
     command = [
@@ -402,6 +403,7 @@ async def run(
     load: Load,
     redis_url: str | None,
     say: object = print,
+    traces: str = "off",
 ) -> Report:
     """Every scenario for every worker count; ``say`` gets one line per finished run."""
     report = Report()
@@ -431,7 +433,7 @@ async def run(
                     workers=workers,
                 )
             async with fresh_database(db_url, workdir) as fresh:
-                with stockguard_server(fresh, strategy, workers, redis_url) as url:
+                with stockguard_server(fresh, strategy, workers, redis_url, traces) as url:
                     _prepare_stock(url)
                     ids_prefix = workdir / "ids"
                     measure(
@@ -555,8 +557,9 @@ def run_sync(
     load: Load,
     redis_url: str | None,
     say: object,
+    traces: str = "off",
 ) -> Report:
-    return asyncio.run(run(db_url, strategy, workers_list, load, redis_url, say))
+    return asyncio.run(run(db_url, strategy, workers_list, load, redis_url, say, traces))
 
 
 def command(
@@ -598,6 +601,13 @@ def command(
             "--markdown", help="Also write the tables, as Markdown, to this file (replaced)."
         ),
     ] = None,
+    traces: Annotated[
+        str,
+        typer.Option(
+            help="The served runs' traces: off, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or "
+            "console; what tracing costs (docs/benchmarks.md, 'Traces')."
+        ),
+    ] = "off",
 ) -> None:
     """Measure the HTTP path from outside: a bare ASGI echo on the same server as the
     ceiling, then `stockguard serve` (healthz, reserve, sold-out, confirm, release), then
@@ -627,7 +637,7 @@ def command(
                 f"{found.rate_per_s:,.0f}/s p99 {found.latency_ms_p99:.0f} ms"
             )
 
-        report = run_sync(db, strategy, workers_list, load, redis, say)
+        report = run_sync(db, strategy, workers_list, load, redis, say, traces)
     for found in report.measured:
         table.add_row(*found.row())
     targets = Table("measure", "result", "target", title="Against the targets")

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from prometheus_client import multiprocess
@@ -47,6 +47,11 @@ from stockguard.service.middleware import RequestEdge
 from stockguard.service.sweeper import Sweeper
 from stockguard.service.watch import SkuWatch
 
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when traces are on
+    from opentelemetry.trace import TracerProvider
+
+    from stockguard.otel import Tracing
+
 logger = logging.getLogger("stockguard.service")
 
 DESCRIPTION = """Inventory reservations that never oversell (docs/design.md#api).
@@ -73,11 +78,14 @@ class StockguardApp(FastAPI):
         edge = self.__dict__.get("_edge")
         if edge is None:
             settings: Settings = self.state.settings
-            edge = self.__dict__["_edge"] = RequestEdge(
+            edge = RequestEdge(
                 super().__call__,
                 body_read_s_max=settings.body_read_s_max,
                 lean=LeanRoutes(self._engine, self.state.tokens) if self.lean else None,
             )
+            if self.state.tracing is not None:  # decided once: off wraps nothing
+                edge = self.state.tracing.http(edge)
+            self.__dict__["_edge"] = edge
         await edge(scope, receive, send)
 
     def _engine(self) -> Engine:
@@ -86,13 +94,19 @@ class StockguardApp(FastAPI):
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, lean: bool = True
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    lean: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> StockguardApp:
     """The service for ``settings``.
 
     ``engine``: an engine the caller opened and will close (to embed the service, or to
     serve a strategy with options); without it the lifespan opens one from ``settings``.
     ``lean=False`` sends every request through FastAPI (the tests compare both paths).
+    ``tracer_provider``: spans go there (traces on whatever ``settings.traces`` says;
+    the caller shuts it down); without it ``settings.traces`` decides (stockguard.tracing).
     """
     app = StockguardApp(
         title="stockguard",
@@ -104,6 +118,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.given_engine = engine
+    app.state.given_tracer_provider = tracer_provider
+    app.state.tracing = None
     app.state.tokens = Tokens(settings.admin_token, settings.api_token)
     app.state.trusted_proxies = settings.trusted_proxies()  # admin/session.py
     if settings.admin_token is None:
@@ -172,6 +188,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     shared_dir = os.environ.get(routes_ops.MULTIPROC_DIR_ENV)
     watch = app.state.watch = SkuWatch(engine, Path(shared_dir) if shared_dir else None)
     watch.start()
+    traced = app.state.tracing = _traced(app, settings, engine)
     if given is None:
         heap.settle()  # start-up is over: the collector as a long-running server wants it
     try:
@@ -189,8 +206,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             if given is None:
                 await engine.close()
+            if traced is not None:
+                traced.close()  # after the engine: the last batches' spans are flushed too
             if os.environ.get(routes_ops.MULTIPROC_DIR_ENV):
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _traced(app: FastAPI, settings: Settings, engine: Engine) -> Tracing | None:
+    """Traces of this process, when on: the OpenTelemetry SDK is imported here and only
+    here, and the engine and store are wrapped once (stockguard.tracing)."""
+    provider: TracerProvider | None = app.state.given_tracer_provider
+    if provider is None and settings.traces == "off":
+        return None
+    from stockguard import otel
+
+    traced = otel.Tracing(provider or otel.provider_for(settings.traces), owned=provider is None)
+    traced.instrument(engine)
+    traced.activate()
+    return traced
 
 
 def _openapi_with_problem_media_type(app: FastAPI) -> Callable[[], dict[str, Any]]:

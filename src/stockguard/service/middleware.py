@@ -124,7 +124,9 @@ def _with_request_id(send: Send, request_id: bytes) -> Send:
     return send_with_id
 
 
-def _route_label(scope: Scope) -> str:
+def route_label(scope: Scope) -> str:
+    """The route template a request matched (metrics' and spans' name for it), or
+    "unmatched": never the raw path, so random URLs cannot grow the label set."""
     lean: str | None = scope.get("stockguard.route")
     if lean is not None:
         return lean
@@ -248,7 +250,7 @@ class RequestEdge:
     def _record(
         self, scope: Scope, status: int, duration_s: float, request_id: bytes | None
     ) -> None:
-        route = _route_label(scope)
+        route = route_label(scope)
         method = scope.get("method", "")
         count, latency = metrics.http_answered(route, method, status)
         count.inc()

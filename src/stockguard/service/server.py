@@ -71,6 +71,7 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
     """
     startup.check_packages(settings.database_url, settings.strategy)
     startup.check_redis_url(settings.strategy, settings.redis_url)
+    startup.check_traces(settings.traces)
     startup.check_port(settings.host, settings.port)
     asyncio.run(
         startup.reach_database(

@@ -100,6 +100,35 @@ def check_packages(database_url: str, strategy: str) -> None:
         ) from None
 
 
+def check_traces(mode: str) -> None:
+    """Traces need the OpenTelemetry SDK (the ``otel`` extra); exporting them over OTLP
+    also needs an exporter package, which stockguard leaves to the operator (HTTP or
+    gRPC, and its own dependencies)."""
+    if mode == "off":
+        return
+    if not _installed_nested("opentelemetry.sdk"):
+        raise StartupFailure(
+            EXIT_MISSING_PACKAGE,
+            f"traces = {mode} needs the OpenTelemetry SDK, which is not installed",
+            "pip install 'stockguard[otel]'",
+        )
+    exporters = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp.proto.grpc")
+    if mode == "otlp" and not any(_installed_nested(module) for module in exporters):
+        raise StartupFailure(
+            EXIT_MISSING_PACKAGE,
+            "traces = otlp needs an OTLP exporter package, and none is installed",
+            "pip install opentelemetry-exporter-otlp-proto-http (or -grpc)",
+        )
+
+
+def _installed_nested(module: str) -> bool:
+    """``_installed`` for a dotted name whose parent package may be missing too."""
+    try:
+        return _installed(module)
+    except ModuleNotFoundError:
+        return False
+
+
 def check_redis_url(strategy: str, redis_url: str | None) -> None:
     if redis_url is None and "redis" in strategies.strategy_class(strategy).requires:
         raise StartupFailure(

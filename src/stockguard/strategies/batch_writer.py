@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stockguard import domain
+from stockguard import domain, tracing
 
 Apply = Callable[[Sequence[Any]], Awaitable[Sequence[object]]]
 """Answers a batch, one result per item, in order: a value, or the exception to raise."""
@@ -31,6 +31,8 @@ Apply = Callable[[Sequence[Any]], Awaitable[Sequence[object]]]
 class _Waiter:
     item: Any
     future: asyncio.Future[Any]
+    link: object = None
+    """The submitting span when traces are on: the batch span links it (tracing.py)."""
 
 
 _STOP = object()
@@ -67,8 +69,9 @@ class BatchWriter:
         if self._closing or self._task is None:
             raise domain.StoreUnavailable("the coalescing writer is not running")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        spans = tracing.batch
         try:
-            self._queue.put_nowait(_Waiter(item, future))
+            self._queue.put_nowait(_Waiter(item, future, None if spans is None else spans.link()))
         except asyncio.QueueFull:
             self._counters[f"{self.name}_queue_full"] += 1
             raise domain.Overloaded(f"{self.queue_depth_max} requests already queued") from None
@@ -115,8 +118,13 @@ class BatchWriter:
     async def _write(self, batch: list[_Waiter]) -> None:
         self._counters[f"{self.name}_batches"] += 1
         self._counters[f"{self.name}_requests"] += len(batch)
+        items = [waiter.item for waiter in batch]
+        spans = tracing.batch
         try:
-            results = await self._apply([waiter.item for waiter in batch])
+            if spans is None:
+                results = await self._apply(items)
+            else:
+                results = await spans.traced(self.name, self._apply, items, [w.link for w in batch])
         except Exception as error:  # a bug or a driver error nobody classified: all hear it
             for waiter in batch:
                 if not waiter.future.done():
