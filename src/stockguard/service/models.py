@@ -263,7 +263,7 @@ class KitOut(BaseModel):
     sku: str
     components: list[ItemOut]
     available: int | None = None
-    """Whole kits the components' available stock makes now (the kit's own page)."""
+    """Whole kits the components' available stock makes now (null in listings)."""
 
     @classmethod
     def of(cls, kit: Kit, available: int | None = None) -> KitOut:

@@ -62,4 +62,5 @@ async def define_kit(sku: SkuPath, body: KitIn, engine: EngineDep, response: Res
     kit, created = await engine.define_kit(sku, [(c.sku, c.quantity) for c in body.components])
     if not created:
         response.status_code = status.HTTP_200_OK
-    return KitOut.of(kit)
+    _, available = await engine.kit(kit.sku)
+    return KitOut.of(kit, available)
