@@ -190,3 +190,35 @@ def line_of(event: dict[str, Any]) -> str:
         )
     style = STYLE.get(kind, "white")
     return f"[dim]#{event['id']} {when}[/] [{style}]{kind:<22}[/] {escape(subject)}  {escape(what)}"
+
+
+@events_app.command("latency")
+def latency(
+    db: Annotated[
+        str, typer.Option("--db", envvar="STOCKGUARD_DATABASE_URL", help="Database URL.")
+    ] = DEFAULT_DATABASE_URL,
+    strategy: Annotated[str, typer.Option(help="Strategy of the sale.")] = "coalescing",
+    rate: Annotated[float, typer.Option(help="Buyers arriving per second.", min=1)] = 5_000,
+    requests: Annotated[int, typer.Option(help="Buyers.", min=1, max=1_000_000)] = 10_000,
+    units: Annotated[int, typer.Option(help="Units of the hot SKU.", min=1)] = 1_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Measure commit -> webhook latency: a flash sale here, a real `stockguard relay`,
+    a local receiver (docs/benchmarks.md). Use an empty database: the sale's SKU is
+    FLASH-1."""
+    import json
+    import tempfile
+
+    from stockguard.events.latency import run
+
+    with tempfile.TemporaryDirectory(prefix="stockguard-latency-") as work:
+        figures = asyncio.run(run(db, strategy, rate, requests, units, Path(work)))
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    out = Console(highlight=False)
+    out.print(
+        f"{figures['events']} events ({figures['held']} holds) at {rate:g} buyers/s: "
+        f"commit -> webhook p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms, "
+        f"p99 {figures['p99_ms']:.0f} ms, max {figures['max_ms']:.0f} ms"
+    )
