@@ -23,7 +23,7 @@ from stockguard.stores.sql.store import SqlStore
 from .receiver import Receiver, running_receiver
 
 pytestmark = [pytest.mark.asyncio]
-POLLS_MAX = 600
+POLLS_MAX = 2_400
 POLL_S = 0.05
 FAST = EventsSettings(
     poll_interval_s=0.02,
