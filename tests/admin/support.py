@@ -111,7 +111,12 @@ def stockguard_command() -> list[str]:
 
 @asynccontextmanager
 async def served_shop(
-    db_url: str, run_dir: Path, *, workers: int = 1, strategy: str = "conditional"
+    db_url: str,
+    run_dir: Path,
+    *,
+    workers: int = 1,
+    strategy: str = "conditional",
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Shop]:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("STOCKGUARD_")}
@@ -122,6 +127,7 @@ async def served_shop(
         STOCKGUARD_POOL_SIZE="3",
         STOCKGUARD_WORKERS=str(workers),
     )
+    environment.update(env or {})
     log = _log_file(run_dir, port)
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from stockguard import domain
-from stockguard.admin import api, drop, forms, kits, views, web
+from stockguard.admin import api, drop, forms, kits, views, web, webhooks
 from stockguard.admin.session import Flash, Session, same_origin
 from stockguard.domain import ORDER_ID_LEN_MAX, Product, Status, StockLevel
 
@@ -53,6 +53,8 @@ def admin_router() -> APIRouter:
     router.add_api_route("/kits", kits.kits_page, methods=["GET"])
     router.add_api_route("/kits", kits.define_kit, methods=["POST"])
     router.add_api_route("/reservations/release", release, methods=["POST"])
+    router.add_api_route("/webhooks", webhooks.webhooks_page, methods=["GET"])
+    router.add_api_route("/webhooks/redeliver", webhooks.redeliver, methods=["POST"])
     router.add_api_route("/static/{name}", static_file, methods=["GET"])
     api.api_routes(router)
     return router
