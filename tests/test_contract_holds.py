@@ -15,10 +15,12 @@ from sqlalchemy import select
 
 from stockguard import domain
 from stockguard.domain import Line, Status
+from stockguard.domain.events import EventType
 from stockguard.engine import Engine
 from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql import schema as t
 from test_contract import assert_invariants, settle, table_row
+from test_events import all_events, assert_crossings_alternate
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.memory]
 
@@ -236,3 +238,30 @@ async def test_partial_releases_racing_confirms_sell_exactly_what_remained(
     assert await table_row(engine, "P") == (5 * HOLDS - total, 0)
     assert (await engine.stock_of("P")).available == 5 * HOLDS - total
     await assert_invariants(engine)
+
+
+async def test_partial_release_events_say_partial_and_an_extend_says_nothing(
+    engine: Engine,
+) -> None:
+    """A partial release writes ``reservation.released`` with ``partial: true`` and the
+    lines given back, and its units count for the crossings (sold out -> back in stock);
+    an extension writes no event (none exists for it); the confirm names what it sold."""
+    await engine.set_on_hand("EV", 3)
+    hold = (await engine.reserve("ev", [("EV", 3)])).reservation  # sold out
+    before = len(await all_events(engine))
+    await engine.extend(hold.id, 600)
+    assert len(await all_events(engine)) == before
+    await engine.release(hold.id, [("EV", 2)])  # back in stock
+    await engine.confirm(hold.id)
+
+    events = [e for e in await all_events(engine) if e.id > before]
+    mine = [e.event for e in events if e.event.reservation_id == hold.id]
+    assert [e.type for e in mine] == [EventType.RELEASED, EventType.CONFIRMED]
+    assert mine[0].data["partial"] is True
+    assert mine[0].data["lines"] == [{"sku": "EV", "quantity": 2}]
+    assert mine[0].data["order_id"] == "ev"
+    assert mine[0].data["levels"]["EV"] == {"on_hand": 3, "reserved": 1, "available": 2}
+    assert "partial" not in mine[1].data
+    assert mine[1].data["lines"] == [{"sku": "EV", "quantity": 1}]
+    assert [e.event.type for e in events if e.event.sku == "EV"] == [EventType.BACK_IN_STOCK]
+    assert_crossings_alternate(await all_events(engine), "EV", 2)
