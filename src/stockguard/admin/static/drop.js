@@ -19,11 +19,12 @@
   const WIDTH = 560;
   const HEIGHT = 180;
   const PAD = { left: 52, right: 10, top: 10, bottom: 22 };
+  const decimals = (places) => (value) => (value === 0 ? "0" : value.toFixed(value < 10 ? places : 0));
   const CHARTS = {
-    reservations: (value) => value.toFixed(value < 10 ? 1 : 0),
-    refusals: (value) => value.toFixed(value < 10 ? 1 : 0),
+    reservations: decimals(1),
+    refusals: decimals(1),
     available: (value) => String(Math.round(value)),
-    p95: (value) => value.toFixed(value < 10 ? 2 : 0),
+    p95: decimals(2),
   };
   const series = { reservations: [], refusals: [], available: [], p95: [] };
   let previous = null;
@@ -146,10 +147,19 @@
     const time = new Date(data.at_ms).toLocaleTimeString();
     document.getElementById("drop-status").textContent =
       `Counted by ${data.counting} of ${workers} worker${workers === 1 ? "" : "s"} · updated ${time}`;
+    setLive("ok", `Live · ${time}`);
+  }
+
+  function setLive(state, text) {
+    const live = document.getElementById("live-status");
+    if (!live) return;
+    live.dataset.state = state;
+    live.querySelector(".live-text").textContent = text;
   }
 
   function stop(message) {
     stopped = true;
+    setLive("error", "Stopped");
     const box = document.getElementById("drop-error");
     box.textContent = message;
     box.hidden = false;
@@ -188,6 +198,7 @@
       await pollOnce();
     } catch (error) {
       document.getElementById("drop-status").textContent = "Reconnecting…";
+      setLive("error", "Reconnecting…");
     }
     if (!stopped) setTimeout(poll, pollMs);
   }
