@@ -73,11 +73,18 @@ def _fingerprint(state: FinalState) -> tuple[object, ...]:
 
 
 async def read_final(
-    base_url: str, admin_token: str, skus: Iterable[str], *, timeout_s: float = 60.0
+    base_url: str,
+    admin_token: str,
+    skus: Iterable[str],
+    *,
+    timeout_s: float = 60.0,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> FinalState:
     """The final state, read until two readings agree (at most ``READS_MAX``)."""
     wanted = list(skus)
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=timeout_s, transport=transport
+    ) as client:
         last = await read_once(client, admin_token, wanted)
         for _ in range(READS_MAX):
             await asyncio.sleep(0.2)
