@@ -351,6 +351,25 @@ class Engine:
         finally:
             self.admission.stock_may_have_returned([sku])
 
+    async def get_policy(self, sku: str) -> domain.Policy:
+        """The SKU's stock policy (docs/design.md#stock-policy)."""
+        domain.validate_sku(sku)
+        await self.strategy.settle()  # a SKU created a moment ago under write-behind
+        return await self.strategy.get_policy(sku)
+
+    async def set_policy(
+        self, sku: str, policy: domain.Policy, expected: domain.Policy | None = None
+    ) -> domain.Policy:
+        """Replaces the policy if it is still ``expected``, when given; through the
+        strategy, so a strategy that keeps stock elsewhere (Redis) decides on it too."""
+        domain.validate_sku(sku)
+        domain.validate_policy(policy)
+        await self.strategy.settle()
+        try:
+            return await self.strategy.set_policy(sku, policy, expected)
+        finally:
+            self.admission.stock_may_have_returned([sku])  # safety stock moves available
+
     async def set_low_stock_threshold(self, sku: str, threshold: int | None) -> None:
         """``stock.low`` fires when available falls to or below ``threshold`` (None: off).
 

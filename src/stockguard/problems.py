@@ -33,6 +33,8 @@ PROBLEMS: Mapping[str, ProblemKind] = {
     domain.ReservationExpired.kind: ProblemKind(410, "Reservation expired"),
     domain.StockChanged.kind: ProblemKind(409, "Stock changed meanwhile"),
     domain.BelowReserved.kind: ProblemKind(409, "On hand below reserved"),
+    domain.CustomerLimit.kind: ProblemKind(409, "Customer limit reached"),
+    domain.PolicyChanged.kind: ProblemKind(409, "Stock policy changed meanwhile"),
     domain.Overloaded.kind: ProblemKind(429, "Too many requests"),
     domain.StoreUnavailable.kind: ProblemKind(503, "Store unavailable"),
     # stockguard.events.errors

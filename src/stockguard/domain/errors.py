@@ -119,6 +119,36 @@ class ReservationExpired(StockguardError):
         self.reservation_id = reservation_id
 
 
+class CustomerLimit(StockguardError):
+    """A hold would take one customer past a SKU's ``customer_max``
+    (docs/design.md#per-customer-caps)."""
+
+    kind = "customer-limit"
+
+    def __init__(self, sku: str, customer_id: str, limit: int, units: int, requested: int) -> None:
+        super().__init__(
+            f"{sku}: customer {customer_id!r} holds or bought {units} of at most {limit},"
+            f" requested {requested}"
+        )
+        self.sku = sku
+        self.customer_id = customer_id
+        self.limit = limit
+        self.units = units
+        self.requested = requested
+
+
+class PolicyChanged(StockguardError):
+    """A policy write named the policy it saw and the stored one differs (the same
+    compare-and-set as ``StockChanged``, for docs/design.md#stock-policy)."""
+
+    kind = "policy-changed"
+
+    def __init__(self, sku: str, current: Any) -> None:
+        super().__init__(f"{sku}: the policy changed meanwhile")
+        self.sku = sku
+        self.current = current
+
+
 class StockChanged(StockguardError):
     kind = "stock-changed"
 

@@ -71,10 +71,19 @@ class StockLevel:
     on_hand: int
     reserved: int
     version: int
+    safety_stock: int = 0
+    """Units never held (docs/design.md#safety-stock): defaulted so the many positional
+    constructors of a level without a policy keep meaning what they meant."""
+    customer_max: int | None = None
+    """Units one customer may hold and have bought of this SKU; None: no cap
+    (docs/design.md#per-customer-caps). Read in the same statement as the level, so a SKU
+    without a cap costs no query."""
 
     @property
     def available(self) -> int:
-        return self.on_hand - self.reserved
+        """What a hold may still take: every strategy, admission and the API read this,
+        so safety stock is kept out of the sale in one place (may be <= 0)."""
+        return self.on_hand - self.reserved - self.safety_stock
 
 
 @dataclass(frozen=True, slots=True)

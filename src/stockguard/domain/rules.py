@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stockguard.domain.errors import (
     BelowReserved,
+    CustomerLimit,
     IdempotencyConflict,
     InvalidInput,
     InvalidState,
@@ -34,6 +35,7 @@ from stockguard.domain.model import (
     Status,
     StockLevel,
 )
+from stockguard.domain.policy import CustomerUnits, count_hold, customer_refusal
 
 
 def shortfalls(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> tuple[Shortfall, ...]:
@@ -63,8 +65,8 @@ def _take(levels: dict[str, StockLevel], lines: Iterable[Line]) -> None:
     """Moves ``lines`` into ``reserved``, in place; the caller checked that they fit."""
     for line in lines:
         level = levels[line.sku]
-        levels[line.sku] = StockLevel(
-            level.sku, level.on_hand, level.reserved + line.quantity, level.version + 1
+        levels[line.sku] = dataclasses.replace(
+            level, reserved=level.reserved + line.quantity, version=level.version + 1
         )
 
 
@@ -74,28 +76,44 @@ class Decision:
 
     request: ReserveRequest
     shortfall: tuple[Shortfall, ...]
+    refused: CustomerLimit | InvalidInput | None = None
+    """A per-customer cap refused it (or it named no customer for a capped SKU); checked
+    before the stock, so a capped customer hears why whatever is left."""
 
     @property
     def held(self) -> bool:
-        return not self.shortfall
+        return not self.shortfall and self.refused is None
 
 
 def decide_in_order(
-    levels: Mapping[str, StockLevel], requests: Sequence[ReserveRequest]
+    levels: Mapping[str, StockLevel],
+    requests: Sequence[ReserveRequest],
+    units: CustomerUnits | None = None,
 ) -> tuple[dict[str, StockLevel], tuple[Decision, ...]]:
     """Grants requests strictly in arrival order, each all-or-nothing.
 
     A request that cannot be filled is refused at its turn and the next one in line gets
     what is left: first come, first served, and no request is starved by a larger one
-    behind it. Unknown SKUs must be filtered out by the caller.
+    behind it. Unknown SKUs must be filtered out by the caller. ``units``: the counts
+    of the capped (customer, SKU) pairs (``policy.capped_pairs``) as the locked rows
+    stood; the batch's own grants are added as it goes, so two requests of one customer
+    in one batch cannot both pass a cap.
     """
     current = dict(levels)
     decisions: list[Decision] = []
+    counted = dict(units) if units is not None else None
     for request in requests:
+        if counted is not None:
+            capped = customer_refusal(current, counted, request)
+            if capped is not None:
+                decisions.append(Decision(request, (), capped))
+                continue
         # ``hold`` without its exception: a sold-out batch refuses a thousand requests here.
         short = shortfalls(current, request.lines)
         if not short:
             _take(current, request.lines)
+            if counted is not None:
+                count_hold(counted, request)
         decisions.append(Decision(request, short))
     return current, tuple(decisions)
 

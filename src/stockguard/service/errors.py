@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 
 from stockguard import domain, problems
 from stockguard.problems import PROBLEMS
-from stockguard.service.models import Problem, StockOut
+from stockguard.service.models import PolicyOut, Problem, StockOut
 
 PROBLEM_TYPE_BASE = "https://stockguard.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -88,7 +88,7 @@ def problem_content(kind: str, detail: str, **extensions: Any) -> dict[str, Any]
     return content
 
 
-PROBLEM_EXTENSIONS = ("shortfalls", "current", "skus", "errors")
+PROBLEM_EXTENSIONS = ("shortfalls", "current", "policy", "limit", "skus", "errors")
 """``models.Problem``'s optional members, in its order."""
 
 
@@ -139,6 +139,17 @@ def domain_problem_content(
     if isinstance(error, domain.StockChanged | domain.BelowReserved):
         current = StockOut.of(error.current).model_dump(mode="json")
         return problem_content(error.kind, detail, current=current), {}
+    if isinstance(error, domain.PolicyChanged):
+        policy = PolicyOut.of(error.sku, error.current).model_dump(mode="json")
+        return problem_content(error.kind, detail, policy=policy), {}
+    if isinstance(error, domain.CustomerLimit):
+        limit = {
+            "sku": error.sku,
+            "customer_max": error.limit,
+            "units": error.units,
+            "requested": error.requested,
+        }
+        return problem_content(error.kind, detail, limit=limit), {}
     if isinstance(error, domain.UnknownSku | domain.DuplicateSku):
         return problem_content(error.kind, detail, skus=list(error.skus)), {}
     if isinstance(error, domain.InvalidInput):

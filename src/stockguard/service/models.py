@@ -183,6 +183,50 @@ class StockSetIn(_Request):
     expected_on_hand: OnHand | None = None
 
 
+class PolicyFields(BaseModel):
+    """A SKU's stock policy (docs/design.md#stock-policy); each field's default is "none"."""
+
+    safety_stock: OnHand = 0
+    """Units never held: ``available`` is on_hand - reserved - safety_stock."""
+    backorder_max: Annotated[int, Field(ge=0, le=0), INTEGRAL] = 0
+    """Units that may be held beyond on_hand; only 0 until backorders are built."""
+    customer_max: Annotated[int, Field(ge=0, le=QUANTITY_MAX), INTEGRAL] | None = None
+    """Units one customer_id may hold and have bought of this SKU; null: no cap. A hold
+    of a capped SKU must name its customer_id (422 otherwise) and is refused with 409
+    customer-limit past the cap."""
+    low_stock_threshold: OnHand | None = None
+    """``stock.low`` fires when available falls to or below it; null: off."""
+
+    def policy(self) -> domain.Policy:
+        return domain.Policy(
+            self.safety_stock, self.backorder_max, self.customer_max, self.low_stock_threshold
+        )
+
+
+class PolicyIn(PolicyFields):
+    """The whole policy, replaced at once (omitted fields take their defaults). With
+    ``expected`` (the policy as GET showed it) the write applies only if the stored policy
+    is still that one, else 409 policy-changed with the policy as it is now."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    expected: PolicyFields | None = None
+
+
+class PolicyOut(PolicyFields):
+    sku: str
+
+    @classmethod
+    def of(cls, sku: str, policy: domain.Policy) -> PolicyOut:
+        return cls(
+            sku=sku,
+            safety_stock=policy.safety_stock,
+            backorder_max=policy.backorder_max,
+            customer_max=policy.customer_max,
+            low_stock_threshold=policy.low_stock_threshold,
+        )
+
+
 class AdjustmentIn(_Request):
     """The stock after the change must stay within what the schema allows ``on_hand``
     (0 to 1000000000000): a delta that would push it past the maximum is refused with 422
@@ -367,6 +411,14 @@ class ShortfallOut(BaseModel):
     available: int
 
 
+class CustomerLimitOut(BaseModel):
+    sku: str
+    customer_max: int
+    units: int
+    """Units this customer already holds or bought of the SKU."""
+    requested: int
+
+
 class FieldErrorOut(BaseModel):
     field: str
     detail: str
@@ -384,6 +436,12 @@ class Problem(BaseModel):
     )
     current: StockOut | None = Field(
         default=None, description="stock-changed, below-reserved: the stock as it is now"
+    )
+    policy: PolicyOut | None = Field(
+        default=None, description="policy-changed: the SKU's policy as it is now"
+    )
+    limit: CustomerLimitOut | None = Field(
+        default=None, description="customer-limit: the cap and what the customer has"
     )
     skus: list[str] | None = Field(
         default=None, description="unknown-sku, duplicate-sku: the SKUs concerned"

@@ -14,6 +14,8 @@ from stockguard.service.models import (
     AdjustmentIn,
     MovementOut,
     MovementPage,
+    PolicyIn,
+    PolicyOut,
     Sku,
     StockOut,
     StockSetIn,
@@ -87,3 +89,28 @@ async def movements(
 ) -> MovementPage:
     items, next_cursor = await engine.movements(sku, limit=limit, cursor=cursor)
     return MovementPage(items=[MovementOut.of(item) for item in items], next_cursor=next_cursor)
+
+
+@admin_router.get(
+    "/v1/stock/{sku}/policy",
+    responses=declared("unknown-sku", "invalid-input", *STORE_KINDS),
+    summary="A SKU's stock policy: safety stock, backorders, per-customer cap, low-stock "
+    "threshold (admin)",
+)
+async def policy_of(sku: SkuPath, engine: EngineDep) -> PolicyOut:
+    return PolicyOut.of(sku, await engine.get_policy(sku))
+
+
+@admin_router.put(
+    "/v1/stock/{sku}/policy",
+    responses=declared(
+        "unknown-sku", "policy-changed", "invalid-input", "body-too-large", *STORE_KINDS
+    ),
+    summary="Replace a SKU's stock policy; with expected only if it is still that (admin)",
+    description="docs/design.md#stock-policy. Holds never take safety_stock units; a SKU "
+    "with customer_max refuses a hold past it with 409 customer-limit and one without a "
+    "customer_id with 422 invalid-input. backorder_max accepts only 0 for now.",
+)
+async def set_policy(sku: SkuPath, body: PolicyIn, engine: EngineDep) -> PolicyOut:
+    expected = None if body.expected is None else body.expected.policy()
+    return PolicyOut.of(sku, await engine.set_policy(sku, body.policy(), expected))

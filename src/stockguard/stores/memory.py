@@ -76,6 +76,9 @@ class State:
     events_seq: int = 0
     low_stock_thresholds: dict[str, int] = dataclasses.field(default_factory=dict)
     kits: dict[str, Kit] = dataclasses.field(default_factory=dict)
+    policies: dict[str, tuple[int, int, int | None]] = dataclasses.field(default_factory=dict)
+    """(safety_stock, backorder_max, customer_max) of SKUs that have a policy; the
+    threshold stays in ``low_stock_thresholds`` where the events work keeps it."""
 
     def copy(self) -> State:
         return State(
@@ -91,6 +94,7 @@ class State:
             self.events_seq,
             dict(self.low_stock_thresholds),
             dict(self.kits),
+            dict(self.policies),
         )
 
 
@@ -136,14 +140,21 @@ class MemoryTx:
                 )
             )
 
+    def _level(self, sku: str) -> StockLevel | None:
+        """The stored level with its policy's fields, as the SQL ``levels`` reads them."""
+        level = self.state.levels.get(sku)
+        policy = self.state.policies.get(sku)
+        if level is None or policy is None:
+            return level
+        return dataclasses.replace(level, safety_stock=policy[0], customer_max=policy[2])
+
     async def levels(self, skus: Sequence[str], *, lock: bool = False) -> dict[str, StockLevel]:
-        return {
-            sku: self.state.levels[sku] for sku in sorted(set(skus)) if sku in self.state.levels
-        }
+        found = {sku: self._level(sku) for sku in sorted(set(skus))}
+        return {sku: level for sku, level in found.items() if level is not None}
 
     async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
-        level = self.state.levels.get(sku)
-        if level is None or level.available < quantity:
+        level = self._level(sku)
+        if level is None or level.available < quantity or level.customer_max is not None:
             return False
         self._move(sku, 0, quantity)
         return True
@@ -202,6 +213,33 @@ class MemoryTx:
                 self.state.next_seq += 1
         if self.recorder is not None:
             self.recorder.moved(movements)
+
+    async def customer_units(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        wanted = set(pairs)
+        units: dict[tuple[str, str], int] = {}
+        for r in self.state.reservations.values():
+            if r.customer_id is None or r.status not in (Status.HELD, Status.CONFIRMED):
+                continue
+            for line in r.lines:
+                key = (r.customer_id, line.sku)
+                if key in wanted:
+                    units[key] = units.get(key, 0) + line.quantity
+        return units
+
+    async def policy(self, sku: str, *, lock: bool = False) -> domain.Policy | None:
+        if sku not in self.state.levels:
+            return None
+        safety, backorder, cap = self.state.policies.get(sku, (0, 0, None))
+        return domain.Policy(safety, backorder, cap, self.state.low_stock_thresholds.get(sku))
+
+    async def write_policy(self, sku: str, policy: domain.Policy, now_ms: int) -> None:
+        self.state.policies[sku] = (policy.safety_stock, policy.backorder_max, policy.customer_max)
+        if policy.low_stock_threshold is None:
+            self.state.low_stock_thresholds.pop(sku, None)
+        else:
+            self.state.low_stock_thresholds[sku] = policy.low_stock_threshold
+        level = self.state.levels[sku]
+        self._put(dataclasses.replace(level, version=level.version + 1))
 
     async def existing_skus(self, skus: Sequence[str]) -> set[str]:
         return {sku for sku in skus if sku in self.state.levels}
@@ -522,6 +560,17 @@ class MemoryStore(StoreOperations):
         return found
 
     # ------------------------------------------------------------------ audit
+
+    def audit_caps(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Each capped SKU's cap and every customer's held + confirmed units of it."""
+        caps = {sku: p[2] for sku, p in self.state.policies.items() if p[2] is not None}
+        units: Counter[tuple[str, str]] = Counter()
+        for r in self.state.reservations.values():
+            if r.customer_id is not None and r.status in (Status.HELD, Status.CONFIRMED):
+                for line in r.lines:
+                    if line.sku in caps:
+                        units[(r.customer_id, line.sku)] += line.quantity
+        return caps, dict(units)
 
     def audit_sums(
         self,

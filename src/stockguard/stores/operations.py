@@ -228,6 +228,35 @@ class StoreOperations:
 
         return await self.run(work)
 
+    async def get_policy(self, sku: str) -> domain.Policy:
+        async with self.transaction(read_only=True) as tx:
+            found = await tx.policy(sku)
+        if found is None:
+            raise domain.UnknownSku([sku])
+        return found
+
+    async def set_policy(
+        self, sku: str, policy: domain.Policy, expected: domain.Policy | None = None
+    ) -> domain.Policy:
+        """Compare-and-set of the whole policy on the locked stock row: every hold of the
+        SKU locks (or version-checks) that row, so none is decided half on the old policy
+        and half on the new one."""
+        domain.validate_policy(policy)
+
+        async def work() -> domain.Policy:
+            async with self.transaction() as tx:
+                now_ms = await tx.now_ms()
+                current = await tx.policy(sku, lock=True)
+                if current is None:
+                    raise domain.UnknownSku([sku])
+                domain.check_policy_change(sku, current, expected)
+                if policy != current:
+                    await tx.write_policy(sku, policy, now_ms)
+                    await tx.commit()
+                return policy
+
+        return await self.run(work)
+
     async def create_product(self, spec: ProductSpec) -> Product:
         product_id = self.new_id()
         skus = [v.sku for v in spec.variants]
@@ -326,6 +355,28 @@ async def give_back_lines(
     await tx.shrink_lines(held, given, now_ms)
     await tx.levels([line.sku for line in given], lock=True)  # SKU order, as every writer
     await tx.add_reserved({line.sku: -line.quantity for line in given}, now_ms)
+
+
+async def customer_units(
+    tx: StoreTx, levels: dict[str, StockLevel], requests: Sequence[domain.ReserveRequest]
+) -> dict[tuple[str, str], int] | None:
+    """The counts the requests' per-customer caps need, read on ``levels`` the caller
+    locked; None (and no query) when none of their SKUs has a cap."""
+    if not any(level.customer_max is not None for level in levels.values()):
+        return None
+    return await tx.customer_units(domain.capped_pairs(levels, requests))
+
+
+def check_customer(
+    levels: dict[str, StockLevel],
+    units: dict[tuple[str, str], int] | None,
+    request: domain.ReserveRequest,
+) -> None:
+    """Raises the cap's refusal of ``request`` (``domain.customer_refusal``), if any."""
+    if units is not None:
+        refused = domain.customer_refusal(levels, units, request)
+        if refused is not None:
+            raise refused
 
 
 def parse_cursor(cursor: str | None) -> int | None:

@@ -24,6 +24,10 @@ from stockguard.domain import (
 )
 from stockguard.stores.contract import Store
 
+REFUSALS = (domain.OutOfStock, domain.UnknownSku, domain.CustomerLimit, domain.InvalidInput)
+"""What a hold's own decision refuses with; each may still be the replay of a granted
+request (its own units count against a cap), so ``Strategy.refused`` looks first."""
+
 
 class Strategy:
     name: ClassVar[str]
@@ -109,6 +113,16 @@ class Strategy:
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         return await self.store.adjust(sku, delta, reason)
+
+    async def get_policy(self, sku: str) -> domain.Policy:
+        return await self.store.get_policy(sku)
+
+    async def set_policy(
+        self, sku: str, policy: domain.Policy, expected: domain.Policy | None
+    ) -> domain.Policy:
+        """The store's compare-and-set; a strategy that keeps stock elsewhere (Redis,
+        buckets) overrides it so its copy follows the policy too."""
+        return await self.store.set_policy(sku, policy, expected)
 
     async def create_product(self, spec: ProductSpec) -> Product:
         return await self.store.create_product(spec)

@@ -41,6 +41,7 @@ from typing import Any
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, StockLevel
 from stockguard.stores.contract import DuplicateKey, Store
+from stockguard.stores.operations import customer_units
 from stockguard.strategies.base import Strategy
 from stockguard.strategies.batch_writer import BatchWriter
 from stockguard.strategies.coalescing_transitions import (
@@ -112,7 +113,8 @@ async def _apply_once(store: Store, requests: Sequence[ReserveRequest]) -> list[
         levels = await tx.levels(
             sorted({line.sku for request in requests for line in request.lines}), lock=True
         )
-        after, results = decide_batch(levels, earlier, requests, store.new_id, now_ms)
+        units = await customer_units(tx, levels, requests)
+        after, results = decide_batch(levels, earlier, requests, store.new_id, now_ms, units)
         created = [
             result.reservation
             for result in results
@@ -195,7 +197,10 @@ async def _apply_mixed_once(
             else level
             for sku, level in levels.items()
         }
-        after, results = decide_batch(ended, earlier, holds, store.new_id, now_ms)
+        # Releases of this batch are not written yet, so a capped customer's count may
+        # still include them: a cap can only refuse more here, never grant past itself.
+        units = await customer_units(tx, levels, holds)
+        after, results = decide_batch(ended, earlier, holds, store.new_id, now_ms, units)
         created = [
             result.reservation
             for result in results
@@ -215,6 +220,7 @@ def decide_batch(
     requests: Sequence[ReserveRequest],
     new_id: Callable[[], str],
     now_ms: int,
+    units: domain.CustomerUnits | None = None,
 ) -> tuple[dict[str, StockLevel], list[Result]]:
     """The whole batch's answers, as if the requests had run one by one in arrival order.
 
@@ -222,7 +228,8 @@ def decide_batch(
     caller writes what this returns. A repeated order_id inside the batch is answered from
     its first occurrence (granted: a replay or a conflict; refused with the same lines: the
     same refusal); one that differs from a refused first occurrence is decided in a later
-    round, so no repeated order_id ever creates two holds.
+    round, so no repeated order_id ever creates two holds. ``units``: the per-customer
+    counts of the batch's capped SKUs, read on the locked rows (None: no SKU is capped).
     """
     results: list[Result | None] = [None] * len(requests)
     pending: list[int] = []
@@ -239,6 +246,7 @@ def decide_batch(
 
     current = dict(levels)
     granted: dict[str, domain.Reservation] = {}
+    counted = dict(units) if units is not None else None
     while pending:
         firsts: dict[str, int] = {}
         repeats: list[int] = []
@@ -248,13 +256,17 @@ def decide_batch(
             else:
                 firsts[requests[index].order_id] = index
         current, decisions = domain.decide_in_order(
-            current, [requests[index] for index in firsts.values()]
+            current, [requests[index] for index in firsts.values()], counted
         )
         for index, decision in zip(firsts.values(), decisions, strict=True):
             if decision.held:
                 reservation = domain.new_reservation(requests[index], new_id(), now_ms)
                 granted[reservation.order_id] = reservation
                 results[index] = ReserveOutcome(reservation, created=True)
+                if counted is not None:  # a later round sees this round's grants
+                    domain.count_hold(counted, requests[index])
+            elif decision.refused is not None:
+                results[index] = decision.refused
             else:
                 results[index] = domain.OutOfStock(decision.shortfall)
         pending = []

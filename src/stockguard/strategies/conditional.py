@@ -8,8 +8,12 @@ serialises buyers of the same SKU: correct, simple, and as fast as one row lock 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from stockguard import domain
-from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.domain import Line, ReserveOutcome, ReserveRequest
+from stockguard.stores.contract import StoreTx
+from stockguard.stores.operations import customer_units
 from stockguard.stores.sql.store import DuplicateKey
 from stockguard.strategies.base import Strategy
 
@@ -18,14 +22,16 @@ class ConditionalStrategy(Strategy):
     name = "conditional"
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
-        async def work() -> ReserveOutcome | None:
+        async def work() -> ReserveOutcome | domain.StockguardError | None:
             # No idempotency look-up up front: the unique order_id catches a replay, and a
             # refused request checks for one (Strategy.refused), so new orders save a read.
             async with self.store.transaction() as tx:
                 now_ms = await tx.now_ms()
                 for line in request.lines:
                     if not await tx.add_reserved_if_available(line.sku, line.quantity, now_ms):
-                        return None
+                        refused = await self._capped(tx, request, line, now_ms)
+                        if refused is not True:
+                            return refused
                 reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
                 await tx.insert_reservations([reservation])
                 await tx.commit()
@@ -37,4 +43,32 @@ class ConditionalStrategy(Strategy):
             return await self.store.replay_after_duplicate(request)
         if outcome is None:
             return await self.refused(request, await self.store.out_of_stock(request))
+        if isinstance(outcome, domain.StockguardError):
+            return await self.refused(request, outcome)
         return outcome
+
+    async def _capped(
+        self, tx: StoreTx, request: ReserveRequest, line: Line, now_ms: int
+    ) -> Literal[True] | domain.StockguardError | None:
+        """The line's conditional UPDATE changed no row: short, unknown, or a SKU with a
+        per-customer cap (which the UPDATE leaves alone). Only then is the row read, and
+        a capped line decided on it locked (docs/design.md#per-customer-caps): True when
+        held, else the refusal (None: out of stock, told by ``out_of_stock``).
+
+        A one-line request that was simply short is answered from this read, so a sold-out
+        SKU's refusals still cost one read, as before (no second transaction)."""
+        levels = await tx.levels([line.sku])
+        level = levels.get(line.sku)
+        if level is None or level.customer_max is None:
+            return domain.refusal(levels, request.lines) if len(request.lines) == 1 else None
+        levels = await tx.levels([line.sku], lock=True)
+        level = levels[line.sku]
+        refused = domain.customer_refusal(
+            levels, await customer_units(tx, levels, [request]) or {}, request
+        )
+        if refused is not None:
+            return refused
+        if level.available < line.quantity:
+            return domain.refusal(levels, [line])
+        await tx.add_reserved({line.sku: line.quantity}, now_ms)
+        return True

@@ -14,8 +14,9 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores.operations import check_customer, customer_units
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
-from stockguard.strategies.base import Strategy
+from stockguard.strategies.base import REFUSALS, Strategy
 
 RETRY_MAX = 64
 BACKOFF_S_BASE = 0.001
@@ -36,7 +37,7 @@ class OptimisticStrategy(Strategy):
                 outcome = await self.store.run(lambda: self._attempt(request))
             except DuplicateKey:
                 return await self.store.replay_after_duplicate(request)
-            except (domain.OutOfStock, domain.UnknownSku) as refused:
+            except REFUSALS as refused:
                 return await self.refused(request, refused)
             if outcome is not None:
                 return outcome
@@ -50,6 +51,9 @@ class OptimisticStrategy(Strategy):
         async with self.store.transaction() as tx:
             now_ms = await tx.now_ms()
             levels = await tx.levels(request.skus)
+            # Counts read without a lock: a hold of the same SKU committed after this read
+            # moved the version, so the write below fails and the attempt starts over.
+            check_customer(levels, await customer_units(tx, levels, [request]), request)
             after = domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
             for line in request.lines:
                 if not await tx.write_reserved_if_version(

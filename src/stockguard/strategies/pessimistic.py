@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores.operations import check_customer, customer_units
 from stockguard.stores.sql.store import DuplicateKey
-from stockguard.strategies.base import Strategy
+from stockguard.strategies.base import REFUSALS, Strategy
 
 
 class PessimisticStrategy(Strategy):
@@ -20,6 +21,9 @@ class PessimisticStrategy(Strategy):
             async with self.store.transaction() as tx:
                 now_ms = await tx.now_ms()
                 levels = await tx.levels(request.skus, lock=True)
+                # The caps' counts read on the locked rows: no hold of these SKUs commits
+                # before this one does (docs/design.md#per-customer-caps).
+                check_customer(levels, await customer_units(tx, levels, [request]), request)
                 domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
                 await tx.add_reserved({line.sku: line.quantity for line in request.lines}, now_ms)
                 reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
@@ -31,5 +35,5 @@ class PessimisticStrategy(Strategy):
             return await self.store.run(work)
         except DuplicateKey:
             return await self.store.replay_after_duplicate(request)
-        except (domain.OutOfStock, domain.UnknownSku) as refused:
+        except REFUSALS as refused:
             return await self.refused(request, refused)

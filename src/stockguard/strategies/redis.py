@@ -48,7 +48,7 @@ from stockguard.stores.redis.holds import (
     replay_or_conflict,
 )
 from stockguard.stores.redis.keys import KeyLayout, default_prefix
-from stockguard.stores.redis.loader import LoadingElsewhere, ensure_loaded
+from stockguard.stores.redis.loader import LoadingElsewhere, customer_counts, ensure_loaded
 from stockguard.stores.redis.persister import Persister
 from stockguard.stores.redis.scripts import load_all
 from stockguard.stores.redis.sql_apply import read_offset
@@ -254,6 +254,27 @@ class RedisStrategy(Strategy):
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         return await self.holds.adjust(sku, delta, reason)
+
+    async def set_policy(
+        self, sku: str, policy: domain.Policy, expected: domain.Policy | None
+    ) -> domain.Policy:
+        """Redis first (reserve.lua decides with its safety stock and cap), then SQL, each
+        compare-and-set against the policy SQL showed (the engine settled first).
+
+        A cap newly set starts from the customers' counts in SQL (held + confirmed) as
+        of this moment: a hold of this SKU in the few milliseconds between that read and
+        the script is not counted (docs/design.md#per-customer-caps: set caps before the
+        drop, not during it)."""
+        current = await self.store.get_policy(sku)
+        domain.check_policy_change(sku, current, expected)
+        counts: dict[str, int] = {}
+        if policy.customer_max is not None and current.customer_max is None:
+            counts = await customer_counts(self.store, sku)
+        try:
+            await self.holds.set_policy(sku, policy, current, counts)
+        except domain.PolicyChanged:
+            raise domain.PolicyChanged(sku, await self.store.get_policy(sku)) from None
+        return await self.store.set_policy(sku, policy, current)
 
     async def create_product(self, spec: ProductSpec) -> Product:
         """Creates the SKUs in Redis (all or none), then waits until SQL has the product:

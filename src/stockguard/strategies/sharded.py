@@ -130,11 +130,30 @@ class ShardedStrategy(Strategy):
                         return None
                     taken = filled
                 parts.extend((line.sku, bucket, units) for bucket, units in taken)
+            capped = await self._cap_refusal(tx, request)
+            if capped is not None:
+                return capped
             reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
             await tx.insert_reservations([reservation])
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
             await tx.commit()
             return ReserveOutcome(reservation, created=True)
+
+    async def _cap_refusal(
+        self, tx: Tx, request: ReserveRequest
+    ) -> domain.CustomerLimit | domain.InvalidInput | None:
+        """Per-customer caps (docs/design.md#per-customer-caps), after the buckets are
+        taken: the SKUs' rows are read (one plain read: the cap lives on the row, not in
+        the buckets), and a capped SKU's row is then locked (buckets before rows, the lock
+        order of every sharded writer) so its customer's count is read where no other hold
+        of that SKU can commit in between."""
+        levels = await tx.levels(request.skus)
+        capped = [sku for sku, level in levels.items() if level.customer_max is not None]
+        if not capped:
+            return None
+        locked = await tx.levels(capped, lock=True)
+        units = await tx.customer_units(domain.capped_pairs(locked, [request]))
+        return domain.customer_refusal(locked, units, request)
 
     async def _shortfalls(self, tx: Tx, request: ReserveRequest) -> tuple[domain.Shortfall, ...]:
         """The lines the SKUs' buckets (read without locks) cannot fill now, if any."""
@@ -189,8 +208,11 @@ class ShardedStrategy(Strategy):
                     if sku in counts:
                         continue
                     empty = [Bucket(sku, n, 0, 0) for n in range(self.buckets_for(sku))]
-                    await b.insert_buckets(tx, b.spread(empty, level.available))
-                    await tx.write_on_hand(sku, level.reserved, now_ms)
+                    # Safety stock stays on the row, never spread into the buckets holds
+                    # take from (docs/design.md#safety-stock).
+                    spread = max(level.available, 0)
+                    await b.insert_buckets(tx, b.spread(empty, spread))
+                    await tx.write_on_hand(sku, level.on_hand - spread, now_ms)
                     counts[sku] = len(empty)
                 await tx.commit()
                 return counts
@@ -233,6 +255,18 @@ class ShardedStrategy(Strategy):
 
     async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> Level:
         return await self.writes.set(sku, lambda _: on_hand, expected_on_hand, "set", create=True)
+
+    async def set_policy(
+        self, sku: str, policy: domain.Policy, expected: domain.Policy | None
+    ) -> domain.Policy:
+        """The policy and the re-spread it calls for, in one transaction: more safety
+        stock moves units from the buckets back onto the row before any hold can take
+        them (``ShardedWrites.set``, which locks every bucket and the row)."""
+        await self.shard([sku])
+        await self.writes.set(
+            sku, lambda current: current.on_hand, None, "", policy=(policy, expected)
+        )
+        return policy
 
     async def adjust(self, sku: str, delta: int, reason: str) -> Level:
         return await self.writes.set(sku, lambda current: current.on_hand + delta, None, reason)

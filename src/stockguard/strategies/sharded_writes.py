@@ -184,11 +184,14 @@ class ShardedWrites:
         *,
         create: bool = False,
         grow_to: int | None = None,
+        policy: tuple[domain.Policy, domain.Policy | None] | None = None,
     ) -> StockLevel:
         """Sets a SKU's whole on_hand and spreads it evenly over its buckets.
 
         Locks the SKU's row and every bucket, so it also is the rebalancing step: after it
-        every bucket has the same available (give or take one unit).
+        every bucket has the same available (give or take one unit). The row keeps its
+        own holds' units plus the safety stock (as much of it as is not reserved in the
+        buckets); ``policy`` (new, expected) is written first, on the same locked row.
         """
 
         async def work() -> tuple[StockLevel, int]:
@@ -196,6 +199,12 @@ class ShardedWrites:
                 now_ms = await tx.now_ms()
                 rows = (await b.buckets(tx, [sku], lock=True)).get(sku, [])  # buckets first
                 row = (await tx.levels([sku], lock=True)).get(sku)
+                if row is not None and policy is not None:
+                    current_policy = await tx.policy(sku)
+                    assert current_policy is not None
+                    domain.check_policy_change(sku, current_policy, policy[1])
+                    await tx.write_policy(sku, policy[0], now_ms)
+                    row = dataclasses.replace(row, safety_stock=policy[0].safety_stock)
                 if row is None:
                     if not create or expected_on_hand is not None:
                         raise domain.UnknownSku([sku])
@@ -212,18 +221,20 @@ class ShardedWrites:
                     added = [Bucket(sku, n, 0, 0) for n in range(len(rows), count)]
                     await b.insert_buckets(tx, added)
                     rows = rows + added
-                    current = StockLevel(
-                        sku,
-                        row.on_hand + sum(r.on_hand for r in rows),
-                        row.reserved + sum(r.reserved for r in rows),
-                        row.version,
+                    current = dataclasses.replace(
+                        row,
+                        on_hand=row.on_hand + sum(r.on_hand for r in rows),
+                        reserved=row.reserved + sum(r.reserved for r in rows),
                     )
                     on_hand = on_hand_of(current)
                     domain.check_on_hand_change(current, on_hand, expected_on_hand)
-                    # The row keeps what its own (pre-sharding) holds need; buckets get the rest.
-                    await b.write(tx, b.spread(rows, on_hand - row.reserved))
-                    if row.on_hand != row.reserved:
-                        await tx.write_on_hand(sku, row.reserved, now_ms)
+                    # The row keeps what its own (pre-sharding) holds need and the safety
+                    # stock; buckets get the rest.
+                    loose = on_hand - row.reserved - sum(r.reserved for r in rows)
+                    keep = row.reserved + min(row.safety_stock, loose)
+                    await b.write(tx, b.spread(rows, on_hand - keep))
+                    if row.on_hand != keep:
+                        await tx.write_on_hand(sku, keep, now_ms)
                     if on_hand != current.on_hand:
                         await tx.record_movements(
                             [

@@ -17,10 +17,35 @@ local function each_line(lines)
   return string.gmatch(lines, '([^\t\n]+)\t(%d+)')
 end
 
+-- The hash of one SKU's per-customer counts (customer id -> units held or bought), kept
+-- only while the SKU has a cap (`cap` in its stock hash): keys.py KeyLayout.customers,
+-- built from the stock prefix '{tag}:s:' so every script that already has it can reach it.
+local function customers_key(stock_prefix, sku)
+  return string.sub(stock_prefix, 1, -3) .. 'cu:' .. sku
+end
+
+-- Takes units a customer gave back (release, expiry, partial release) off their count;
+-- only a counted SKU has the field. Confirmed units stay counted (they were bought).
+local function uncount(stock_prefix, customer, sku, q)
+  if customer == nil or customer == '' then
+    return
+  end
+  local ckey = customers_key(stock_prefix, sku)
+  if redis.call('HEXISTS', ckey, customer) == 1 then
+    if redis.call('HINCRBY', ckey, customer, -q) <= 0 then
+      redis.call('HDEL', ckey, customer)
+    end
+  end
+end
+
 -- Ends a held reservation: every line leaves `reserved` (and `on_hand` too when `sell`),
 -- the status is written once, the due index forgets it, and the event is appended.
 local function end_hold(rkey, id, lines, status, now, stock_prefix, due, events, retention_ms, sell)
   local after = {}
+  local customer = nil
+  if not sell then
+    customer = redis.call('HGET', rkey, 'customer_id')
+  end
   for sku, qty in each_line(lines) do
     local skey = stock_prefix .. sku
     local q = tonumber(qty)
@@ -29,6 +54,9 @@ local function end_hold(rkey, id, lines, status, now, stock_prefix, due, events,
     end
     redis.call('HINCRBY', skey, 'reserved', -q)
     redis.call('HINCRBY', skey, 'version', 1)
+    if not sell then
+      uncount(stock_prefix, customer, sku, q)
+    end
   end
   redis.call('HSET', rkey, 'status', status, 'ended_at', int(now))
   redis.call('ZREM', due, id)

@@ -55,10 +55,23 @@ def reservation_from_hash(reservation_id: str, fields: Mapping[str, str]) -> Res
     )
 
 
-def level_from(sku: str, values: Sequence[str]) -> StockLevel:
-    """``[on_hand, reserved, version]`` as read by HMGET."""
-    on_hand, reserved, version = values
-    return StockLevel(sku, int(on_hand), int(reserved), int(version))
+def level_from(sku: str, values: Sequence[str | None]) -> StockLevel:
+    """``[on_hand, reserved, version]`` as read by HMGET, then optionally ``safety`` and
+    ``cap`` (absent on a SKU without that policy)."""
+    on_hand, reserved, version = values[:3]
+    assert on_hand is not None
+    assert reserved is not None
+    assert version is not None
+    safety = values[3] if len(values) > 3 else None
+    cap = values[4] if len(values) > 4 else None
+    return StockLevel(
+        sku,
+        int(on_hand),
+        int(reserved),
+        int(version),
+        int(safety or 0),
+        None if cap is None else int(cap),
+    )
 
 
 @total_ordering

@@ -9,7 +9,7 @@ empty or fenced Redis answers 503 and never sells.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,7 @@ class RedisHolds:
                 str(request.ttl_s * 1000),
                 lines,
                 k.reservation_prefix,
+                k.stock_prefix,
             ],
         )
         verdict = reply[0]
@@ -125,6 +126,13 @@ class RedisHolds:
                     Shortfall(flat[i], int(flat[i + 1]), int(flat[i + 2]))
                     for i in range(0, len(flat), 3)
                 ]
+            )
+        if verdict == "capped":
+            sku, cap, have, wanted = reply[1], int(reply[2]), int(reply[3]), int(reply[4])
+            raise domain.CustomerLimit(sku, request.customer_id or "", cap, have, wanted)
+        if verdict == "nocustomer":
+            raise domain.InvalidInput(
+                "customer_id", f"{reply[1]} is capped per customer: name the customer"
             )
         raise AssertionError(f"reserve.lua answered {reply!r}")
 
@@ -244,6 +252,40 @@ class RedisHolds:
             raise domain.BelowReserved(level, on_hand)
         return level
 
+    async def set_policy(
+        self,
+        sku: str,
+        policy: domain.Policy,
+        expected: domain.Policy | None,
+        counts: Mapping[str, int],
+    ) -> tuple[int, int | None]:
+        """Writes the fields reserve.lua decides with (safety stock, cap) if they are
+        still ``expected``'s; ``counts`` (customer -> units, from SQL) start the SKU's
+        customer counts when its cap is newly set. Returns the fields as they were."""
+        k = self.keys
+        expected_text = (
+            "" if expected is None else f"{expected.safety_stock}\t{_text(expected.customer_max)}"
+        )
+        flat = [value for customer, units in counts.items() for value in (customer, str(units))]
+        reply = await self._run(
+            "policy",
+            [k.loaded, k.stock(sku)],
+            [
+                sku,
+                k.stock_prefix,
+                expected_text,
+                str(policy.safety_stock),
+                _text(policy.customer_max),
+                *flat,
+            ],
+        )
+        if reply[0] == "unknown":
+            raise domain.UnknownSku([sku])
+        before = (int(reply[1]), None if reply[2] == "" else int(reply[2]))
+        if reply[0] == "changed":
+            raise domain.PolicyChanged(sku, before)
+        return before
+
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
         k = self.keys
         reply = await self._run(
@@ -283,3 +325,7 @@ def replay_or_conflict(earlier: Reservation, request: ReserveRequest) -> Reserve
     if isinstance(answer, domain.IdempotencyConflict):
         raise answer
     return answer
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)

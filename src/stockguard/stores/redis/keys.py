@@ -71,6 +71,11 @@ class KeyLayout:
         """Hash ``on_hand``, ``reserved``, ``version`` of one SKU."""
         return self.stock_prefix + sku
 
+    def customers(self, sku: str) -> str:
+        """Hash customer_id -> units held or bought of a SKU with a per-customer cap
+        (kept only while the cap is; the Lua ``customers_key`` builds the same name)."""
+        return f"{self.tag}:cu:{sku}"
+
     @property
     def skus(self) -> str:
         """Set of every SKU in this keyspace (reconcile reads it in one atomic step)."""
@@ -136,7 +141,7 @@ class KeyLayout:
     @property
     def strategy_patterns(self) -> tuple[str, ...]:
         """SCAN patterns of the redis strategy's per-SKU/order/reservation keys."""
-        return tuple(self.match(s) for s in (":s:*", ":r:*", ":o:*"))
+        return tuple(self.match(s) for s in (":s:*", ":r:*", ":o:*", ":cu:*"))
 
     @property
     def strategy_singletons(self) -> tuple[str, ...]:

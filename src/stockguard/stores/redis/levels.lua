@@ -5,7 +5,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local levels = {}
 for i = 2, #KEYS do
-  local level = redis.call('HMGET', KEYS[i], 'on_hand', 'reserved', 'version')
+  local level = redis.call('HMGET', KEYS[i], 'on_hand', 'reserved', 'version', 'safety', 'cap')
   if level[1] then
     levels[#levels + 1] = level
   else

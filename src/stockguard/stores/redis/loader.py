@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from stockguard import domain
 from stockguard.domain import Status
@@ -112,15 +112,56 @@ async def _load_levels(tx: Tx, clients: RedisClients, keys: KeyLayout) -> int:
         if not rows:
             return count
         pipe = clients.commands.pipeline(transaction=False)
+        capped: list[str] = []
         for row in rows:
-            pipe.hset(
-                keys.stock(row.sku),
-                mapping={"on_hand": row.on_hand, "reserved": row.reserved, "version": row.version},
-            )
+            pipe.hset(keys.stock(row.sku), mapping=level_fields(row))
+            if row.customer_max is not None:
+                capped.append(row.sku)
         pipe.sadd(keys.skus, *[row.sku for row in rows])
         await pipe.execute()
+        for sku in capped:  # caps are few: one aggregate per capped SKU
+            counts = await sku_customer_counts(tx, sku)
+            if counts:
+                await clients.commands.hset(keys.customers(sku), mapping=counts)
         count += len(rows)
         after = rows[-1].sku
+
+
+def level_fields(row: Any) -> dict[Any, Any]:
+    """A ``stock_levels`` row as its Redis hash: the policy fields reserve.lua reads
+    only where the SKU has them (docs/design.md#stock-policy)."""
+    fields: dict[Any, Any] = {
+        "on_hand": row.on_hand,
+        "reserved": row.reserved,
+        "version": row.version,
+    }
+    if row.safety_stock:
+        fields["safety"] = row.safety_stock
+    if row.customer_max is not None:
+        fields["cap"] = row.customer_max
+    return fields
+
+
+async def sku_customer_counts(tx: Tx, sku: str) -> dict[Any, Any]:
+    """customer_id -> units held or confirmed of ``sku``: a capped SKU's Redis counts."""
+    r, ln = t.reservations.c, t.reservation_lines.c
+    rows = await tx.connection.execute(
+        select(r.customer_id, func.sum(ln.quantity))
+        .select_from(t.reservations.join(t.reservation_lines, ln.reservation_id == r.id))
+        .where(
+            ln.sku == sku,
+            r.customer_id.is_not(None),
+            r.status.in_([Status.HELD.value, Status.CONFIRMED.value]),
+        )
+        .group_by(r.customer_id)
+    )
+    return {str(customer): int(units) for customer, units in rows}
+
+
+async def customer_counts(store: SqlStore, sku: str) -> dict[str, int]:
+    async with store.transaction(read_only=True) as tx:
+        counts = await sku_customer_counts(tx, sku)
+    return {str(customer): int(units) for customer, units in counts.items()}
 
 
 def write_held(pipe: Any, keys: KeyLayout, reservation: domain.Reservation) -> None:

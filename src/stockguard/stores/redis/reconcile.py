@@ -170,6 +170,7 @@ async def reconcile(
                 pictures = await _pictures(clients, store, keys)
             elif repair and differences(pictures.redis, pictures.wanted):
                 report.repaired = await _repair(clients, keys, pictures.redis, pictures.wanted)
+                await _repair_policies(clients, store, keys)
                 pictures = await _pictures(clients, store, keys)
             report.tail_events = pictures.tail_events
             report.poison_in_tail = pictures.poison
@@ -249,6 +250,26 @@ async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: V
         fixes += 1
     await pipe.execute()
     return fixes
+
+
+async def _repair_policies(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> None:
+    """SQL's safety stock and caps onto the stock hashes a repair touched or recreated
+    (policy writes go to Redis first, then SQL, so SQL's is the one both agreed on)."""
+    c = t.stock_levels.c
+    async with store.transaction(read_only=True) as tx:
+        rows = (await tx.connection.execute(select(c.sku, c.safety_stock, c.customer_max))).all()
+    pipe = clients.commands.pipeline(transaction=False)
+    for row in rows:
+        key = keys.stock(row.sku)
+        if row.safety_stock:
+            pipe.hset(key, "safety", int(row.safety_stock))
+        else:
+            pipe.hdel(key, "safety")
+        if row.customer_max is not None:
+            pipe.hset(key, "cap", int(row.customer_max))
+        else:
+            pipe.hdel(key, "cap")
+    await pipe.execute()
 
 
 def _recreate(pipe: Any, keys: KeyLayout, reservation: Reservation) -> None:

@@ -8,7 +8,7 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
-local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines')
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'customer_id')
 if not found[1] then
   return {'missing'}
 end
@@ -44,6 +44,7 @@ if found[1] == 'held' then
       local skey = ARGV[2] .. sku
       redis.call('HINCRBY', skey, 'reserved', -tonumber(qty))
       redis.call('HINCRBY', skey, 'version', 1)
+      uncount(ARGV[2], found[4], sku, tonumber(qty))
     end
     redis.call('HSET', KEYS[2], 'lines', table.concat(left, '\n'))
     redis.call('XADD', KEYS[4], '*', 'type', 'released_part', 'id', ARGV[1],

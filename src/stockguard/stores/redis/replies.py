@@ -73,6 +73,16 @@ def encode_answer(request_id: str, entry_id: str, result: Result) -> str:
         elif isinstance(result, domain.IdempotencyConflict):
             body["order_id"] = result.order_id
             body["reservation_id"] = result.reservation_id
+        elif isinstance(result, domain.CustomerLimit):
+            body["limit"] = [
+                result.sku,
+                result.customer_id,
+                result.limit,
+                result.units,
+                result.requested,
+            ]
+        elif isinstance(result, domain.InvalidInput):
+            body["field"] = [result.field, result.reason]
         elif isinstance(result, domain.StoreUnavailable | domain.Overloaded):
             body["retry_after_s"] = result.retry_after_s
     return json.dumps(body, separators=(",", ":"))
@@ -113,6 +123,12 @@ def _result(body: Mapping[str, Any]) -> Result:
         return domain.UnknownSku(body["skus"])
     if kind == domain.IdempotencyConflict.kind:
         return domain.IdempotencyConflict(body["order_id"], body["reservation_id"])
+    if kind == domain.CustomerLimit.kind:
+        sku, customer_id, limit, units, requested = body["limit"]
+        return domain.CustomerLimit(sku, customer_id, int(limit), int(units), int(requested))
+    if kind == domain.InvalidInput.kind:
+        field_name, reason = body["field"]
+        return domain.InvalidInput(field_name, reason)
     if kind == domain.Overloaded.kind:
         return domain.Overloaded(body["detail"], int(body.get("retry_after_s", 1)))
     return domain.StoreUnavailable(f"{kind}: {body['detail']}", int(body.get("retry_after_s", 1)))

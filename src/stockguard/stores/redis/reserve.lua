@@ -2,7 +2,10 @@
 -- KEYS: 1 load marker, 2 order index key, 3 reservation key, 4 due index, 5 event stream,
 --       6.. the stock key of each line, in the order of ARGV[5]
 -- ARGV: 1 reservation id, 2 order id, 3 customer id ('' for none), 4 ttl in ms,
---       5 lines ('SKU\tqty' joined by '\n', sorted by SKU), 6 reservation key prefix
+--       5 lines ('SKU\tqty' joined by '\n', sorted by SKU), 6 reservation key prefix,
+--       7 stock key prefix (for the per-customer counts, customers_key)
+-- Mirrors stockguard.domain.customer_refusal then shortfalls: a capped SKU needs a
+-- customer and refuses past its cap; safety stock is never held (docs/design.md#redis).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
@@ -19,13 +22,24 @@ end
 if #skus ~= #KEYS - 5 then
   return redis.error_reply('reserve: lines and stock keys disagree')
 end
-local unknown, short = {}, {}
+local unknown, short, capped = {}, {}, {}
 for i = 1, #skus do
-  local level = redis.call('HMGET', KEYS[5 + i], 'on_hand', 'reserved')
+  local level = redis.call('HMGET', KEYS[5 + i], 'on_hand', 'reserved', 'safety', 'cap')
   if not level[1] then
     unknown[#unknown + 1] = skus[i]
   else
-    local available = tonumber(level[1]) - tonumber(level[2])
+    if level[4] then
+      if ARGV[3] == '' then
+        return {'nocustomer', skus[i]}
+      end
+      local ckey = customers_key(ARGV[7], skus[i])
+      local have = tonumber(redis.call('HGET', ckey, ARGV[3]) or '0')
+      if have + qtys[i] > tonumber(level[4]) then
+        return {'capped', skus[i], level[4], int(have), int(qtys[i])}
+      end
+      capped[i] = ckey
+    end
+    local available = tonumber(level[1]) - tonumber(level[2]) - tonumber(level[3] or '0')
     if available < qtys[i] then
       short[#short + 1] = skus[i]
       short[#short + 1] = int(qtys[i])
@@ -45,6 +59,9 @@ local expires = now + tonumber(ARGV[4])
 for i = 1, #skus do
   redis.call('HINCRBY', KEYS[5 + i], 'reserved', qtys[i])
   redis.call('HINCRBY', KEYS[5 + i], 'version', 1)
+  if capped[i] then
+    redis.call('HINCRBY', capped[i], ARGV[3], qtys[i])
+  end
 end
 redis.call('HSET', KEYS[3], 'order_id', ARGV[2], 'customer_id', ARGV[3], 'status', 'held',
   'lines', ARGV[5], 'expires_at', int(expires), 'created_at', int(now))

@@ -24,6 +24,7 @@ NAMES = (
     "expire",
     "set_on_hand",
     "adjust",
+    "policy",
     "create_product",
     "levels",
     "reservation",

@@ -91,7 +91,9 @@ async def _bucket_violations(connection: AsyncConnection) -> list[str]:
 async def audit(store: Store) -> AuditReport:
     """Checks I1-I4 on the tables of ``store`` (a ``MemoryStore`` gives its sums)."""
     if isinstance(store, MemoryStore):
-        return judge(*store.audit_sums())
+        report = judge(*store.audit_sums())
+        report.violations += cap_violations(*store.audit_caps())
+        return report
     assert isinstance(store, SqlStore)
     async with store.transaction(read_only=True, snapshot=True) as tx:
         c = tx.connection
@@ -130,6 +132,7 @@ async def audit(store: Store) -> AuditReport:
                 )
             ).all()
         )
+        caps, units = await _caps(c)
         sales: dict[str, int] = dict(
             (
                 await c.execute(
@@ -142,7 +145,50 @@ async def audit(store: Store) -> AuditReport:
     totals = {sku: (row.on_hand, row.reserved) for sku, row in levels.items()}
     report = judge(totals, held, ledger, sold_lines, sales)
     report.violations[:0] = bucket_violations
+    report.violations += cap_violations(caps, units)
     return report
+
+
+async def _caps(
+    connection: AsyncConnection,
+) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Each capped SKU's ``customer_max`` and every customer's held + confirmed units of
+    it, read from the reservations themselves (docs/design.md#per-customer-caps)."""
+    c = t.stock_levels.c
+    caps = {
+        str(sku): int(cap)
+        for sku, cap in await connection.execute(
+            select(c.sku, c.customer_max).where(c.customer_max.is_not(None))
+        )
+    }
+    if not caps:
+        return caps, {}
+    r, ln = t.reservations.c, t.reservation_lines.c
+    units = {
+        (str(customer), str(sku)): int(total)
+        for customer, sku, total in await connection.execute(
+            select(r.customer_id, ln.sku, func.sum(ln.quantity))
+            .select_from(t.reservations.join(t.reservation_lines, ln.reservation_id == r.id))
+            .where(
+                ln.sku.in_(sorted(caps)),
+                r.customer_id.is_not(None),
+                r.status.in_([Status.HELD.value, Status.CONFIRMED.value]),
+            )
+            .group_by(r.customer_id, ln.sku)
+        )
+    }
+    return caps, units
+
+
+def cap_violations(caps: Mapping[str, int], units: Mapping[tuple[str, str], int]) -> list[str]:
+    """I6: no customer holds and bought more of a capped SKU than its ``customer_max``.
+    (Lowering a cap below what a customer already has is reported too: the tables then
+    break the policy the shop states, which an admin should see.)"""
+    return [
+        f"I6 {sku}: customer {customer!r} holds or bought {total}, customer_max {caps[sku]}"
+        for (customer, sku), total in sorted(units.items())
+        if sku in caps and total > caps[sku]
+    ]
 
 
 def judge(

@@ -6,6 +6,7 @@ A SKU's stock is its ``stock_levels`` row plus the sum of its ``stock_buckets`` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,11 +81,11 @@ async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
         )
         for sku, on_hand, reserved, version in rows:
             level = levels[sku]
-            levels[sku] = StockLevel(
-                sku,
-                level.on_hand + int(on_hand),
-                level.reserved + int(reserved),
-                level.version + int(version),
+            levels[sku] = dataclasses.replace(
+                level,
+                on_hand=level.on_hand + int(on_hand),
+                reserved=level.reserved + int(reserved),
+                version=level.version + int(version),
             )
     return levels
 

@@ -47,6 +47,10 @@ stock_levels = Table(
     Column("version", BigInteger, nullable=False, default=0),
     Column("updated_at_ms", BigInteger, nullable=False),
     Column("low_stock_threshold", BigInteger, nullable=True),
+    # The stock policy (docs/design.md#stock-policy), read with the level it governs.
+    Column("safety_stock", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("backorder_max", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("customer_max", BigInteger, nullable=True),
     CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_never_oversold"),
     CheckConstraint(f"on_hand <= {domain.ON_HAND_MAX}", name="ck_stock_on_hand_max"),
     **_MYSQL,

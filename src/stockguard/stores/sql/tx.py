@@ -119,6 +119,8 @@ class Tx:
                     t.stock_levels.c.on_hand,
                     t.stock_levels.c.reserved,
                     t.stock_levels.c.version,
+                    t.stock_levels.c.safety_stock,
+                    t.stock_levels.c.customer_max,
                 )
                 .where(t.stock_levels.c.sku.in_(chunk))
                 .order_by(t.stock_levels.c.sku)
@@ -126,16 +128,84 @@ class Tx:
             if lock and self.backend.row_locks:
                 query = query.with_for_update()
             for row in await self.connection.execute(query):
-                found[row.sku] = StockLevel(row.sku, row.on_hand, row.reserved, row.version)
+                found[row.sku] = StockLevel(
+                    row.sku,
+                    row.on_hand,
+                    row.reserved,
+                    row.version,
+                    row.safety_stock,
+                    None if row.customer_max is None else int(row.customer_max),
+                )
         return found
 
+    async def customer_units(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Units each (customer_id, sku) pair holds or bought (held + confirmed lines),
+        counted from the reservations themselves: nothing to keep in step on release,
+        expiry or partial release. Callers hold the SKU rows locked (or rely on a version
+        write failing), so no hold of the same SKU commits between this and their write;
+        ``ix_reservations_customer`` keeps it to the customer's own reservations."""
+        if not pairs:
+            return {}
+        r, ln = t.reservations.c, t.reservation_lines.c
+        customers = sorted({customer for customer, _ in pairs})
+        skus = sorted({sku for _, sku in pairs})
+        rows = await self.connection.execute(
+            select(r.customer_id, ln.sku, func.sum(ln.quantity))
+            .select_from(t.reservations.join(t.reservation_lines, ln.reservation_id == r.id))
+            .where(
+                r.customer_id.in_(customers),
+                ln.sku.in_(skus),
+                r.status.in_([Status.HELD.value, Status.CONFIRMED.value]),
+            )
+            .group_by(r.customer_id, ln.sku)
+        )
+        return {(customer, sku): int(units) for customer, sku, units in rows}
+
+    async def policy(self, sku: str, *, lock: bool = False) -> domain.Policy | None:
+        """The SKU's stock policy (docs/design.md#stock-policy); None: no such SKU."""
+        c = t.stock_levels.c
+        query = select(c.safety_stock, c.backorder_max, c.customer_max, c.low_stock_threshold)
+        query = query.where(c.sku == sku)
+        if lock and self.backend.row_locks:
+            query = query.with_for_update()
+        row = (await self.connection.execute(query)).first()
+        if row is None:
+            return None
+        return domain.Policy(
+            int(row.safety_stock),
+            int(row.backorder_max),
+            None if row.customer_max is None else int(row.customer_max),
+            None if row.low_stock_threshold is None else int(row.low_stock_threshold),
+        )
+
+    async def write_policy(self, sku: str, policy: domain.Policy, now_ms: int) -> None:
+        """All four fields at once, on the row the caller locked; the version moves, so an
+        optimistic writer that read the old policy retries on the new one."""
+        await self.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == sku)
+            .values(
+                safety_stock=policy.safety_stock,
+                backorder_max=policy.backorder_max,
+                customer_max=policy.customer_max,
+                low_stock_threshold=policy.low_stock_threshold,
+                version=t.stock_levels.c.version + 1,
+                updated_at_ms=now_ms,
+            )
+        )
+
     async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
-        """docs/design.md#conditional: holds only if enough is available."""
+        """docs/design.md#conditional: holds only if enough is available, safety stock
+        kept out (docs/design.md#safety-stock). A SKU with a per-customer cap updates no
+        row here: the caller then decides it on the locked row (``customer_max IS NULL``
+        is in the same statement, so a SKU without a cap costs nothing more)."""
+        c = t.stock_levels.c
         result = await self.connection.execute(
             update(t.stock_levels)
             .where(
-                t.stock_levels.c.sku == sku,
-                t.stock_levels.c.on_hand - t.stock_levels.c.reserved >= quantity,
+                c.sku == sku,
+                c.on_hand - c.reserved - c.safety_stock >= quantity,
+                c.customer_max.is_(None),
             )
             .values(
                 reserved=t.stock_levels.c.reserved + quantity,

@@ -1,0 +1,79 @@
+"""GET/PUT /v1/stock/{sku}/policy and the problems a policy gives holds (issue 15;
+docs/design.md#stock-policy), on every backend: admin only, compare-and-set with
+``expected``, 409 customer-limit, 422 for a capped SKU without a customer; never a 500."""
+
+from __future__ import annotations
+
+from .support import Api, assert_problem
+
+DEFAULTS = {
+    "safety_stock": 0,
+    "backorder_max": 0,
+    "customer_max": None,
+    "low_stock_threshold": None,
+}
+
+
+async def test_policy_round_trips_and_changes_what_is_available(api: Api) -> None:
+    await api.set_stock("P", 10)
+    url = "/v1/stock/P/policy"
+
+    read = await api.client.get(url, headers=api.admin)
+    assert read.status_code == 200, read.text
+    assert read.json() == {"sku": "P", **DEFAULTS}
+    wanted = {"safety_stock": 4, "customer_max": 2, "low_stock_threshold": 3}
+    written = await api.client.put(url, json={**wanted, "expected": DEFAULTS}, headers=api.admin)
+    assert written.status_code == 200, written.text
+    assert written.json() == {"sku": "P", **DEFAULTS, **wanted}
+    assert (await api.client.get(url, headers=api.admin)).json() == written.json()
+    assert (await api.stock("P"))["available"] == 6
+    # The events work's route reads the same field.
+    threshold = await api.client.get("/v1/stock/P/low-stock-threshold", headers=api.admin)
+    assert threshold.status_code == 200 and threshold.json()["threshold"] == 3
+
+    stale = await api.client.put(url, json={"expected": DEFAULTS}, headers=api.admin)
+    body = assert_problem(stale, 409, "policy-changed")
+    assert body["policy"] == written.json()
+
+
+async def test_policy_refusals_are_problems(api: Api) -> None:
+    await api.set_stock("P", 10)
+    url = "/v1/stock/P/policy"
+    assert_problem(await api.client.get(url), 401, "unauthorized")
+    assert_problem(await api.client.put(url, json={}), 401, "unauthorized")
+    assert_problem(await api.client.get("/v1/stock/NOPE/policy", headers=api.admin), 404)
+    assert_problem(await api.client.put("/v1/stock/NOPE/policy", json={}, headers=api.admin), 404)
+    for bad in (
+        {"safety_stock": -1},
+        {"safety_stock": "3"},
+        {"customer_max": 1.5},
+        {"backorder_max": 1},
+        {"low_stock_threshold": -2},
+        {"colour": "red"},
+        {"expected": {"safety_stock": -1}},
+        [],
+    ):
+        assert_problem(await api.client.put(url, json=bad, headers=api.admin), 422, "invalid-input")
+
+
+async def test_holds_past_a_cap_or_without_a_customer_are_problems(api: Api) -> None:
+    await api.set_stock("CAP", 10)
+    written = await api.client.put(
+        "/v1/stock/CAP/policy", json={"customer_max": 2, "safety_stock": 5}, headers=api.admin
+    )
+    assert written.status_code == 200, written.text
+
+    held = await api.reserve("o-1", {"CAP": 2}, customer_id="alice")
+    assert held.status_code == 201, held.text
+    refused = assert_problem(
+        await api.reserve("o-2", {"CAP": 1}, customer_id="alice"), 409, "customer-limit"
+    )
+    assert refused["limit"] == {"sku": "CAP", "customer_max": 2, "units": 2, "requested": 1}
+    anonymous = assert_problem(await api.reserve("o-3", {"CAP": 1}), 422, "invalid-input")
+    assert anonymous["errors"][0]["field"] == "customer_id"
+    # Safety stock: 10 on hand, 5 kept, 2 held: bob can have 2, carol only 1 more.
+    assert (await api.reserve("o-4", {"CAP": 2}, customer_id="bob")).status_code == 201
+    short = assert_problem(
+        await api.reserve("o-5", {"CAP": 2}, customer_id="carol"), 409, "out-of-stock"
+    )
+    assert short["shortfalls"] == [{"sku": "CAP", "requested": 2, "available": 1}]
