@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ from stockguard.verify.history import History, JsonObject, Kind, Op, Outcome
 BACKOFF_S = 0.1
 """A client's pause after an operation got no answer (the service is down or cut off):
 without it, a client would spend its whole plan on refused connections in a moment."""
+
+
+UNREACHED_FACTOR_MAX = 20
+"""A client gives up after this many times its planned operations, reached or not."""
 
 
 @dataclass
@@ -77,8 +82,16 @@ class Load:
         self.admin = {"Authorization": f"Bearer {admin_token}"}
         self.plan = plan
         self.history = History()
+        self.unreached: Counter[int] = Counter()
+        """Per client, operations that never reached the service (connection refused):
+        they do not count against ``ops_per_client``, so a run sees the service again
+        after it comes back, however long its restart took."""
         self.stop = asyncio.Event()
         """Set to end a duration run early (or a run by counts: clients finish their op)."""
+
+    def reached(self) -> int:
+        """Operations so far that reached the service (answered or not)."""
+        return len(self.history) - sum(self.unreached.values())
 
     async def _call(
         self,
@@ -99,6 +112,7 @@ class Load:
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             # Never connected: the request was not sent, so it cannot have happened.
             self.history.lost(op, error).outcome = Outcome.FAIL
+            self.unreached[process] += 1
             await asyncio.sleep(BACKOFF_S)
             return op
         except (httpx.TransportError, httpx.TimeoutException, OSError) as error:
@@ -215,7 +229,11 @@ class Load:
             transport=self.transport,
         ) as client:
             while not self.stop.is_set():
-                if deadline is None and state.made >= self.plan.ops_per_client:
+                reached = state.made - self.unreached[process]
+                if deadline is None and (
+                    reached >= self.plan.ops_per_client
+                    or state.made >= UNREACHED_FACTOR_MAX * self.plan.ops_per_client
+                ):
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break

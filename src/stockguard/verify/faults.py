@@ -1,0 +1,605 @@
+"""The fault harness: a real ``stockguard serve``, a mixed load, one fault, the checker.
+
+Each run starts what it needs of its own (a fresh database on the shared PostgreSQL or
+MariaDB server, or a SQLite file; for some faults a PostgreSQL instance or redis-server of
+its own, a tmpfs, a TCP proxy), starts ``serve`` as a user does, drives ``load.Load``
+while a fault task breaks something on a schedule, heals everything, reads the final
+state over HTTP and checks it (``checker.check``, which includes the service's audit).
+
+Faults (``FAULTS``):
+
+``none``          the baseline: load, no fault.
+``db-reset``      a proxy between serve and the database resets every connection every
+                  ``interval_s``: transactions cut mid-flight, commits whose answer is lost.
+``db-latency``    the proxy delays every chunk 50-500 ms, both ways, for the whole run.
+``serve-kill``    SIGKILL to serve's whole process group (``--workers`` N) every
+                  ``interval_s``, then a restart on the same port.
+``pg-restart``    PostgreSQL of the run's own: ``pg_ctl stop -m immediate``, then start.
+``redis-restart`` redis-server of the run's own (AOF, ``appendfsync always``): SIGKILL and
+                  restart; the documented bound (docs/durability.md) is 0 lost.
+``disk-full``     SQLite on a small tmpfs (root only): the disk is filled, then freed.
+``partition``     two serve processes, the second reaching the database through the proxy,
+                  which blackholes it for ``interval_s`` at a time.
+
+Lives in the package (not tests/) so that ``stockguard verify faults`` runs the long forms;
+the pytest fixtures in ``tests/jepsen`` run the short ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from stockguard import strategies
+from stockguard.verify.checker import FinalState, Report, check
+from stockguard.verify.fetch import read_final
+from stockguard.verify.history import History
+from stockguard.verify.load import Load, LoadPlan
+from stockguard.verify.proxy import TcpProxy, free_port
+
+ADMIN_TOKEN = "verify-admin-token"  # noqa: S105 (a throwaway serve's, for its run)
+SERVER_URLS = {
+    "postgres": os.environ.get(
+        "STOCKGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("STOCKGUARD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+REDIS_URL = os.environ.get("STOCKGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_S_MAX = 60.0
+FAULTS = (
+    "none",
+    "db-reset",
+    "db-latency",
+    "serve-kill",
+    "pg-restart",
+    "redis-restart",
+    "disk-full",
+    "partition",
+)
+
+
+class FaultUnsupported(RuntimeError):
+    """This fault cannot run here (a binary, root or the backend it needs is missing)."""
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def _stockguard() -> list[str]:
+    script = Path(sys.executable).with_name("stockguard")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "stockguard.cli"]
+
+
+class Serve:
+    """``stockguard serve`` in a process group of its own (so SIGKILL takes its workers)."""
+
+    def __init__(self, workdir: Path, args: list[str], env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.args = args
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        path = self.workdir / f"serve-{self.port}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    async def start(self, wait: bool = True) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / f"serve-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own arguments
+                [*_stockguard(), "serve", "--port", str(self.port), *self.args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        if wait:
+            await self.wait_healthy()
+
+    async def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_S_MAX
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"serve exited ({self.process.returncode}):\n{self.log()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"serve not healthy in {START_S_MAX} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: the main process and every worker."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.kills += 1
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        for _ in range(400):
+            if self.process.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        self.kill()
+
+
+async def _run(*command: str, user: str | None = None, check_ok: bool = True) -> str:
+    if user is not None and os.geteuid() == 0:
+        command = ("runuser", "-u", user, "--", *command)
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    if check_ok and process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{text}")
+    return text
+
+
+class OwnPostgres:
+    """A PostgreSQL instance of the run's own (initdb, pg_ctl) that may be stopped hard."""
+
+    def __init__(self) -> None:
+        for binary in ("initdb", "pg_ctl"):
+            if shutil.which(binary) is None:
+                raise FaultUnsupported(f"{binary} is not installed")
+        # Its own directory under /tmp: the postgres user (initdb refuses root) must be
+        # able to reach it, which a 0700 parent (pytest's tmp_path) would forbid.
+        self.workdir = Path(tempfile.mkdtemp(prefix="stockguard-pg-"))
+        self.data = self.workdir / "pgdata"
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.stops = 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    async def init(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            shutil.chown(self.workdir, self.user)
+        await _run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+                   user=self.user)  # fmt: skip
+        await self.start()
+
+    async def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        log = str(self.workdir / "postgres.log")
+        await _run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "-t", "60",
+                   "start", user=self.user)  # fmt: skip
+
+    async def stop_immediate(self) -> None:
+        await _run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop",
+                   user=self.user)  # fmt: skip
+        self.stops += 1
+
+    async def close(self) -> None:
+        await _run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop",
+                   user=self.user, check_ok=False)  # fmt: skip
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class OwnRedis:
+    """A redis-server of the run's own, with AOF and ``appendfsync always``."""
+
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            raise FaultUnsupported("redis-server is not installed")
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+        self.kills = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
+            "--save", "", "--maxmemory-policy", "noeviction",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            for _ in range(200):
+                try:
+                    await client.ping()
+                    return
+                except Exception:  # not up yet
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        raise RuntimeError("own redis-server did not start")
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+            self.kills += 1
+
+    async def close(self) -> None:
+        await self.kill()
+
+
+# ---------------------------------------------------------------------------- databases
+
+
+async def _admin_execute(backend: str, statement: str) -> None:
+    url = make_url(SERVER_URLS[backend])
+    if backend == "postgres":
+        import asyncpg  # type: ignore[import-untyped]
+
+        connection = await asyncpg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            database=url.database, timeout=5,
+        )  # fmt: skip
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+    else:
+        import asyncmy
+
+        connection = await asyncmy.connect(
+            host=url.host, port=url.port or 3306, user=url.username or "root",
+            password=url.password or "", connect_timeout=5,
+        )  # fmt: skip
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(statement)
+        finally:
+            connection.close()
+
+
+@contextlib.asynccontextmanager
+async def server_database(backend: str) -> AsyncIterator[str]:
+    """A new database on the shared PostgreSQL or MariaDB server, dropped afterwards."""
+    name = f"sg_verify_{uuid.uuid4().hex[:10]}"
+    if backend == "postgres":
+        await _admin_execute(backend, f'CREATE DATABASE "{name}"')
+    else:
+        await _admin_execute(
+            backend, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+        )
+    try:
+        yield (
+            make_url(SERVER_URLS[backend]).set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
+        if backend == "postgres":
+            await _admin_execute(backend, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            await _admin_execute(backend, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    return (
+        make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@dataclass
+class FaultRun:
+    fault: str
+    backend: str
+    strategy: str
+    workers: int = 1
+    plan: LoadPlan = field(default_factory=LoadPlan)
+    interval_s: float = 1.0
+    """Time between two injections of the fault (and, for those with a duration, the
+    duration of each: a blackhole, a full disk)."""
+    interval_ops: int | None = None
+    """Inject after every this many operations instead of every ``interval_s`` (the tests:
+    the number of injections then depends on the plan, not on the machine's speed)."""
+    pool_size: int = 4
+
+
+@dataclass
+class FaultResult:
+    run: FaultRun
+    report: Report
+    history: History
+    final: FinalState
+    injections: int
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """One row of docs/reliability.md's table."""
+        return {
+            "fault": self.run.fault,
+            "backend": self.run.backend,
+            "strategy": self.run.strategy,
+            "workers": self.run.workers,
+            "clients": self.run.plan.clients,
+            "injections": self.injections,
+            "ops": self.report.counts.get("total", 0),
+            "ok": self.report.counts.get("ok", 0),
+            "fail": self.report.counts.get("fail", 0),
+            "info": self.report.counts.get("info", 0),
+            "acknowledged_lost": self.report.acknowledged_lost,
+            "oversold": self.report.oversold_units,
+            "anomalies": self.report.by_check(),
+            "valid": self.report.valid,
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+class _Rig:
+    """Everything one run started, so that it is all stopped whatever happens."""
+
+    def __init__(self, run: FaultRun, workdir: Path) -> None:
+        self.run = run
+        self.workdir = workdir
+        self.serves: list[Serve] = []
+        self.proxy: TcpProxy | None = None
+        self.postgres: OwnPostgres | None = None
+        self.redis: OwnRedis | None = None
+        self.redis_prefix: str | None = None
+        self.redis_url: str | None = None
+        self.mount: Path | None = None
+        self.injections = 0
+        self.notes: list[str] = []
+        self.stack = contextlib.AsyncExitStack()
+
+    def serve_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKGUARD_")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.update(
+            {
+                "XDG_STATE_HOME": str(self.workdir / "state"),
+                "STOCKGUARD_ADMIN_TOKEN": ADMIN_TOKEN,
+                "STOCKGUARD_AUDIT_INTERVAL_S": "0",
+                "STOCKGUARD_DATABASE_WAIT_S": "30",
+            }
+        )
+        if self.redis_prefix is not None:
+            env["STOCKGUARD_REDIS_PREFIX"] = self.redis_prefix
+        return env
+
+    def serve_args(self, db_url: str) -> list[str]:
+        args = ["--db", db_url, "--strategy", self.run.strategy, "--workers",
+                str(self.run.workers), "--sweep-interval-s", "0.5"]  # fmt: skip
+        if self.redis_url is not None:
+            args += ["--redis-url", self.redis_url]
+        return args
+
+    async def database(self) -> str:
+        """The database serve uses (before any proxy)."""
+        run = self.run
+        if run.fault == "pg-restart":
+            if run.backend != "postgres":
+                raise FaultUnsupported("pg-restart needs --backend postgres")
+            self.postgres = OwnPostgres()
+            await self.postgres.init()
+            self.stack.push_async_callback(self.postgres.close)
+            return self.postgres.url
+        if run.backend == "sqlite":
+            directory = self.workdir / "sqlite"
+            if run.fault == "disk-full":
+                directory = await self._tmpfs(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{directory / 'stockguard.db'}"
+        if run.fault == "disk-full":
+            raise FaultUnsupported("disk-full runs on SQLite only")
+        return await self.stack.enter_async_context(server_database(run.backend))
+
+    async def _tmpfs(self, directory: Path) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            raise FaultUnsupported("disk-full needs root (mount -t tmpfs)")
+        directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the load
+        await _run("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(directory))
+        self.mount = directory
+
+        async def unmount() -> None:
+            await _run("umount", "-l", str(directory), check_ok=False)
+
+        self.stack.push_async_callback(unmount)
+        return directory
+
+    async def start(self) -> None:
+        run = self.run
+        needs_redis = "redis" in strategies.strategy_class(run.strategy).requires
+        if run.fault == "redis-restart":
+            if run.strategy not in ("redis", "queue"):
+                raise FaultUnsupported("redis-restart needs --strategy redis or queue")
+            self.redis = OwnRedis(self.workdir / "redis")
+            await self.redis.start()
+            self.stack.push_async_callback(self.redis.close)
+            self.redis_url = self.redis.url
+        elif needs_redis:
+            self.redis_url = REDIS_URL
+        if needs_redis:
+            self.redis_prefix = f"sg-verify-{uuid.uuid4().hex[:10]}"
+            self.stack.push_async_callback(self._drop_keyspace)
+        db_url = await self.database()
+        if run.fault in ("db-reset", "db-latency", "partition"):
+            if run.backend == "sqlite":
+                raise FaultUnsupported(f"{run.fault} needs a server database")
+            url = make_url(db_url)
+            self.proxy = TcpProxy(url.host or "127.0.0.1", url.port or 0)
+            await self.proxy.start()
+            self.stack.push_async_callback(self.proxy.close)
+        direct = db_url
+        proxied = through(db_url, self.proxy) if self.proxy is not None else db_url
+        env = self.serve_env()
+        first = Serve(self.workdir / "serve-a", self.serve_args(
+            direct if run.fault == "partition" else proxied), env)  # fmt: skip
+        self.serves.append(first)
+        if run.fault == "partition":
+            self.serves.append(Serve(self.workdir / "serve-b", self.serve_args(proxied), env))
+        for serve in self.serves:
+            self.stack.push_async_callback(serve.stop)
+            await serve.start()
+        if run.fault == "db-latency" and self.proxy is not None:
+            self.proxy.latency_s = (0.05, 0.5)
+
+    async def _drop_keyspace(self) -> None:
+        if self.redis_url is None or self.redis_prefix is None:
+            return
+        from stockguard.stores.redis.client import drop_keyspace
+
+        with contextlib.suppress(Exception):
+            await drop_keyspace(self.redis_url, self.redis_prefix)
+
+    # ------------------------------------------------------------------ faults
+
+    async def inject_forever(self, stop: asyncio.Event, load: Load) -> None:
+        """Breaks something every ``interval_s`` (or every ``interval_ops`` operations of
+        ``load`` that reached the service) until ``stop`` is set."""
+        action = self._actions().get(self.run.fault)
+        if action is None:
+            await stop.wait()
+            return
+        every = self.run.interval_ops
+        while not stop.is_set():
+            if every is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.run.interval_s)
+            else:
+                due = (self.injections + 1) * every
+                while load.reached() < due and not stop.is_set():  # noqa: ASYNC110 - polls
+                    await asyncio.sleep(0.01)
+            if stop.is_set():
+                return
+            await action()
+            self.injections += 1
+
+    def _actions(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {
+            "db-reset": self._reset,
+            "serve-kill": self._kill_serve,
+            "pg-restart": self._restart_postgres,
+            "redis-restart": self._restart_redis,
+            "disk-full": self._fill_disk,
+            "partition": self._partition,
+        }
+
+    async def _reset(self) -> None:
+        assert self.proxy is not None
+        self.proxy.reset_all()
+
+    async def _kill_serve(self) -> None:
+        serve = self.serves[0]
+        serve.kill()
+        await serve.start()
+
+    async def _restart_postgres(self) -> None:
+        assert self.postgres is not None
+        await self.postgres.stop_immediate()
+        await asyncio.sleep(0.3)
+        await self.postgres.start()
+
+    async def _restart_redis(self) -> None:
+        assert self.redis is not None
+        await self.redis.kill()
+        await asyncio.sleep(0.2)
+        await self.redis.start()
+
+    async def _fill_disk(self) -> None:
+        assert self.mount is not None
+        filler = self.mount / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            chunk = b"\0" * (1 << 20)
+            while True:
+                out.write(chunk)
+                out.flush()
+        with contextlib.suppress(OSError), filler.open("ab") as out:
+            while True:  # the last bytes
+                out.write(b"\0" * 4096)
+                out.flush()
+        await asyncio.sleep(self.run.interval_s)
+        filler.unlink(missing_ok=True)
+
+    async def _partition(self) -> None:
+        assert self.proxy is not None
+        self.proxy.blackhole = True
+        await asyncio.sleep(self.run.interval_s)
+        self.proxy.blackhole = False
+
+    async def heal(self) -> None:
+        if self.proxy is not None:
+            self.proxy.blackhole = False
+            self.proxy.latency_s = (0.0, 0.0)
+        if self.mount is not None:
+            (self.mount / "filler").unlink(missing_ok=True)
+        for serve in self.serves:
+            if not serve.alive():
+                await serve.start()
+            await serve.wait_healthy()
+
+
+async def run_fault(run: FaultRun, workdir: Path) -> FaultResult:
+    """One run: start, load under the fault, heal, read the final state, check."""
+    started_s = time.monotonic()
+    rig = _Rig(run, workdir)
+    async with rig.stack:
+        await rig.start()
+        urls = [serve.url for serve in rig.serves]
+        load = Load(urls, ADMIN_TOKEN, run.plan)
+        await load.setup()
+        stop = asyncio.Event()
+        injector = asyncio.create_task(rig.inject_forever(stop, load))
+        try:
+            history = await load.run()
+        finally:
+            stop.set()
+            await injector
+        await rig.heal()
+        # Holds of 1 s expire, and the sweeper (every 0.5 s) ends them before the reading.
+        await asyncio.sleep(1.5)
+        final = await read_final(urls[0], ADMIN_TOKEN, run.plan.sku_names())
+        history.meta = {
+            "fault": run.fault,
+            "backend": run.backend,
+            "strategy": run.strategy,
+            "workers": run.workers,
+            "clients": run.plan.clients,
+            "injections": rig.injections,
+        }
+        report = check(history, final)
+        return FaultResult(
+            run, report, history, final, rig.injections, time.monotonic() - started_s, rig.notes
+        )
