@@ -18,8 +18,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -116,21 +116,31 @@ class Tracing:
                 await send(message)
 
             carrier = _propagated_headers(scope)
-            with tracer.start_as_current_span(
+            span = tracer.start_span(
                 method,
                 context=propagate.extract(carrier) if carrier else None,
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": method, "url.path": scope.get("path", "")},
-            ) as span:
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
                 await app(scope, receive, observed)
-                route = route_label(scope)
-                span.update_name(f"{method} {route}")
-                # One call per span: each takes the span's lock (a measurable part of it)
-                span.set_attributes(
-                    {"http.route": route, "http.response.status_code": answered["status"]}
-                )
-                if answered["status"] >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                del error  # no frame -> error -> traceback -> frame cycle (engine.reserve)
+                raise
+            finally:
+                otel_context.detach(token)
+                if span.is_recording():
+                    route = route_label(scope)
+                    span.update_name(f"{method} {route}")
+                    span.set_attributes(
+                        {"http.route": route, "http.response.status_code": answered["status"]}
+                    )
+                    if answered["status"] >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                span.end()
 
         return traced
 
@@ -149,92 +159,136 @@ class Tracing:
     def _traced_call(
         self, name: str, call: Callable[..., Awaitable[Any]], strategy: str
     ) -> Callable[..., Awaitable[Any]]:
+        """``call`` inside a span, unless it runs in a trace the sampler left out (its
+        children would be left out too: making them would be all cost, no span)."""
         tracer = self.tracer
         span_name = f"stockguard.{name}"
         id_name = "stockguard.order_id" if name == "reserve" else "stockguard.reservation_id"
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
+            if _sampled_out():
+                return await call(*args, **kwargs)
             attributes = {"stockguard.strategy": strategy}
             if args:
                 attributes[id_name] = str(args[0])
-            with tracer.start_as_current_span(
-                span_name,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                with _outcome(span):
-                    result = await call(*args, **kwargs)
-                if name == "reserve":
-                    span.set_attribute(
-                        "stockguard.outcome", "held" if result.created else "replayed"
-                    )
-                else:
-                    span.set_attribute("stockguard.outcome", result.status.value)
+            span = tracer.start_span(span_name, attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                result = await call(*args, **kwargs)
+                outcome = ("held" if result.created else "replayed") if name == "reserve" else None
+                span.set_attribute("stockguard.outcome", outcome or result.status.value)
                 return result
+            except domain.StockguardError as error:  # a refusal is an answer, not an error
+                span.set_attribute("stockguard.outcome", error.kind)
+                if isinstance(error, domain.StoreUnavailable):
+                    span.set_status(Status(StatusCode.ERROR, error.kind))
+                del error  # as engine.reserve: no cycle per refusal
+                raise
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                del error
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
 
         return traced
 
     def _traced_transaction(
         self, transaction: Callable[..., AbstractAsyncContextManager[Any]], system: str
     ) -> Callable[..., AbstractAsyncContextManager[Any]]:
+        """Transactions inside a span when a recorded span is current; otherwise the
+        store's own context manager, untouched (sweeps, audits, sampled-out requests)."""
         tracer = self.tracer
 
-        @asynccontextmanager
-        async def traced(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            if not trace.get_current_span().get_span_context().is_valid:
-                async with transaction(*args, **kwargs) as tx:
-                    yield tx
-                return
-            with tracer.start_as_current_span(
+        def traced(*args: Any, **kwargs: Any) -> AbstractAsyncContextManager[Any]:
+            inner = transaction(*args, **kwargs)
+            if not trace.get_current_span().is_recording():
+                return inner
+            span = tracer.start_span(
                 "stockguard.transaction",
                 attributes={
                     "db.system.name": system,
                     "stockguard.read_only": bool(kwargs.get("read_only", False)),
                 },
-            ):
-                async with transaction(*args, **kwargs) as tx:
-                    yield tx
+            )
+            return _InSpan(inner, span)
 
         return traced
 
 
+class _InSpan:
+    """An async context manager run inside ``span`` (a class, not a generator: no frames
+    kept per use)."""
+
+    __slots__ = ("inner", "span", "token")
+
+    def __init__(self, inner: AbstractAsyncContextManager[Any], span: trace.Span) -> None:
+        self.inner = inner
+        self.span = span
+        self.token: object = None
+
+    async def __aenter__(self) -> Any:
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            return await self.inner.__aenter__()
+        except BaseException:
+            self._end(failed=True)
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, tb: Any) -> bool | None:
+        failed = error is not None
+        try:
+            return await self.inner.__aexit__(kind, error, tb)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._end(failed)
+
+    def _end(self, failed: bool) -> None:
+        if failed:
+            self.span.set_status(Status(StatusCode.ERROR))
+        otel_context.detach(self.token)  # type: ignore[arg-type]
+        self.span.end()
+
+
 class _BatchSpans:
-    """``tracing.BatchSpans`` on a tracer."""
+    """``tracing.BatchSpans`` on a tracer.
+
+    A request's link is kept only when its span is recorded. The batch's span is a child
+    of the first recorded request it serves, so a sampler that follows parents (the
+    default) keeps it exactly when some request it served was kept, and links every
+    recorded request it served; a batch that served none makes no span.
+    """
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
     def link(self) -> object:
-        found = trace.get_current_span().get_span_context()
-        return found if found.is_valid else None
+        current = trace.get_current_span()
+        return current.get_span_context() if current.is_recording() else None
 
     async def traced(
         self, writer: str, apply: Apply, items: Sequence[Any], links: Sequence[object]
     ) -> Sequence[object]:
+        served = [link for link in links if isinstance(link, trace.SpanContext)]
+        if not served:
+            return await apply(items)
         with self.tracer.start_as_current_span(
             f"stockguard.batch {writer}",
-            context=otel_context.Context(),  # its own trace: it serves many
-            links=[Link(link) for link in links if isinstance(link, trace.SpanContext)],
+            context=trace.set_span_in_context(trace.NonRecordingSpan(served[0])),
+            links=[Link(link) for link in served],
             attributes={"stockguard.batch.size": len(items)},
         ):
             return await apply(items)
 
 
-@contextmanager
-def _outcome(span: trace.Span) -> Iterator[None]:
-    """A refusal is an answer (its kind on the span); anything else is an error."""
-    try:
-        yield
-    except domain.StockguardError as error:
-        span.set_attribute("stockguard.outcome", error.kind)
-        if isinstance(error, domain.StoreUnavailable):
-            span.set_status(Status(StatusCode.ERROR, error.kind))
-        raise
-    except Exception as error:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        raise
+def _sampled_out() -> bool:
+    """The current trace exists and the sampler left it out."""
+    current = trace.get_current_span()
+    return not current.is_recording() and current.get_span_context().is_valid
 
 
 def _propagated_headers(scope: Scope) -> dict[str, str]:

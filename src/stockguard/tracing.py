@@ -9,11 +9,15 @@ the engine's methods and the store's ``transaction`` in place, so a request beco
       └ stockguard.reserve                (engine: admission, strategy)
           └ stockguard.transaction        (each database transaction it ran)
 
-and a batching strategy's batch is a span of its own, linked to every request span it
-answered (one transaction serves many requests, so it cannot be the child of one):
+and a batching strategy's batch is a span linked to every request span it answered (one
+transaction serves many requests), in the trace of the first of them, so a sampler that
+follows parents keeps it whenever it keeps one of its requests:
 
     stockguard.batch coalescing           (links: the stockguard.reserve spans it served)
       └ stockguard.transaction
+
+A trace the sampler leaves out gets no span below its root: with
+``OTEL_TRACES_SAMPLER_ARG=0.01`` the other 99 % of requests pay for one unrecorded span.
 
 When they are off, nothing is wrapped and nothing here imports OpenTelemetry: a request
 runs exactly the code it runs without this module, except in a batching strategy, which

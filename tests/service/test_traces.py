@@ -2,10 +2,11 @@
 
 The SDK's in-memory exporter records the spans of the real app on a real engine, on
 SQLite and PostgreSQL: a reservation is one trace from the HTTP span through the engine
-to its transaction (continuing a caller's ``traceparent``); a coalesced batch is a span of
-its own whose links are exactly the reservation spans it answered, with the batch's
-transaction under it. With traces off nothing is wrapped and the SDK is never imported
-(a fresh interpreter, as ``serve`` starts its workers); ``console`` prints the spans.
+to its transaction (continuing a caller's ``traceparent``); a coalesced batch is a span
+whose links are exactly the reservation spans it answered (in the trace of the first),
+with the batch's transaction under it; a trace the sampler left out makes no span. With
+traces off nothing is wrapped and the SDK is never imported (a fresh interpreter, as
+``serve`` starts its workers); ``console`` prints the spans.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ async def test_a_coalesced_batch_links_every_request_it_served(
         assert reserve.parent is not None
         (http,) = [span for span in spans if span.context.span_id == reserve.parent.span_id]  # type: ignore[union-attr]
         assert http.name == "POST /v1/reservations"
-        assert not children(spans, reserve), "its transaction is the batch's"
+        under = {span.name for span in children(spans, reserve)}
+        assert under <= {"stockguard.batch coalescing"}, "its transaction is the batch's"
 
     batches = named(spans, "stockguard.batch coalescing")
     assert batches
@@ -139,8 +141,29 @@ async def test_a_coalesced_batch_links_every_request_it_served(
     assert sum(sizes) == BUYERS
     assert max(sizes) > 1, "concurrent buyers were coalesced"
     for batch in batches:
-        assert batch.parent is None
+        first = batch.links[0].context
+        assert batch.parent is not None, "in the trace of the first request it served"
+        assert (batch.parent.trace_id, batch.parent.span_id) == (first.trace_id, first.span_id)
         assert [span.name for span in children(spans, batch)] == ["stockguard.transaction"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_trace_the_sampler_left_out_costs_no_span(
+    make_api: AppFactory, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """A caller's trace flagged not sampled (``-00``): the server span follows it, and
+    nothing under it is made, the coalesced batch included."""
+    provider, exported = exporter
+    async with make_api(strategy="coalescing", tracer_provider=provider) as api:
+        await api.set_stock("UNSAMPLED", 1)
+        exported.clear()
+        held = await api.client.post(
+            "/v1/reservations",
+            json={"order_id": "quiet", "items": [{"sku": "UNSAMPLED", "quantity": 1}]},
+            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"},
+        )
+        assert held.status_code == 201, held.text
+    assert exported.get_finished_spans() == ()
 
 
 def test_with_traces_off_nothing_is_wrapped_and_the_sdk_is_never_imported() -> None:
