@@ -101,6 +101,31 @@ DOMAIN_RULES = (
         "a delta that would push it past the maximum is refused with 422",
         "AdjustmentIn",
     ),
+    *(
+        DomainRule(
+            (method, path),
+            field,
+            reason,
+            documented,
+            body,
+        )
+        for method, path, body in (
+            ("POST", "/v1/webhooks", "WebhookIn"),
+            ("PATCH", "/v1/webhooks/{endpoint_id}", "WebhookPatch"),
+        )
+        for field, reason, documented in (
+            ("url", "absolute http|not a URL|spaces and control", "the url must be an absolute"),
+            ("secret", "whsec_|bytes of key", "a secret must be whsec_"),
+            ("types", "is not one of|at least one type", "types must name known event types"),
+        )
+    ),
+    DomainRule(
+        ("GET", "/v1/events"),
+        r"types",
+        "is not one of|names no event type",
+        "an unknown name is refused with 422",
+        "query:types",
+    ),
     DomainRule(
         ("GET", "/v1/products"),
         r"cursor",

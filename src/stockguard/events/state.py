@@ -144,7 +144,10 @@ def new_secret() -> str:
 
 
 def validate_types(types: str) -> str:
-    chosen = parse_event_types(types)  # InvalidInput names the bad word
+    try:
+        chosen = parse_event_types(types)
+    except domain.InvalidInput as error:
+        raise domain.InvalidInput("types", error.reason) from None
     if not chosen:
         raise domain.InvalidInput("types", "an endpoint must receive at least one type")
     return types

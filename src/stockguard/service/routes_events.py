@@ -15,14 +15,14 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from stockguard import domain
-from stockguard.domain import ON_HAND_MAX, PAGE_LIMIT_MAX
+from stockguard.domain import PAGE_LIMIT_MAX
 from stockguard.domain.events import EVENT_SCHEMA_VERSION, parse_event_types
 from stockguard.events import state, webhooks
 from stockguard.events.feed import WAIT_S_MAX, FeedWatch, last_id
 from stockguard.events.state import DESCRIPTION_LEN_MAX, URL_LEN_MAX
 from stockguard.service.deps import EngineDep, SkuPath
 from stockguard.service.errors import STORE_KINDS, declared
-from stockguard.service.models import Timestamp, from_ms
+from stockguard.service.models import OnHand, Timestamp, from_ms
 from stockguard.stores.sql.store import SqlStore
 
 api_router = APIRouter(tags=["events"])
@@ -34,6 +34,7 @@ TYPES_LEN_MAX = 400
 FEED_LIMIT_DEFAULT = 100
 REDELIVER_TIMEOUT_S = 10.0
 NOT_FOUND = "webhook-not-found"
+TEXT_OR_EMPTY = f"^[^{domain.TEXT_FORBIDDEN}]*$"
 
 
 def _store(engine: Any) -> SqlStore:
@@ -69,7 +70,10 @@ class EventPage(BaseModel):
 def _types(text: str | None) -> frozenset[Any] | None:
     if text is None or not text.strip():
         return None
-    chosen = parse_event_types(text)
+    try:
+        chosen = parse_event_types(text)
+    except domain.InvalidInput as error:
+        raise domain.InvalidInput("types", error.reason) from None
     if not chosen:
         raise domain.InvalidInput("types", "names no event type")
     return chosen
@@ -94,7 +98,14 @@ async def events_feed(
     request: Request,
     engine: EngineDep,
     after: Annotated[int, Query(ge=0, le=EVENT_ID_MAX)] = 0,
-    types: Annotated[str | None, Query(max_length=TYPES_LEN_MAX)] = None,
+    types: Annotated[
+        str | None,
+        Query(
+            max_length=TYPES_LEN_MAX,
+            description="Known event types only (all, stock, reservation.*, or a "
+            "comma-separated list of types); an unknown name is refused with 422.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = FEED_LIMIT_DEFAULT,
     wait_s: Annotated[float, Query(ge=0, le=WAIT_S_MAX)] = 0.0,
 ) -> EventPage:
@@ -122,24 +133,34 @@ async def events_feed(
 # ---------------------------------------------------------------------------- webhooks
 
 
+RULES = (
+    "Rules the schema cannot state, refused with 422: the url must be an absolute http:// "
+    "or https:// URL with a host and no spaces; a secret must be whsec_ followed by the "
+    "base64 of 24-64 bytes; types must name known event types (all, stock, "
+    "reservation.*, or a comma-separated list of types, docs/events.md), at least one."
+)
+
+
 class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"description": RULES})
 
     url: str = Field(min_length=1, max_length=URL_LEN_MAX)
     secret: str | None = Field(default=None, max_length=128)
     """``whsec_`` + base64 of 24-64 bytes; unset: one is generated (shown once)."""
     types: str = Field(default="all", min_length=1, max_length=TYPES_LEN_MAX)
     active: bool = True
-    description: str = Field(default="", max_length=DESCRIPTION_LEN_MAX)
+    description: str = Field(default="", max_length=DESCRIPTION_LEN_MAX, pattern=TEXT_OR_EMPTY)
 
 
 class WebhookPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"description": RULES})
 
     url: str | None = Field(default=None, min_length=1, max_length=URL_LEN_MAX)
     types: str | None = Field(default=None, min_length=1, max_length=TYPES_LEN_MAX)
     active: bool | None = None
-    description: str | None = Field(default=None, max_length=DESCRIPTION_LEN_MAX)
+    description: str | None = Field(
+        default=None, max_length=DESCRIPTION_LEN_MAX, pattern=TEXT_OR_EMPTY
+    )
 
 
 class CursorOut(BaseModel):
@@ -374,7 +395,7 @@ async def redeliver(
 class ThresholdIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    threshold: int | None = Field(ge=0, le=ON_HAND_MAX)
+    threshold: OnHand | None
     """``stock.low`` fires when available falls to this or below; null turns it off."""
 
 
