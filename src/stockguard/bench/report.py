@@ -47,7 +47,9 @@ of each kind of error answer (``error_<kind>``)."""
 def _counters(result: RunResult) -> str:
     names = [
         *COUNTER_NAMES,
-        *sorted(k for k in result.counters if k.startswith(("confirm_", "release_", "error_"))),
+        *sorted(
+            k for k in result.counters if k.startswith(("confirm_", "release_", "error_", "drop_"))
+        ),
     ]
     return ", ".join(f"{k}={result.counters[k]}" for k in names if result.counters.get(k))
 

@@ -7,6 +7,10 @@
   popularity follows a Zipf law,
   orders of 1-3 lines, and after each hold the buyer pays (confirm), cancels (release)
   or walks away (a 1-second hold that the expiry sweep ends), all interleaved.
+* ``drop`` — a limited release raided by bots (docs/design.md#per-customer-caps):
+  ``DROP_CUSTOMERS`` customers each fire ``DROP_ORDERS`` one-unit orders, interleaved,
+  at ``units`` units capped at ``DROP_CAP`` per customer. Every customer must end with at
+  most the cap; the counters tell how the units spread (``drop_customers_with_<n>``).
 
 Only reservation requests are timed; ``requests`` counts them. Everything is bounded:
 the number of requests, the concurrency and the wait for the last holds to expire.
@@ -25,8 +29,13 @@ from dataclasses import dataclass, field
 from stockguard import domain
 from stockguard.engine import Engine
 
-WORKLOADS = ("flash", "mixed")
+WORKLOADS = ("flash", "mixed", "drop")
 FLASH_SKU = "FLASH-1"
+DROP_SKU = "DROP-1"
+DROP_CUSTOMERS = 200
+DROP_ORDERS = 50
+"""Orders each drop customer fires (a bot retrying with new order ids)."""
+DROP_CAP = 2
 SWEEP_EVERY_S = 0.25
 WALK_AWAY_TTL_S = 1
 ZIPF_S = 1.1
@@ -53,6 +62,8 @@ class WorkloadSpec:
         assert 1 <= self.mixed_requests <= 10_000_000
 
     def requests_of(self, workload: str) -> int:
+        if workload == "drop":
+            return DROP_CUSTOMERS * DROP_ORDERS
         return self.mixed_requests if workload == "mixed" else self.requests
 
 
@@ -71,7 +82,9 @@ class Samples:
     """Events besides the timed requests, e.g. confirms the store was too busy to run."""
 
 
-_REJECTIONS = frozenset({"out-of-stock", "overloaded", "idempotency-conflict", "unknown-sku"})
+_REJECTIONS = frozenset(
+    {"out-of-stock", "overloaded", "idempotency-conflict", "unknown-sku", "customer-limit"}
+)
 
 
 def is_rejection(outcome: str) -> bool:
@@ -79,11 +92,15 @@ def is_rejection(outcome: str) -> bool:
 
 
 async def _timed(
-    engine: Engine, order_id: str, lines: list[tuple[str, int]], ttl_s: int
+    engine: Engine,
+    order_id: str,
+    lines: list[tuple[str, int]],
+    ttl_s: int,
+    customer_id: str | None = None,
 ) -> tuple[float, str, domain.Reservation | None]:
     started = time.perf_counter()
     try:
-        outcome = await engine.reserve(order_id, lines, ttl_s=ttl_s)
+        outcome = await engine.reserve(order_id, lines, ttl_s=ttl_s, customer_id=customer_id)
     except domain.StockguardError as error:
         return (time.perf_counter() - started) * 1000, error.kind, None
     except Exception as error:  # a bug shows up as an error in the table, not a crash
@@ -186,4 +203,42 @@ async def mixed(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
     return Samples(latency, outcome, elapsed_s, counters=dict(settle_errors))
 
 
-RUNNERS = {"flash": flash, "mixed": mixed}
+async def drop(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
+    """Bots against a per-customer cap: request n is customer n mod DROP_CUSTOMERS's
+    (n // DROP_CUSTOMERS)-th order, so every customer's orders race everyone else's."""
+    await engine.set_on_hand(DROP_SKU, spec.units)
+    await engine.set_policy(DROP_SKU, domain.Policy(customer_max=DROP_CAP))
+    count = DROP_CUSTOMERS * DROP_ORDERS
+    latency = [0.0] * count
+    outcome = [""] * count
+    got: Counter[str] = Counter()
+
+    async def one(n: int) -> None:
+        customer = f"bot-{n % DROP_CUSTOMERS:03d}"
+        latency[n], outcome[n], held = await _timed(
+            engine, f"drop-{n}", [(DROP_SKU, 1)], domain.TTL_S_DEFAULT, customer
+        )
+        if held is not None:
+            got[customer] += 1
+        done[0] += 1
+
+    elapsed_s = await _drive(count, spec.concurrency, one)
+    samples = Samples(latency, outcome, elapsed_s)
+    spread = Counter(got.get(f"bot-{c:03d}", 0) for c in range(DROP_CUSTOMERS))
+    samples.counters = {f"drop_customers_with_{units}": n for units, n in sorted(spread.items())}
+    samples.counters["drop_units_held"] = sum(got.values())
+    samples.counters["drop_most_one_customer_got"] = max(got.values(), default=0)
+    over = sorted(customer for customer, units in got.items() if units > DROP_CAP)
+    if over:
+        samples.problems.append(f"drop: {len(over)} customers got more than {DROP_CAP}: {over[:5]}")
+    clean = all(kind in ("held", "customer-limit", "out-of-stock") for kind in outcome)
+    expected = min(spec.units, DROP_CAP * DROP_CUSTOMERS)
+    if clean and sum(got.values()) != expected:
+        samples.problems.append(
+            f"drop: {sum(got.values())} units held, {expected} expected "
+            f"({DROP_CUSTOMERS} customers x {DROP_CAP} of {spec.units})"
+        )
+    return samples
+
+
+RUNNERS = {"flash": flash, "mixed": mixed, "drop": drop}

@@ -186,6 +186,8 @@ class StockSetIn(_Request):
 class PolicyFields(BaseModel):
     """A SKU's stock policy (docs/design.md#stock-policy); each field's default is "none"."""
 
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+
     safety_stock: OnHand = 0
     """Units never held: ``available`` is on_hand - reserved - safety_stock."""
     backorder_max: Annotated[int, Field(ge=0, le=0), INTEGRAL] = 0
@@ -208,9 +210,12 @@ class PolicyIn(PolicyFields):
     ``expected`` (the policy as GET showed it) the write applies only if the stored policy
     is still that one, else 409 policy-changed with the policy as it is now."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
 
     expected: PolicyFields | None = None
+    """The policy as GET showed it (without ``sku``); null: write unconditionally."""
 
 
 class PolicyOut(PolicyFields):
