@@ -156,3 +156,28 @@ def test_help_explains_every_option() -> None:
     ):
         assert option in result.output
     assert domain.OutOfStock.kind not in result.output  # the help talks options, not internals
+
+
+def test_the_drop_workload_gives_no_customer_more_than_the_cap(tmp_path: Path) -> None:
+    """200 bots x 50 orders at 1,000 units capped at 2: each bot ends with exactly 2, and
+    the counters say so (docs/benchmarks.md#drop-workload)."""
+    status, rows, output = bench(
+        "--db",
+        f"sqlite:///{tmp_path / 'drop.db'}",
+        "--workload",
+        "drop",
+        "--strategy",
+        "coalescing",
+        "--admission",
+        "off",
+        "--json",
+    )
+
+    assert status == 0, output
+    (row,) = rows
+    assert (row["workload"], row["succeeded"], row["rejected"]) == ("drop", 400, 9_600)
+    assert row["oversold"] == 0
+    counters = " ".join(output.split())  # the table may wrap the counters line
+    assert "drop_customers_with_2=200," in counters
+    assert "drop_customers_with_1" not in counters
+    assert "drop_most_one_customer_got=2," in counters

@@ -26,7 +26,7 @@ from stockguard.bench.runner import (
     default_strategies,
     run_plan,
 )
-from stockguard.bench.workloads import WORKLOADS, WorkloadSpec
+from stockguard.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, WorkloadSpec
 from stockguard.domain.events import parse_event_types
 from stockguard.stores.sql.backend import backend_for
 
@@ -62,8 +62,9 @@ def bench(
         list[str] | None,
         typer.Option(
             "--workload",
-            help="flash (one hot SKU) or mixed (Zipf-skewed SKUs, multi-line orders, "
-            "confirms/releases/expiries); repeat for both. Default: both.",
+            help="flash (one hot SKU), mixed (Zipf-skewed SKUs, multi-line orders, "
+            "confirms/releases/expiries) or drop (200 bots x 50 orders against a cap of 2 "
+            "per customer); repeat for several. Default: flash and mixed.",
         ),
     ] = None,
     admission: Annotated[
@@ -146,7 +147,7 @@ def bench(
     if report_dir is not None and (missing := report.plotting_missing("bench --report")):
         typer.echo(missing, err=True)
         raise typer.Exit(report.EXIT_MISSING_PACKAGE)
-    workloads = workload or list(WORKLOADS)
+    workloads = workload or list(DEFAULT_WORKLOADS)
     for name in workloads:
         if name not in WORKLOADS:
             raise typer.BadParameter(f"unknown workload {name!r}", param_hint="--workload")
