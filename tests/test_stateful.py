@@ -58,7 +58,7 @@ pytestmark = pytest.mark.memory
 T = TypeVar("T")
 
 CI = settings(
-    max_examples=3,
+    max_examples=2,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=list(HealthCheck),

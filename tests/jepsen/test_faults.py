@@ -14,7 +14,7 @@ from stockguard.verify.load import LoadPlan
 
 from .conftest import RunFault, assert_sound
 
-SHORT = LoadPlan(clients=4, ops_per_client=25)
+SHORT = LoadPlan(clients=4, ops_per_client=20)
 
 
 async def test_connections_cut_mid_transaction_lose_no_acknowledged_write(
@@ -32,10 +32,10 @@ async def test_connections_cut_mid_transaction_lose_no_acknowledged_write(
 async def test_serve_killed_and_restarted_loses_no_acknowledged_write(
     fault_run: RunFault,
 ) -> None:
-    """SIGKILL to serve (its whole process group) after 40 operations, then a restart (the
+    """SIGKILL to serve (its whole process group) after 30 operations, then a restart (the
     matrix kills more often and with --workers 2)."""
     result = await fault_run(
-        FaultRun("serve-kill", "sqlite", "conditional", plan=SHORT, interval_ops=40)
+        FaultRun("serve-kill", "sqlite", "conditional", plan=SHORT, interval_ops=30)
     )
     assert result.injections >= 1
     assert_sound(result)

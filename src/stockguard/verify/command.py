@@ -48,6 +48,9 @@ def faults(
     skus: Annotated[int, typer.Option()] = 4,
     on_hand: Annotated[int, typer.Option()] = 40,
     seed: Annotated[int, typer.Option()] = 18,
+    timeout_s: Annotated[
+        float, typer.Option(help="A client's wait for one answer (then: indeterminate).")
+    ] = 5.0,
     out: Annotated[Path | None, typer.Option(help="Keep history and final state here.")] = None,
 ) -> None:
     """Run a mixed load against a real serve under one fault, then check the history."""
@@ -60,6 +63,7 @@ def faults(
         skus=skus,
         on_hand=on_hand,
         seed=seed,
+        request_timeout_s=timeout_s,
     )
     run = FaultRun(fault, backend, strategy, workers, plan, interval_s)
     with tempfile.TemporaryDirectory(prefix="stockguard-verify-") as workdir:

@@ -473,7 +473,10 @@ class _Rig:
         for serve in self.serves:
             self.stack.push_async_callback(serve.stop)
             await serve.start()
-        if run.fault == "db-latency" and self.proxy is not None:
+
+    def begin(self) -> None:
+        """The faults that last the whole load start here (after the stock is set)."""
+        if self.run.fault == "db-latency" and self.proxy is not None:
             self.proxy.latency_s = (0.05, 0.5)
 
     async def _drop_keyspace(self) -> None:
@@ -580,6 +583,7 @@ async def run_fault(run: FaultRun, workdir: Path) -> FaultResult:
         urls = [serve.url for serve in rig.serves]
         load = Load(urls, ADMIN_TOKEN, run.plan)
         await load.setup()
+        rig.begin()
         stop = asyncio.Event()
         injector = asyncio.create_task(rig.inject_forever(stop, load))
         try:
