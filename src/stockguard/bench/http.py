@@ -605,7 +605,7 @@ def command(
         str,
         typer.Option(
             help="The served runs' traces: off, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or "
-            "console; what tracing costs (docs/benchmarks.md, 'Traces')."
+            "console; what tracing costs (docs/benchmarks.md, issue 17)."
         ),
     ] = "off",
 ) -> None:
