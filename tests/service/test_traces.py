@@ -12,6 +12,7 @@ traces off nothing is wrapped and the SDK is never imported (a fresh interpreter
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from stockguard import tracing
+from stockguard import otel, tracing
+from stockguard.service import startup
 
 from .support import ADMIN_TOKEN, AppFactory
 
@@ -251,3 +253,25 @@ def _json_objects(text: str) -> list[str]:
                 found.append("\n".join(current))
                 current = None
     return found
+
+
+def test_serve_checks_what_the_chosen_traces_need() -> None:
+    """Off needs nothing, console the SDK (a dev dependency), otlp an exporter package as
+    well, which is the operator's to install: refused with exit code 4 without one."""
+    startup.check_traces("off")
+    startup.check_traces("console")
+    exporter_installed = any(_importable(module) for module in otel.OTLP_EXPORTER_MODULES)
+    if exporter_installed:
+        startup.check_traces("otlp")
+        return
+    with pytest.raises(startup.StartupFailure) as refused:
+        startup.check_traces("otlp")
+    assert refused.value.code == startup.EXIT_MISSING_PACKAGE
+    assert "opentelemetry-exporter-otlp" in refused.value.fix
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
