@@ -39,7 +39,10 @@ def validate_kit(sku: object, components: Sequence[Line] | Sequence[tuple[str, i
         raise InvalidInput("components", "must be a list")
     if not 1 <= len(components) <= KIT_COMPONENTS_MAX:
         raise InvalidInput("components", f"must hold 1-{KIT_COMPONENTS_MAX} components")
-    lines = validate_lines(components)
+    try:
+        lines = validate_lines(components)
+    except InvalidInput as error:  # the body names them components, not items
+        raise InvalidInput(error.field.replace("items", "components", 1), error.reason) from None
     if any(line.sku == kit_sku for line in lines):
         raise InvalidInput("components", "a kit cannot contain itself")
     return Kit(kit_sku, lines)

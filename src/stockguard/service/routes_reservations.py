@@ -94,7 +94,9 @@ async def confirm(reservation_id: IdPath, engine: EngineDep, request: Request) -
 
 @api_router.post(
     "/v1/reservations/{reservation_id}/release",
-    responses=declared("reservation-not-found", "invalid-state", "invalid-input", *STORE_KINDS),
+    responses=declared(
+        "reservation-not-found", "invalid-state", "invalid-input", "body-too-large", *STORE_KINDS
+    ),
     summary="Not paid: the held units become available again (replay-safe)",
     description="Without a body: a full release, replay-safe (a released or expired hold "
     "is answered as it is). With a body, only the `items` given back are released and the "
@@ -122,6 +124,7 @@ async def release(
         "reservation-expired",
         "invalid-state",
         "invalid-input",
+        "body-too-large",
         *STORE_KINDS,
     ),
     summary="More time for a held reservation",
