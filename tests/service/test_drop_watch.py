@@ -152,6 +152,9 @@ async def test_a_sku_code_any_text_makes_a_safe_file_name(tmp_path: Path) -> Non
         assert engine.watched == {odd}
         names = sorted(path.name for path in (tmp_path / watch.DIRECTORY_NAME).iterdir())
         assert names == [watch.LOCK_NAME, odd.encode().hex()]
+        (tmp_path / watch.DIRECTORY_NAME / "stray.txt").touch()  # not one of ours
+        shared.refresh()
+        assert engine.watched == {odd}
     finally:
         await engine.close()
 

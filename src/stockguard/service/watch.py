@@ -165,8 +165,12 @@ class SkuWatch(Periodic):
                     yield sku
             return
         for entry in self._entries():
+            try:
+                sku = bytes.fromhex(entry.name).decode()
+            except ValueError:  # not a file this module made: ignored, never fatal
+                continue
             if now - entry.stat().st_mtime < self.ttl_s:
-                yield bytes.fromhex(entry.name).decode()
+                yield sku
 
     def _entries(self) -> list[os.DirEntry[str]]:
         assert self.directory is not None
