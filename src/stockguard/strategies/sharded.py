@@ -112,6 +112,9 @@ class ShardedStrategy(Strategy):
             parts: list[tuple[str, int, int]] = []
             if not spread_out and not await self._enough(tx, request):
                 return None  # the whole SKU is short: refused without taking a lock
+            # The caps live on the SKU rows: read before the buckets are taken, so a hold
+            # of an uncapped SKU keeps its bucket locked no longer than it did.
+            policies = await tx.levels(request.skus)
             unknown = [sku for sku in request.skus if sku not in self._bucket_counts]
             if unknown:  # shard() just met every SKU that exists
                 return domain.UnknownSku(unknown)
@@ -130,9 +133,10 @@ class ShardedStrategy(Strategy):
                         return None
                     taken = filled
                 parts.extend((line.sku, bucket, units) for bucket, units in taken)
-            capped = await self._cap_refusal(tx, request)
-            if capped is not None:
-                return capped
+            if any(level.customer_max is not None for level in policies.values()):
+                capped = await self._cap_refusal(tx, request)
+                if capped is not None:
+                    return capped
             reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
             await tx.insert_reservations([reservation])
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
@@ -143,15 +147,13 @@ class ShardedStrategy(Strategy):
         self, tx: Tx, request: ReserveRequest
     ) -> domain.CustomerLimit | domain.InvalidInput | None:
         """Per-customer caps (docs/design.md#per-customer-caps), after the buckets are
-        taken: the SKUs' rows are read (one plain read: the cap lives on the row, not in
-        the buckets), and a capped SKU's row is then locked (buckets before rows, the lock
-        order of every sharded writer) so its customer's count is read where no other hold
-        of that SKU can commit in between."""
-        levels = await tx.levels(request.skus)
-        capped = [sku for sku, level in levels.items() if level.customer_max is not None]
-        if not capped:
+        taken: a capped SKU's row is locked (buckets before rows, the lock order of every
+        sharded writer) and read again, so its customer's count is read where no other
+        hold of that SKU can commit in between."""
+        levels = await tx.levels(request.skus, lock=True)
+        locked = {sku: level for sku, level in levels.items() if level.customer_max is not None}
+        if not locked:
             return None
-        locked = await tx.levels(capped, lock=True)
         units = await tx.customer_units(domain.capped_pairs(locked, [request]))
         return domain.customer_refusal(locked, units, request)
 
