@@ -41,7 +41,11 @@ CAUGHT_BY_CONTRACT: dict[str, Callable[[Engine], Awaitable[None]]] = {
 CAUGHT_BY_CHECKER: dict[str, tuple[set[str], LoadPlan]] = {
     # The storage's CHECK (I1) refuses the oversell the canary attempts: a 500.
     "canary-check-then-act": ({"internal"}, LoadPlan(clients=8, ops_per_client=15, on_hand=4)),
-    "canary-non-atomic": ({"bank", "audit"}, LoadPlan(clients=6, ops_per_client=20, on_hand=4)),
+    # Two SKUs and little stock: two-line holds that fit their first line but not the second.
+    "canary-non-atomic": (
+        {"bank", "audit"},
+        LoadPlan(clients=6, ops_per_client=20, skus=2, on_hand=3),
+    ),
     "canary-confirm-after-expiry": (
         {"late-confirm"},
         LoadPlan(clients=4, ops_per_client=30, short_ttl_share=0.6, pause_s=0.04),
@@ -82,7 +86,9 @@ async def test_the_checker_catches_the_canary(name: str, db_url: str) -> None:
         admin_token=ADMIN,
         api_token=None,
         migrate=False,
-        sweep_interval_s=0.2,
+        # No sweep during the load: an expired hold stays held until a confirm or
+        # release meets it, which is where the expiry canary bites.
+        sweep_interval_s=3_600,
         audit_interval_s=0,
     )
     app = create_app(settings, engine=engine)
@@ -97,5 +103,6 @@ async def test_the_checker_catches_the_canary(name: str, db_url: str) -> None:
     finally:
         await engine.close()
     report = check(history, final)
+    print(name, report.summary(), report.by_check())
     assert not report.valid, report.summary()
     assert expected <= set(report.by_check()), (report.by_check(), report.anomalies[:5])
