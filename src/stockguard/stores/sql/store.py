@@ -122,6 +122,7 @@ class SqlStore(StoreOperations):
                     finally:
                         if not tx.committed:
                             await connection.rollback()
+                            await tx.release_named_locks()
                 except (sa_exc.DBAPIError, OSError) as error:
                     if self._lost(error):
                         # The driver may still think it is mid-operation on a connection the

@@ -12,6 +12,7 @@ in its own file (``postgres.PostgresTx``); ``Backend.tx`` picks the class.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from stockguard import domain
 from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
 from stockguard.domain.events import Event, EventRecorder, LevelAfter
+from stockguard.stores.contract import RetryableConflict
 from stockguard.stores.sql import schema as t
 
 if TYPE_CHECKING:
@@ -55,12 +57,15 @@ class Tx:
         ``commit`` inserts the events in this transaction (docs/events.md#the-outbox)."""
         self.sharded = False
         """Set by ``buckets``: a SKU's levels are its row plus its buckets."""
+        self.named_locks = 0
+        """MariaDB GET_LOCKs taken for events (``lock_for_events``), released after commit."""
 
     async def commit(self) -> None:
         if self.recorder is not None and self.recorder.pending:
             await self.write_events(self.recorder)
         await self.connection.commit()
         self.committed = True
+        await self.release_named_locks()
 
     async def write_events(self, recorder: EventRecorder) -> None:
         """The outbox rows of this transaction, from the levels as its writes left them
@@ -72,6 +77,13 @@ class Tx:
         await self.insert_events(events)
 
     async def levels_after(self, skus: Sequence[str]) -> dict[str, LevelAfter]:
+        if self.sharded:
+            # Sharded holds lock a bucket row, not the SKU's row, so two of them commit side
+            # by side and each would judge sold out / back in stock without the other. Lock
+            # the SKU rows here, just before commit: every transaction that records events
+            # for a SKU then reads its levels in commit order (READ COMMITTED and SQLite's
+            # single writer read the latest), and "before" = "after" - its own change holds.
+            await self.lock_for_events(skus)
         c = t.stock_levels.c
         found: dict[str, LevelAfter] = {}
         for chunk in _chunks(sorted(set(skus))):
@@ -88,6 +100,36 @@ class Tx:
                     level.on_hand, level.reserved, found[sku].low_stock_threshold
                 )
         return found
+
+    async def lock_for_events(self, skus: Sequence[str]) -> None:
+        """Serialises the commits of sharded transactions per SKU (see ``levels_after``).
+
+        PostgreSQL: a write of the SKU rows (as ``buckets.lock_levels``), which takes FOR NO
+        KEY UPDATE: the key-share locks of other holds' line inserts do not block it.
+        MariaDB: a write there would wait on the shared locks those inserts' foreign-key
+        checks hold, and deadlock against them; a named lock per SKU (GET_LOCK, released
+        right after commit or rollback) waits on nothing but other commits. SQLite: its
+        single writer already serialises every commit.
+        """
+        if self.backend.name == "mysql":
+            for sku in sorted(set(skus)):
+                name = "sg-ev:" + hashlib.blake2b(sku.encode(), digest_size=20).hexdigest()
+                got = await self.connection.execute(
+                    text("SELECT GET_LOCK(:name, :wait_s)"), {"name": name, "wait_s": 10}
+                )
+                self.named_locks += 1
+                if got.scalar() != 1:
+                    raise RetryableConflict(f"events lock of {sku} not free")
+        elif self.backend.row_locks:
+            from stockguard.stores.sql.buckets import lock_levels  # buckets imports tx
+
+            await lock_levels(self, skus)
+
+    async def release_named_locks(self) -> None:
+        """After commit or rollback: the named locks are the session's, not the transaction's."""
+        if self.named_locks:
+            self.named_locks = 0
+            await self.connection.execute(text("SELECT RELEASE_ALL_LOCKS()"))
 
     async def insert_events(self, events: Sequence[Event]) -> None:
         """One multi-row insert, whatever the number of events (a coalesced batch's too)."""
