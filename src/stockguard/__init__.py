@@ -13,6 +13,7 @@ Quick start::
 from stockguard.admission import AdmissionLimits
 from stockguard.domain import (
     BelowReserved,
+    CustomerLimit,
     DuplicateSku,
     IdempotencyConflict,
     InvalidInput,
@@ -21,6 +22,7 @@ from stockguard.domain import (
     Movement,
     OutOfStock,
     Overloaded,
+    PolicyChanged,
     Product,
     ProductNotFound,
     Reservation,
@@ -44,6 +46,7 @@ __all__ = [  # sorted: everything a caller builds, receives or may catch
     "AdmissionLimits",
     "AuditReport",
     "BelowReserved",
+    "CustomerLimit",
     "DuplicateSku",
     "Engine",
     "IdempotencyConflict",
@@ -53,6 +56,7 @@ __all__ = [  # sorted: everything a caller builds, receives or may catch
     "Movement",
     "OutOfStock",
     "Overloaded",
+    "PolicyChanged",
     "Product",
     "ProductNotFound",
     "Reservation",
