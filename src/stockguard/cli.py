@@ -29,6 +29,7 @@ from stockguard.service import admin_token, server, startup
 from stockguard.stores.redis.keys import PREFIX_DEFAULT
 from stockguard.stores.sql.audit import AuditReport, audit
 from stockguard.stores.sql.store import SqlStore
+from stockguard.verify.command import app as verify_app
 
 app = typer.Typer(
     help="stockguard: inventory reservations that never oversell.",
@@ -38,6 +39,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 app.command("relay")(relay_command)  # docs/events.md#the-relay
 app.add_typer(events_app, name="events")  # stockguard events tail
+app.add_typer(verify_app, name="verify")  # docs/reliability.md: fault runs and re-checks
 
 
 def _show_version(given: bool) -> None:
