@@ -11,12 +11,19 @@ Faults (``FAULTS``):
 ``none``          the baseline: load, no fault.
 ``db-reset``      a proxy between serve and the database resets every connection every
                   ``interval_s``: transactions cut mid-flight, commits whose answer is lost.
-``db-latency``    the proxy delays every chunk 50-500 ms, both ways, for the whole run.
+``db-latency``    the proxy delays every chunk ``latency_s`` (50-500 ms), both ways, for
+                  the whole run.
 ``serve-kill``    SIGKILL to serve's whole process group (``--workers`` N) every
-                  ``interval_s``, then a restart on the same port.
+                  ``interval_s``, then a restart on the same port; with ``sweep_kills``
+                  every second kill lands inside an expiry sweep's transaction.
 ``pg-restart``    PostgreSQL of the run's own: ``pg_ctl stop -m immediate``, then start.
-``redis-restart`` redis-server of the run's own (AOF, ``appendfsync always``): SIGKILL and
-                  restart; the documented bound (docs/durability.md) is 0 lost.
+``redis-restart`` redis-server of the run's own, SIGKILL and restart, per ``aof`` setting:
+                  ``always`` and ``everysec`` must lose nothing on a process kill, ``no``
+                  at most the persister's lag at the kill (docs/durability.md#what-a-crash-loses),
+                  then ``stockguard reconcile`` reloads the empty Redis from SQL.
+``persister-kill`` the redis strategy's persister run alone (``stockguard persist``, holding
+                  the lease before serve starts), SIGKILLed and restarted: its lease lapses,
+                  another persister takes over, nothing answered is lost.
 ``disk-full``     SQLite on a small tmpfs (root only): the disk is filled, then freed.
 ``partition``     two serve processes, the second reaching the database through the proxy,
                   which blackholes it for ``interval_s`` at a time.
@@ -48,7 +55,7 @@ from sqlalchemy.engine import make_url
 from stockguard import strategies
 from stockguard.verify.checker import FinalState, Report, check
 from stockguard.verify.fetch import read_final
-from stockguard.verify.history import History
+from stockguard.verify.history import History, Kind
 from stockguard.verify.load import Load, LoadPlan
 from stockguard.verify.proxy import TcpProxy, free_port
 
@@ -68,6 +75,7 @@ FAULTS = (
     "serve-kill",
     "pg-restart",
     "redis-restart",
+    "persister-kill",
     "disk-full",
     "partition",
 )
@@ -155,6 +163,47 @@ class Serve:
         self.kill()
 
 
+class StandalonePersister:
+    """``stockguard persist`` in a process group of its own, as an operator runs it beside
+    serve (docs/durability.md: one persister works at a time, by lease)."""
+
+    def __init__(self, workdir: Path, db_url: str, redis_url: str, prefix: str) -> None:
+        self.workdir = workdir
+        self.args = ["persist", "--db", db_url, "--redis", redis_url, "--prefix", prefix]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / "persist.log").open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own arguments
+                [*_stockguard(), *self.args],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.kills += 1
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        for _ in range(400):
+            if self.process.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        self.kill()
+
+
 async def _run(*command: str, user: str | None = None, check_ok: bool = True) -> str:
     if user is not None and os.geteuid() == 0:
         command = ("runuser", "-u", user, "--", *command)
@@ -212,12 +261,18 @@ class OwnPostgres:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-class OwnRedis:
-    """A redis-server of the run's own, with AOF and ``appendfsync always``."""
+AOF_SETTINGS = ("always", "everysec", "no")
+"""The durability settings docs/durability.md#what-a-crash-loses states a loss for."""
 
-    def __init__(self, workdir: Path) -> None:
+
+class OwnRedis:
+    """A redis-server of the run's own, with AOF per ``aof`` (``no``: no AOF, no RDB)."""
+
+    def __init__(self, workdir: Path, aof: str = "always") -> None:
         if shutil.which("redis-server") is None:
             raise FaultUnsupported("redis-server is not installed")
+        assert aof in AOF_SETTINGS, aof
+        self.aof = aof
         self.workdir = workdir
         self.port = free_port()
         self.process: asyncio.subprocess.Process | None = None
@@ -229,9 +284,14 @@ class OwnRedis:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            ["--appendonly", "no"]
+            if self.aof == "no"
+            else ["--appendonly", "yes", "--appendfsync", self.aof]
+        )
         self.process = await asyncio.create_subprocess_exec(
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
+            "--dir", str(self.workdir), *persistence,
             "--save", "", "--maxmemory-policy", "noeviction",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
@@ -334,6 +394,13 @@ class FaultRun:
     """Inject after every this many operations instead of every ``interval_s`` (the tests:
     the number of injections then depends on the plan, not on the machine's speed)."""
     pool_size: int = 4
+    latency_s: tuple[float, float] = (0.05, 0.5)
+    """db-latency: each chunk waits a uniform time in this range, each way."""
+    aof: str = "always"
+    """redis-restart: the redis-server's persistence, one of ``AOF_SETTINGS``."""
+    sweep_kills: bool = False
+    """serve-kill on PostgreSQL: every second kill waits until an expiry sweep is inside its
+    transaction (blocked on a stock row the harness locks, with the load paused)."""
 
 
 @dataclass
@@ -345,6 +412,10 @@ class FaultResult:
     injections: int
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    loss_bound: int = 0
+    """Acknowledged writes the documented bound lets this run lose (docs/durability.md:
+    0 but for Redis without AOF, where it is the unpersisted stream tail at each kill plus
+    the writes acknowledged between that reading and the kill)."""
 
     def row(self) -> dict[str, Any]:
         """One row of docs/reliability.md's table."""
@@ -361,6 +432,7 @@ class FaultResult:
             "info": self.report.counts.get("info", 0),
             "acknowledged_lost": self.report.acknowledged_lost,
             "oversold": self.report.oversold_units,
+            "loss_bound": self.loss_bound,
             "anomalies": self.report.by_check(),
             "valid": self.report.valid,
             "wall_s": round(self.wall_s, 1),
@@ -380,6 +452,12 @@ class _Rig:
         self.redis_prefix: str | None = None
         self.redis_url: str | None = None
         self.mount: Path | None = None
+        self.db_url: str | None = None
+        self.persister: StandalonePersister | None = None
+        self.load: Load | None = None
+        self.tails: list[tuple[float, float, int]] = []
+        """redis-restart without AOF: (reading, kill) times and the stream's length read
+        just before each kill (an upper bound of the events not yet in SQL)."""
         self.injections = 0
         self.notes: list[str] = []
         self.stack = contextlib.AsyncExitStack()
@@ -442,10 +520,12 @@ class _Rig:
     async def start(self) -> None:
         run = self.run
         needs_redis = "redis" in strategies.strategy_class(run.strategy).requires
+        if run.fault == "persister-kill" and run.strategy != "redis":
+            raise FaultUnsupported("persister-kill needs --strategy redis")
         if run.fault == "redis-restart":
             if run.strategy not in ("redis", "queue"):
                 raise FaultUnsupported("redis-restart needs --strategy redis or queue")
-            self.redis = OwnRedis(self.workdir / "redis")
+            self.redis = OwnRedis(self.workdir / "redis", run.aof)
             await self.redis.start()
             self.stack.push_async_callback(self.redis.close)
             self.redis_url = self.redis.url
@@ -455,6 +535,9 @@ class _Rig:
             self.redis_prefix = f"sg-verify-{uuid.uuid4().hex[:10]}"
             self.stack.push_async_callback(self._drop_keyspace)
         db_url = await self.database()
+        self.db_url = db_url
+        if run.fault == "persister-kill":
+            await self._start_persister(db_url)
         if run.fault in ("db-reset", "db-latency", "partition"):
             if run.backend == "sqlite":
                 raise FaultUnsupported(f"{run.fault} needs a server database")
@@ -472,12 +555,41 @@ class _Rig:
             self.serves.append(Serve(self.workdir / "serve-b", self.serve_args(proxied), env))
         for serve in self.serves:
             self.stack.push_async_callback(serve.stop)
-            await serve.start()
+            await serve.start(wait=False)
+        # Together: a start-up is seconds of imports, and a partition run has two serves.
+        await asyncio.gather(*(serve.wait_healthy() for serve in self.serves))
+
+    async def _start_persister(self, db_url: str) -> None:
+        """The keyspace loaded from SQL (what ``stockguard reconcile`` does on an empty one),
+        then ``stockguard persist`` until it holds the lease: serve's own persister, started
+        after, waits for it, so the process killed is the one doing the work."""
+        assert self.redis_url is not None
+        assert self.redis_prefix is not None
+        import redis.asyncio as aioredis
+
+        from stockguard.stores.redis.commands import run_reconcile
+        from stockguard.stores.redis.keys import KeyLayout
+
+        await run_reconcile(db_url, self.redis_url, self.redis_prefix, repair=False)
+        self.persister = StandalonePersister(
+            self.workdir / "persist", db_url, self.redis_url, self.redis_prefix
+        )
+        self.persister.start(self.serve_env())
+        self.stack.push_async_callback(self.persister.stop)
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            deadline = time.monotonic() + START_S_MAX
+            while not await client.exists(KeyLayout(self.redis_prefix).persister_lease):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("stockguard persist did not take the lease")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
 
     def begin(self) -> None:
         """The faults that last the whole load start here (after the stock is set)."""
         if self.run.fault == "db-latency" and self.proxy is not None:
-            self.proxy.latency_s = (0.05, 0.5)
+            self.proxy.latency_s = self.run.latency_s
 
     async def _drop_keyspace(self) -> None:
         if self.redis_url is None or self.redis_prefix is None:
@@ -516,6 +628,7 @@ class _Rig:
             "serve-kill": self._kill_serve,
             "pg-restart": self._restart_postgres,
             "redis-restart": self._restart_redis,
+            "persister-kill": self._kill_persister,
             "disk-full": self._fill_disk,
             "partition": self._partition,
         }
@@ -526,8 +639,72 @@ class _Rig:
 
     async def _kill_serve(self) -> None:
         serve = self.serves[0]
-        serve.kill()
+        if self.run.sweep_kills and self.injections % 2 == 1:
+            await self._kill_serve_in_sweep()
+        else:
+            serve.kill()
         await serve.start()
+
+    async def _kill_serve_in_sweep(self) -> None:
+        """SIGKILL while an expiry sweep is inside its transaction (PostgreSQL).
+
+        The load pauses (so no request is in flight), the harness makes one 1 s hold per
+        SKU, then locks every SKU's stock row in a transaction of its own. The sweep
+        (docs/design.md: due rows are marked expired, then the stock rows are locked and
+        moved) blocks on that lock with its reservations already marked: the only serve
+        connection waiting on a lock while nothing else runs. serve is killed then; the
+        database rolls the sweep back, and the next serve's sweep ends those holds.
+        """
+        if self.run.backend != "postgres" or self.load is None:
+            raise FaultUnsupported("a kill inside the sweep needs --backend postgres")
+        import asyncpg
+
+        load, serve = self.load, self.serves[0]
+        skus = self.run.plan.sku_names()
+        await load.pause()
+        try:
+            held = await load.hold_as(self.run.plan.clients, [
+                {"order_id": f"sweep-{self.injections}-{sku}",
+                 "items": [{"sku": sku, "quantity": 1}], "ttl_seconds": 1}
+                for sku in skus
+            ])  # fmt: skip
+            if not any(op.ok for op in held):
+                self.notes.append("sweep kill: no hold could be made; killed outside a sweep")
+                serve.kill()
+                return
+            assert self.db_url is not None
+            url = make_url(self.db_url)
+            locker = await asyncpg.connect(
+                host=url.host, port=url.port or 5432, user=url.username,
+                password=url.password, database=url.database, timeout=5,
+            )  # fmt: skip
+            try:
+                lock = locker.transaction()
+                await lock.start()
+                await locker.execute(
+                    "SELECT sku FROM stock_levels WHERE sku = ANY($1::text[]) FOR UPDATE", skus
+                )
+                deadline = time.monotonic() + START_S_MAX
+                while not await locker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+                    "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+                    url.database,
+                ):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("no expiry sweep reached the locked stock rows")
+                    await asyncio.sleep(0.02)
+                serve.kill()
+                self.notes.append(f"kill {self.injections + 1}: inside an expiry sweep")
+                await lock.rollback()
+            finally:
+                await locker.close()
+        finally:
+            load.resume()
+
+    async def _kill_persister(self) -> None:
+        assert self.persister is not None
+        self.persister.kill()
+        self.persister.start(self.serve_env())
 
     async def _restart_postgres(self) -> None:
         assert self.postgres is not None
@@ -537,9 +714,50 @@ class _Rig:
 
     async def _restart_redis(self) -> None:
         assert self.redis is not None
-        await self.redis.kill()
+        if self.redis.aof == "no":
+            read_s, tail = time.monotonic(), await self._stream_length()
+            await self.redis.kill()
+            self.tails.append((read_s, time.monotonic(), tail))
+        else:
+            await self.redis.kill()
         await asyncio.sleep(0.2)
         await self.redis.start()
+        if self.redis.aof == "no":
+            # Restarted empty: every call answers 503 until an operator reloads it
+            # (docs/durability.md#how-a-restart-is-recovered), as `stockguard reconcile` does.
+            from stockguard.stores.redis.commands import run_reconcile
+
+            assert self.db_url is not None
+            assert self.redis_prefix is not None
+            report = await run_reconcile(self.db_url, self.redis.url, self.redis_prefix, False)
+            self.notes.append(f"reconcile after kill {self.injections + 1}: {report.loaded}")
+
+    async def _stream_length(self) -> int:
+        """The event stream's length: every event not yet in SQL, plus at most the last
+        persisted one and a batch committed but not yet trimmed (persister.py)."""
+        assert self.redis is not None
+        assert self.redis_prefix is not None
+        import redis.asyncio as aioredis
+
+        from stockguard.stores.redis.keys import KeyLayout
+
+        client = aioredis.Redis.from_url(self.redis.url)
+        try:
+            return int(await client.xlen(KeyLayout(self.redis_prefix).events))
+        finally:
+            await client.aclose()
+
+    def loss_bound(self, history: History) -> int:
+        """What docs/durability.md lets this run lose: for each kill of a Redis without
+        AOF, the stream's length read before it, plus writes acknowledged between that
+        reading and the kill (appended after it). 0 for every other fault."""
+        bound = 0
+        writes = (Kind.HOLD, Kind.CONFIRM, Kind.RELEASE, Kind.ADJUST)
+        for read_s, killed_s, tail in self.tails:
+            late = [op for op in history.of_kind(*writes) if op.ok and op.complete_s is not None
+                    and read_s <= op.complete_s <= killed_s]  # fmt: skip
+            bound += tail + len(late)
+        return bound
 
     async def _fill_disk(self) -> None:
         assert self.mount is not None
@@ -582,6 +800,7 @@ async def run_fault(run: FaultRun, workdir: Path) -> FaultResult:
         await rig.start()
         urls = [serve.url for serve in rig.serves]
         load = Load(urls, ADMIN_TOKEN, run.plan)
+        rig.load = load
         await load.setup()
         rig.begin()
         stop = asyncio.Event()
@@ -605,5 +824,6 @@ async def run_fault(run: FaultRun, workdir: Path) -> FaultResult:
         }
         report = check(history, final)
         return FaultResult(
-            run, report, history, final, rig.injections, time.monotonic() - started_s, rig.notes
-        )
+            run, report, history, final, rig.injections, time.monotonic() - started_s,
+            rig.notes, rig.loss_bound(history),
+        )  # fmt: skip

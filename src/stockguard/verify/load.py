@@ -88,12 +88,25 @@ class Load:
         after it comes back, however long its restart took."""
         self.stop = asyncio.Event()
         """Set to end a duration run early (or a run by counts: clients finish their op)."""
+        self.going = asyncio.Event()
+        self.going.set()
+        """Cleared by ``pause``: clients wait before their next operation. A fault that
+        must find the service quiet (a kill inside the expiry sweep, where any request in
+        flight could be the one waiting on a lock) pauses the load around it."""
+        self.in_flight = 0
 
     def reached(self) -> int:
         """Operations so far that reached the service (answered or not)."""
         return len(self.history) - sum(self.unreached.values())
 
-    async def _call(
+    async def _call(self, *args: Any, **kwargs: Any) -> Op:
+        self.in_flight += 1
+        try:
+            return await self._call_recorded(*args, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+    async def _call_recorded(
         self,
         client: httpx.AsyncClient,
         process: int,
@@ -129,6 +142,30 @@ class Load:
         if op.outcome is Outcome.INFO or op.status == 429:
             await asyncio.sleep(BACKOFF_S)
         return op
+
+    async def pause(self) -> None:
+        """Stops the clients before their next operation; returns once none is in flight."""
+        self.going.clear()
+        while self.in_flight:  # noqa: ASYNC110 - polls a counter, no event to wait on
+            await asyncio.sleep(0.01)
+
+    def resume(self) -> None:
+        self.going.set()
+
+    async def hold_as(self, process: int, requests: list[JsonObject]) -> list[Op]:
+        """Holds made by the harness itself (``process``: a number no client uses), recorded
+        like any other: the sweep kill makes holds it knows are due."""
+        ops = []
+        async with httpx.AsyncClient(
+            base_url=self.urls[0], timeout=self.plan.request_timeout_s, transport=self.transport
+        ) as client:
+            for request in requests:
+                ops.append(
+                    await self._call(
+                        client, process, Kind.HOLD, request, "POST", "/v1/reservations", request
+                    )
+                )
+        return ops
 
     async def setup(self) -> None:
         """Sets every SKU's stock (admin PUT), retrying until each is acknowledged."""
@@ -237,6 +274,7 @@ class Load:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                await self.going.wait()
                 await self._one(client, state)
                 if self.plan.pause_s:
                     await asyncio.sleep(self.plan.pause_s)
