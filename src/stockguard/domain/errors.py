@@ -163,9 +163,11 @@ class StockChanged(StockguardError):
 class BelowReserved(StockguardError):
     kind = "below-reserved"
 
-    def __init__(self, current: StockLevel, on_hand_wanted: int) -> None:
+    def __init__(self, current: StockLevel, on_hand_wanted: int, detail: str = "") -> None:
         super().__init__(
-            f"{current.sku}: on_hand {on_hand_wanted} is below reserved {current.reserved}"
+            detail
+            or f"{current.sku}: on_hand {on_hand_wanted} is below reserved {current.reserved}"
+            + (f" less backorder_max {current.backorder_max}" if current.backorder_max else "")
         )
         self.current = current
         self.on_hand_wanted = on_hand_wanted

@@ -63,6 +63,10 @@ class Status(enum.StrEnum):
 class Line:
     sku: str
     quantity: int
+    backordered: int = field(default=0, compare=False)
+    """Units of ``quantity`` held beyond the physical stock, on the SKU's backorder
+    allowance (docs/design.md#backorders): decided when the hold is granted, stored with
+    the line. Not part of equality: a replay asks for the same lines whatever they got."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +82,24 @@ class StockLevel:
     """Units one customer may hold and have bought of this SKU; None: no cap
     (docs/design.md#per-customer-caps). Read in the same statement as the level, so a SKU
     without a cap costs no query."""
+    backorder_max: int = 0
+    """Units a shop chose to sell beyond on_hand (docs/design.md#backorders): holds may
+    take ``reserved`` up to ``on_hand + backorder_max``, and ``on_hand`` goes negative
+    when such holds are confirmed."""
 
     @property
     def available(self) -> int:
         """What a hold may still take: every strategy, admission and the API read this,
-        so safety stock is kept out of the sale in one place (may be <= 0)."""
-        return self.on_hand - self.reserved - self.safety_stock
+        so safety stock is kept out of the sale, and the backorder allowance in, in one
+        place (may be <= 0)."""
+        return self.on_hand + self.backorder_max - self.reserved - self.safety_stock
+
+    def backordered(self, quantity: int) -> int:
+        """How many of ``quantity`` units, held now on this level, are beyond its
+        physical stock (on_hand less safety stock, less what is held already): the part of
+        the hold that the backorder allowance pays for."""
+        beyond = self.reserved + quantity - (self.on_hand - self.safety_stock)
+        return min(max(beyond, 0), quantity)
 
 
 @dataclass(frozen=True, slots=True)

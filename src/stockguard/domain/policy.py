@@ -4,9 +4,8 @@ The policy (docs/design.md#stock-policy) is what a shop does with stock besides 
 it: ``safety_stock`` units are never held (``StockLevel.available`` subtracts them, so
 every strategy and admission keep them out of the sale in one place), ``customer_max``
 caps what one customer may hold and have bought of the SKU, ``low_stock_threshold``
-drives the low-stock events, and ``backorder_max`` is reserved for backorders (stored,
-only 0 accepted until they are built: a value the service would not enforce is refused
-rather than silently ignored).
+drives the low-stock events, and ``backorder_max`` units may be held beyond on_hand
+(docs/design.md#backorders).
 """
 
 from __future__ import annotations
@@ -14,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from stockguard.domain.errors import CustomerLimit, InvalidInput, PolicyChanged
+from stockguard.domain.errors import BelowReserved, CustomerLimit, InvalidInput, PolicyChanged
 from stockguard.domain.model import ON_HAND_MAX, QUANTITY_MAX, ReserveRequest, StockLevel
 
+BACKORDER_MAX_MAX = ON_HAND_MAX
+"""The largest backorder allowance: as many units as a SKU may have on hand."""
 CUSTOMER_MAX_MAX = QUANTITY_MAX
 """The largest cap: a cap above what one line may ask for caps nothing."""
 
@@ -35,8 +36,8 @@ def validate_policy(policy: Policy) -> Policy:
     """Every field in range, before any write (the HTTP model checks types only)."""
     if not 0 <= policy.safety_stock <= ON_HAND_MAX:
         raise InvalidInput("safety_stock", f"must be 0-{ON_HAND_MAX}")
-    if policy.backorder_max != 0:
-        raise InvalidInput("backorder_max", "backorders are not available yet: must be 0")
+    if not 0 <= policy.backorder_max <= BACKORDER_MAX_MAX:
+        raise InvalidInput("backorder_max", f"must be 0-{BACKORDER_MAX_MAX}")
     if policy.customer_max is not None and not 0 <= policy.customer_max <= CUSTOMER_MAX_MAX:
         raise InvalidInput("customer_max", f"must be null or 0-{CUSTOMER_MAX_MAX}")
     if policy.low_stock_threshold is not None and not (
@@ -52,6 +53,19 @@ def check_policy_change(sku: str, current: Policy, expected: Policy | None) -> N
     overwrite each other's safety stock or cap."""
     if expected is not None and expected != current:
         raise PolicyChanged(sku, current)
+
+
+def check_backorder_cut(level: StockLevel, policy: Policy) -> None:
+    """An allowance cut below the backorders already held is refused: I1,
+    ``reserved <= on_hand + backorder_max``, holds after a policy write too (the admin
+    restocks, or waits for those holds to end, first)."""
+    if level.reserved > level.on_hand + policy.backorder_max:
+        raise BelowReserved(
+            level,
+            level.on_hand,
+            f"{level.sku}: backorder_max {policy.backorder_max} is below the"
+            f" {level.reserved - level.on_hand} units held beyond on_hand {level.on_hand}",
+        )
 
 
 CustomerUnits = Mapping[tuple[str, str], int]

@@ -50,6 +50,21 @@ def shortfalls(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> tuple
     )
 
 
+def backordered(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> dict[str, int]:
+    """Per SKU, the units of ``lines`` that holding them on ``levels`` (as they stand
+    before the hold) puts on the backorder allowance; only SKUs with some
+    (docs/design.md#backorders). Empty, at the cost of one test per line, for a shop
+    without backorders."""
+    found: dict[str, int] = {}
+    for line in lines:
+        level = levels[line.sku]
+        if level.backorder_max:
+            units = level.backordered(line.quantity)
+            if units:
+                found[line.sku] = units
+    return found
+
+
 def hold(levels: Mapping[str, StockLevel], lines: Iterable[Line]) -> dict[str, StockLevel]:
     """The stock after holding ``lines``, all or nothing (raises OutOfStock)."""
     line_tuple = tuple(lines)
@@ -73,6 +88,7 @@ def _take(levels: dict[str, StockLevel], lines: Iterable[Line]) -> None:
             level.version + 1,
             level.safety_stock,
             level.customer_max,
+            level.backorder_max,
         )
 
 
@@ -85,6 +101,8 @@ class Decision:
     refused: CustomerLimit | InvalidInput | None = None
     """A per-customer cap refused it (or it named no customer for a capped SKU); checked
     before the stock, so a capped customer hears why whatever is left."""
+    backordered: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Of a granted request, the units per SKU its turn put on the backorder allowance."""
 
     @property
     def held(self) -> bool:
@@ -116,11 +134,14 @@ def decide_in_order(
                 continue
         # ``hold`` without its exception: a sold-out batch refuses a thousand requests here.
         short = shortfalls(current, request.lines)
-        if not short:
-            _take(current, request.lines)
-            if counted is not None:
-                count_hold(counted, request)
-        decisions.append(Decision(request, short))
+        if short:
+            decisions.append(Decision(request, short))
+            continue
+        beyond = backordered(current, request.lines)
+        _take(current, request.lines)
+        if counted is not None:
+            count_hold(counted, request)
+        decisions.append(Decision(request, short, None, beyond))
     return current, tuple(decisions)
 
 
@@ -152,7 +173,7 @@ def check_on_hand_change(
     """An admin write applies only to the stock the admin saw (docs/design.md#seed-001)."""
     if expected_on_hand is not None and current.on_hand != expected_on_hand:
         raise StockChanged(current, expected_on_hand)
-    if on_hand_new < current.reserved:
+    if on_hand_new + current.backorder_max < current.reserved:
         raise BelowReserved(current, on_hand_new)
     if on_hand_new > ON_HAND_MAX:
         raise InvalidInput("on_hand", f"must be at most {ON_HAND_MAX}")
@@ -161,15 +182,24 @@ def check_on_hand_change(
 # ---------------------------------------------------------------------------- reservations
 
 
-def new_reservation(request: ReserveRequest, reservation_id: str, now_ms: int) -> Reservation:
+def new_reservation(
+    request: ReserveRequest,
+    reservation_id: str,
+    now_ms: int,
+    backordered: Mapping[str, int] | None = None,
+) -> Reservation:
     """The hold a granted ``request`` becomes at ``now_ms`` (the store's clock), under the
-    id the caller drew: held until ``now_ms + ttl``."""
+    id the caller drew: held until ``now_ms + ttl``. ``backordered``: what ``backordered``
+    said on the levels the hold was decided on."""
+    lines = request.lines
+    if backordered:
+        lines = tuple(Line(line.sku, line.quantity, backordered.get(line.sku, 0)) for line in lines)
     return Reservation(
         id=reservation_id,
         order_id=request.order_id,
         customer_id=request.customer_id,
         status=Status.HELD,
-        lines=request.lines,
+        lines=lines,
         expires_at_ms=now_ms + request.ttl_s * 1000,
         created_at_ms=now_ms,
     )
@@ -337,7 +367,7 @@ def release_part(reservation: Reservation, lines: Sequence[Line], now_ms: int) -
                 ),
             )
         held[line.sku] -= line.quantity
-    remaining = tuple(Line(sku, q) for sku, q in sorted(held.items()) if q > 0)
+    remaining = remaining_lines(reservation.lines, lines)
     if not remaining:
         return PartRelease(
             Status.RELEASED, (), dataclasses.replace(reservation, status=Status.RELEASED)
@@ -347,10 +377,15 @@ def release_part(reservation: Reservation, lines: Sequence[Line], now_ms: int) -
 
 def remaining_lines(held: Sequence[Line], given: Sequence[Line]) -> tuple[Line, ...]:
     """``held`` less ``given`` per SKU, lines at 0 left out (the arithmetic a store does
-    to write what ``release_part`` decided)."""
+    to write what ``release_part`` decided). Units given back leave the backordered
+    part of a line first: what was never on the shelf is the first to stop being owed."""
     back = {line.sku: line.quantity for line in given}
     return tuple(
-        Line(line.sku, line.quantity - back.get(line.sku, 0))
+        Line(
+            line.sku,
+            line.quantity - back.get(line.sku, 0),
+            max(line.backordered - back.get(line.sku, 0), 0),
+        )
         for line in held
         if line.quantity > back.get(line.sku, 0)
     )

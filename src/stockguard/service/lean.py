@@ -90,7 +90,10 @@ def reservation_json(reservation: domain.Reservation) -> bytes:
             "order_id": reservation.order_id,
             "customer_id": reservation.customer_id,
             "status": reservation.status.value,
-            "items": [{"sku": line.sku, "quantity": line.quantity} for line in reservation.lines],
+            "items": [
+                {"sku": line.sku, "quantity": line.quantity, "backordered": line.backordered}
+                for line in reservation.lines
+            ],
             "expires_at": rfc3339_ms(reservation.expires_at_ms),
             "created_at": rfc3339_ms(reservation.created_at_ms),
         }

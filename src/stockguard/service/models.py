@@ -189,9 +189,14 @@ class PolicyFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
     safety_stock: OnHand = 0
-    """Units never held: ``available`` is on_hand - reserved - safety_stock."""
-    backorder_max: Annotated[int, Field(ge=0, le=0), INTEGRAL] = 0
-    """Units that may be held beyond on_hand; only 0 until backorders are built."""
+    """Units never held: ``available`` is on_hand + backorder_max - reserved -
+    safety_stock."""
+    backorder_max: OnHand = 0
+    """Units that may be held beyond on_hand (backorders, on purpose and bounded): holds
+    may take ``reserved`` up to on_hand + backorder_max, a hold's items tell how many of
+    their units are ``backordered``, and confirming them takes on_hand below 0 (restocking
+    covers that first). Cutting it below the units already held beyond on_hand is 409
+    below-reserved."""
     customer_max: Annotated[int, Field(ge=0, le=QUANTITY_MAX), INTEGRAL] | None = None
     """Units one customer_id may hold and have bought of this SKU; null: no cap. A hold
     of a capped SKU must name its customer_id (422 otherwise) and is refused with 409
@@ -279,6 +284,11 @@ class KitIn(_Request):
 class ItemOut(BaseModel):
     sku: str
     quantity: int
+    backordered: int = Field(
+        0,
+        description="Units of `quantity` held beyond the physical stock, on the SKU's"
+        " backorder allowance (policy `backorder_max`); 0 when the shelf covers the line.",
+    )
 
 
 class ReservationOut(BaseModel):
@@ -297,7 +307,10 @@ class ReservationOut(BaseModel):
             order_id=reservation.order_id,
             customer_id=reservation.customer_id,
             status=reservation.status,
-            items=[ItemOut(sku=line.sku, quantity=line.quantity) for line in reservation.lines],
+            items=[
+                ItemOut(sku=line.sku, quantity=line.quantity, backordered=line.backordered)
+                for line in reservation.lines
+            ],
             expires_at=from_ms(reservation.expires_at_ms),
             created_at=from_ms(reservation.created_at_ms),
         )

@@ -127,7 +127,8 @@ class MemoryTx:
     # ------------------------------------------------------------------ stock
 
     def _put(self, level: StockLevel) -> None:
-        if not 0 <= level.reserved <= level.on_hand:
+        allowed = self.state.policies.get(level.sku, (0, 0, None))[1]
+        if not 0 <= level.reserved <= level.on_hand + allowed:
             raise CheckViolation(f"{level.sku}: reserved {level.reserved}, on_hand {level.on_hand}")
         self.state.levels[level.sku] = level
 
@@ -146,7 +147,9 @@ class MemoryTx:
         policy = self.state.policies.get(sku)
         if level is None or policy is None:
             return level
-        return dataclasses.replace(level, safety_stock=policy[0], customer_max=policy[2])
+        return dataclasses.replace(
+            level, safety_stock=policy[0], backorder_max=policy[1], customer_max=policy[2]
+        )
 
     async def levels(self, skus: Sequence[str], *, lock: bool = False) -> dict[str, StockLevel]:
         found = {sku: self._level(sku) for sku in sorted(set(skus))}
@@ -155,6 +158,8 @@ class MemoryTx:
     async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
         level = self._level(sku)
         if level is None or level.available < quantity or level.customer_max is not None:
+            return False
+        if level.backorder_max:  # decided on the row, as the SQL statement leaves it
             return False
         self._move(sku, 0, quantity)
         return True
@@ -571,6 +576,10 @@ class MemoryStore(StoreOperations):
                     if line.sku in caps:
                         units[(r.customer_id, line.sku)] += line.quantity
         return caps, dict(units)
+
+    def backorder_allowances(self) -> dict[str, int]:
+        """Each SKU's ``backorder_max`` where it has one (the audit's I1)."""
+        return {sku: policy[1] for sku, policy in self.state.policies.items() if policy[1]}
 
     def audit_sums(
         self,

@@ -250,6 +250,9 @@ class StoreOperations:
                 if current is None:
                     raise domain.UnknownSku([sku])
                 domain.check_policy_change(sku, current, expected)
+                if policy.backorder_max < current.backorder_max:
+                    level = (await tx.levels([sku]))[sku]  # locked with the policy
+                    domain.check_backorder_cut(level, policy)
                 if policy != current:
                     await tx.write_policy(sku, policy, now_ms)
                     await tx.commit()

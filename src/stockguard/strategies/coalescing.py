@@ -260,7 +260,9 @@ def decide_batch(
         )
         for index, decision in zip(firsts.values(), decisions, strict=True):
             if decision.held:
-                reservation = domain.new_reservation(requests[index], new_id(), now_ms)
+                reservation = domain.new_reservation(
+                    requests[index], new_id(), now_ms, decision.backordered
+                )
                 granted[reservation.order_id] = reservation
                 results[index] = ReserveOutcome(reservation, created=True)
                 if counted is not None:  # a later round sees this round's grants

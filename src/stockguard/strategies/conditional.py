@@ -8,8 +8,6 @@ serialises buyers of the same SKU: correct, simple, and as fast as one row lock 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from stockguard import domain
 from stockguard.domain import Line, ReserveOutcome, ReserveRequest
 from stockguard.stores.contract import StoreTx
@@ -27,12 +25,17 @@ class ConditionalStrategy(Strategy):
             # refused request checks for one (Strategy.refused), so new orders save a read.
             async with self.store.transaction() as tx:
                 now_ms = await tx.now_ms()
+                backordered: dict[str, int] = {}
                 for line in request.lines:
                     if not await tx.add_reserved_if_available(line.sku, line.quantity, now_ms):
-                        refused = await self._capped(tx, request, line, now_ms)
-                        if refused is not True:
-                            return refused
-                reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
+                        decided = await self._on_locked_row(tx, request, line, now_ms)
+                        if not isinstance(decided, int):
+                            return decided
+                        if decided:
+                            backordered[line.sku] = decided
+                reservation = domain.new_reservation(
+                    request, self.store.new_id(), now_ms, backordered
+                )
                 await tx.insert_reservations([reservation])
                 await tx.commit()
                 return ReserveOutcome(reservation, created=True)
@@ -47,28 +50,31 @@ class ConditionalStrategy(Strategy):
             return await self.refused(request, outcome)
         return outcome
 
-    async def _capped(
+    async def _on_locked_row(
         self, tx: StoreTx, request: ReserveRequest, line: Line, now_ms: int
-    ) -> Literal[True] | domain.StockguardError | None:
+    ) -> int | domain.StockguardError | None:
         """The line's conditional UPDATE changed no row: short, unknown, or a SKU with a
-        per-customer cap (which the UPDATE leaves alone). Only then is the row read, and
-        a capped line decided on it locked (docs/design.md#per-customer-caps): True when
-        held, else the refusal (None: out of stock, told by ``out_of_stock``).
+        per-customer cap or a backorder allowance (which the UPDATE leaves alone). Only
+        then is the row read, and such a line decided on it locked
+        (docs/design.md#per-customer-caps, docs/design.md#backorders): when held, the
+        units it put on backorder (0 or more), else the refusal (None: out of stock, told
+        by ``out_of_stock``).
 
         A one-line request that was simply short is answered from this read, so a sold-out
         SKU's refusals still cost one read, as before (no second transaction)."""
         levels = await tx.levels([line.sku])
         level = levels.get(line.sku)
-        if level is None or level.customer_max is None:
+        if level is None or (level.customer_max is None and not level.backorder_max):
             return domain.refusal(levels, request.lines) if len(request.lines) == 1 else None
         levels = await tx.levels([line.sku], lock=True)
         level = levels[line.sku]
-        refused = domain.customer_refusal(
-            levels, await customer_units(tx, levels, [request]) or {}, request
-        )
-        if refused is not None:
-            return refused
+        if level.customer_max is not None:
+            refused = domain.customer_refusal(
+                levels, await customer_units(tx, levels, [request]) or {}, request
+            )
+            if refused is not None:
+                return refused
         if level.available < line.quantity:
             return domain.refusal(levels, [line])
         await tx.add_reserved({line.sku: line.quantity}, now_ms)
-        return True
+        return level.backordered(line.quantity)

@@ -60,7 +60,9 @@ class OptimisticStrategy(Strategy):
                     levels[line.sku], after[line.sku].reserved, now_ms
                 ):
                     return None  # somebody else wrote first: roll back and retry
-            reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
+            reservation = domain.new_reservation(
+                request, self.store.new_id(), now_ms, domain.backordered(levels, request.lines)
+            )
             await tx.insert_reservations([reservation])
             await tx.commit()
             return ReserveOutcome(reservation, created=True)

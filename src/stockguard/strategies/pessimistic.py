@@ -26,7 +26,12 @@ class PessimisticStrategy(Strategy):
                 check_customer(levels, await customer_units(tx, levels, [request]), request)
                 domain.hold(levels, request.lines)  # raises OutOfStock / UnknownSku
                 await tx.add_reserved({line.sku: line.quantity for line in request.lines}, now_ms)
-                reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
+                reservation = domain.new_reservation(
+                    request,
+                    self.store.new_id(),
+                    now_ms,
+                    domain.backordered(levels, request.lines),
+                )
                 await tx.insert_reservations([reservation])
                 await tx.commit()
                 return ReserveOutcome(reservation, created=True)

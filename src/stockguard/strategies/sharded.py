@@ -118,6 +118,7 @@ class ShardedStrategy(Strategy):
             unknown = [sku for sku in request.skus if sku not in self._bucket_counts]
             if unknown:  # shard() just met every SKU that exists
                 return domain.UnknownSku(unknown)
+            backordered: dict[str, int] = {}
             for line in request.lines:
                 count = self._bucket_counts[line.sku]
                 if spread_out:
@@ -128,7 +129,7 @@ class ShardedStrategy(Strategy):
                         return domain.OutOfStock(short) if short else _FALL_BACK
                     taken = [(bucket, line.quantity)]
                 else:
-                    filled = await self._fill(tx, line)
+                    filled = await self._fill(tx, line, backordered)
                     if filled is None:
                         return None
                     taken = filled
@@ -137,7 +138,7 @@ class ShardedStrategy(Strategy):
                 capped = await self._cap_refusal(tx, request)
                 if capped is not None:
                     return capped
-            reservation = domain.new_reservation(request, self.store.new_id(), now_ms)
+            reservation = domain.new_reservation(request, self.store.new_id(), now_ms, backordered)
             await tx.insert_reservations([reservation])
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
             await tx.commit()
@@ -157,10 +158,20 @@ class ShardedStrategy(Strategy):
         units = await tx.customer_units(domain.capped_pairs(locked, [request]))
         return domain.customer_refusal(locked, units, request)
 
+    async def _available(self, tx: Tx, skus: Sequence[str]) -> dict[str, int]:
+        """What each SKU's buckets have, read without locks, plus what its row may still
+        hold on a backorder allowance (docs/design.md#backorders): the buckets carry the
+        shelf, the row carries the allowance."""
+        rows = await b.buckets(tx, skus)
+        available = {sku: sum(row.available for row in found) for sku, found in rows.items()}
+        for sku, level in (await tx.levels(skus)).items():
+            if level.backorder_max and sku in available:
+                available[sku] += max(level.available, 0)
+        return available
+
     async def _shortfalls(self, tx: Tx, request: ReserveRequest) -> tuple[domain.Shortfall, ...]:
         """The lines the SKUs' buckets (read without locks) cannot fill now, if any."""
-        rows = await b.buckets(tx, request.skus)
-        available = {sku: sum(row.available for row in found) for sku, found in rows.items()}
+        available = await self._available(tx, request.skus)
         return tuple(
             domain.Shortfall(line.sku, line.quantity, available.get(line.sku, 0))
             for line in request.lines
@@ -169,17 +180,27 @@ class ShardedStrategy(Strategy):
 
     async def _enough(self, tx: Tx, request: ReserveRequest) -> bool:
         """Whether the buckets, read without locks, hold enough for every line."""
-        rows = await b.buckets(tx, request.skus)
-        return all(
-            sum(row.available for row in rows.get(line.sku, [])) >= line.quantity
-            for line in request.lines
-        )
+        available = await self._available(tx, request.skus)
+        return all(available.get(line.sku, 0) >= line.quantity for line in request.lines)
 
-    async def _fill(self, tx: Tx, line: Line) -> list[tuple[int, int]] | None:
+    async def _fill(
+        self, tx: Tx, line: Line, backordered: dict[str, int]
+    ) -> list[tuple[int, int]] | None:
+        """The line's units from its locked buckets, evened out after. What they lack is
+        held on the SKU's row (locked after the buckets, the lock order of every sharded
+        writer) when its backorder allowance covers it; those units are the line's
+        backordered ones, counted in ``backordered``."""
         rows = (await b.buckets(tx, [line.sku], lock=True)).get(line.sku, [])
-        plan = b.fill(rows, line.quantity)
-        if plan is None:
-            return None
+        plan = b.fill(rows, line.quantity, partial=True)
+        assert plan is not None
+        on_row = line.quantity - sum(units for _, units in plan)
+        if on_row:
+            level = (await tx.levels([line.sku], lock=True)).get(line.sku)
+            if level is None or not level.backorder_max or level.available < on_row:
+                return None
+            whole = (await b.totals(tx, [line.sku]))[line.sku]
+            backordered[line.sku] = whole.backordered(line.quantity)
+            await tx.add_reserved({line.sku: on_row}, await tx.now_ms())
         taken = dict(plan)
         after = [
             Bucket(r.sku, r.bucket, r.on_hand, r.reserved + taken.get(r.bucket, 0)) for r in rows

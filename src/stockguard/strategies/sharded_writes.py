@@ -203,8 +203,14 @@ class ShardedWrites:
                     current_policy = await tx.policy(sku)
                     assert current_policy is not None
                     domain.check_policy_change(sku, current_policy, policy[1])
+                    totals = (await b.totals(tx, [sku]))[sku]
+                    domain.check_backorder_cut(totals, policy[0])
                     await tx.write_policy(sku, policy[0], now_ms)
-                    row = dataclasses.replace(row, safety_stock=policy[0].safety_stock)
+                    row = dataclasses.replace(
+                        row,
+                        safety_stock=policy[0].safety_stock,
+                        backorder_max=policy[0].backorder_max,
+                    )
                 if row is None:
                     if not create or expected_on_hand is not None:
                         raise domain.UnknownSku([sku])

@@ -58,7 +58,7 @@ def encode_answer(request_id: str, entry_id: str, result: Result) -> str:
             "order_id": r.order_id,
             "customer_id": r.customer_id,
             "status": r.status.value,
-            "lines": [[line.sku, line.quantity] for line in r.lines],
+            "lines": [[line.sku, line.quantity, line.backordered] for line in r.lines],
             "expires_at_ms": r.expires_at_ms,
             "created_at_ms": r.created_at_ms,
             "created": result.created,
@@ -109,7 +109,7 @@ def _result(body: Mapping[str, Any]) -> Result:
             order_id=held["order_id"],
             customer_id=held["customer_id"],
             status=Status(held["status"]),
-            lines=tuple(Line(sku, int(q)) for sku, q in held["lines"]),
+            lines=tuple(Line(sku, int(q), int(b)) for sku, q, b in held["lines"]),
             expires_at_ms=int(held["expires_at_ms"]),
             created_at_ms=int(held["created_at_ms"]),
         )

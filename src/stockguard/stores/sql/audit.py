@@ -24,7 +24,8 @@ class AuditReport:
     skus: int = 0
     violations: list[str] = field(default_factory=list)
     oversold_units: int = 0
-    """Units held or sold beyond on_hand, summed over SKUs (I1); must be 0."""
+    """Units held or sold beyond on_hand and the shop's backorder allowance, summed over
+    SKUs (I1); must be 0."""
 
     @property
     def ok(self) -> bool:
@@ -91,7 +92,7 @@ async def _bucket_violations(connection: AsyncConnection) -> list[str]:
 async def audit(store: Store) -> AuditReport:
     """Checks I1-I4 on the tables of ``store`` (a ``MemoryStore`` gives its sums)."""
     if isinstance(store, MemoryStore):
-        report = judge(*store.audit_sums())
+        report = judge(*store.audit_sums(), store.backorder_allowances())
         report.violations += cap_violations(*store.audit_caps())
         return report
     assert isinstance(store, SqlStore)
@@ -142,8 +143,16 @@ async def audit(store: Store) -> AuditReport:
                 )
             ).all()
         )
+        allowances = {
+            str(sku): int(units)
+            for sku, units in await c.execute(
+                select(t.stock_levels.c.sku, t.stock_levels.c.backorder_max).where(
+                    t.stock_levels.c.backorder_max > 0
+                )
+            )
+        }
     totals = {sku: (row.on_hand, row.reserved) for sku, row in levels.items()}
-    report = judge(totals, held, ledger, sold_lines, sales)
+    report = judge(totals, held, ledger, sold_lines, sales, allowances)
     report.violations[:0] = bucket_violations
     report.violations += cap_violations(caps, units)
     return report
@@ -197,18 +206,26 @@ def judge(
     ledger: Mapping[str, int],
     sold_lines: Mapping[str, int],
     sales: Mapping[str, int],
+    backorder_max: Mapping[str, int] | None = None,
 ) -> AuditReport:
     """I1-I4 from the sums every store can give: (on_hand, reserved) per SKU, held lines,
-    the ledger, confirmed lines and sales per SKU (``MemoryStore.audit_sums`` too)."""
+    the ledger, confirmed lines and sales per SKU (``MemoryStore.audit_sums`` too), and
+    the SKUs with a backorder allowance: I1 is ``reserved <= on_hand + backorder_max``,
+    and on_hand may be negative by no more than it (docs/design.md#backorders)."""
     report = AuditReport()
     report.skus = len(levels)
+    allowances = backorder_max or {}
     for sku, (on_hand, reserved) in sorted(levels.items()):
         row = Totals(on_hand, reserved)
-        if row.reserved < 0 or row.reserved > row.on_hand:
-            report.violations.append(f"I1 {sku}: reserved {row.reserved}, on_hand {row.on_hand}")
-            report.oversold_units += max(row.reserved - row.on_hand, 0)
-        if row.on_hand < 0:
-            report.oversold_units += -row.on_hand
+        allowed = allowances.get(sku, 0)
+        if row.reserved < 0 or row.reserved > row.on_hand + allowed:
+            report.violations.append(
+                f"I1 {sku}: reserved {row.reserved}, on_hand {row.on_hand}"
+                + (f", backorder_max {allowed}" if allowed else "")
+            )
+            report.oversold_units += max(row.reserved - row.on_hand - allowed, 0)
+        if row.on_hand < -allowed:
+            report.oversold_units += -allowed - row.on_hand
         if int(held.get(sku) or 0) != row.reserved:
             report.violations.append(
                 f"I2 {sku}: reserved {row.reserved}, held lines sum to {held.get(sku) or 0}"

@@ -253,8 +253,11 @@ def take_back(parts: Sequence[Part], quantity: int) -> list[tuple[Part, int]]:
     return plan
 
 
-def fill(rows: Sequence[Bucket], quantity: int) -> list[tuple[int, int]] | None:
-    """(bucket, units) taken in bucket order to fill ``quantity``; None if the sum is short."""
+def fill(
+    rows: Sequence[Bucket], quantity: int, *, partial: bool = False
+) -> list[tuple[int, int]] | None:
+    """(bucket, units) taken in bucket order to fill ``quantity``; None if the sum is short
+    (with ``partial``: what the buckets have, the caller holds the rest elsewhere)."""
     plan: list[tuple[int, int]] = []
     left = quantity
     for row in rows:
@@ -264,4 +267,4 @@ def fill(rows: Sequence[Bucket], quantity: int) -> list[tuple[int, int]] | None:
         if units > 0:
             plan.append((row.bucket, units))
             left -= units
-    return plan if left == 0 else None
+    return plan if left == 0 or partial else None

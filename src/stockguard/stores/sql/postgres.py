@@ -114,7 +114,7 @@ _BY_ID_LOCKED_PG = text(
     "JOIN reservations AS r ON r.id = wanted.id ORDER BY r.id FOR UPDATE OF r"
 )
 _LINES_PG = text(
-    "SELECT l.reservation_id, l.sku, l.quantity "
+    "SELECT l.reservation_id, l.sku, l.quantity, l.backordered "
     "FROM unnest(CAST(:ids AS varchar[])) AS wanted(id) "
     "JOIN reservation_lines AS l ON l.reservation_id = wanted.id"
 )
@@ -144,9 +144,9 @@ _INSERT_RESERVATIONS_PG = text(
     "CAST(:expires_at_ms AS bigint[]), CAST(:created_at_ms AS bigint[]))"
 )
 _INSERT_LINES_PG = text(
-    "INSERT INTO reservation_lines (reservation_id, sku, quantity) "
+    "INSERT INTO reservation_lines (reservation_id, sku, quantity, backordered) "
     "SELECT * FROM unnest(CAST(:reservation_id AS varchar[]), CAST(:sku AS varchar[]), "
-    "CAST(:quantity AS bigint[]))"
+    "CAST(:quantity AS bigint[]), CAST(:backordered AS bigint[]))"
 )
 
 
@@ -179,7 +179,7 @@ class PostgresTx(Tx):
             return []
         lines: dict[str, list[Line]] = {row.id: [] for row in rows}
         for line in await self.connection.execute(_LINES_PG, {"ids": list(lines)}):
-            lines[line.reservation_id].append(Line(line.sku, line.quantity))
+            lines[line.reservation_id].append(Line(line.sku, line.quantity, line.backordered))
         found = [self.reservation_of(row, lines[row.id]) for row in rows]
         if self.recorder is not None:
             self.recorder.learn(found)
@@ -259,5 +259,6 @@ class PostgresTx(Tx):
                 "reservation_id": [rid for rid, _ in lines],
                 "sku": [line.sku for _, line in lines],
                 "quantity": [line.quantity for _, line in lines],
+                "backordered": [line.backordered for _, line in lines],
             },
         )

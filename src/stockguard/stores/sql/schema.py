@@ -51,7 +51,11 @@ stock_levels = Table(
     Column("safety_stock", BigInteger, nullable=False, default=0, server_default="0"),
     Column("backorder_max", BigInteger, nullable=False, default=0, server_default="0"),
     Column("customer_max", BigInteger, nullable=True),
-    CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_never_oversold"),
+    # I1 (docs/design.md#backorders): on_hand goes below 0 only by what the shop allowed.
+    CheckConstraint(
+        "reserved >= 0 AND reserved <= on_hand + backorder_max AND backorder_max >= 0",
+        name="ck_stock_never_oversold",
+    ),
     CheckConstraint(f"on_hand <= {domain.ON_HAND_MAX}", name="ck_stock_on_hand_max"),
     **_MYSQL,
 )
@@ -102,6 +106,8 @@ reservation_lines = Table(
     Column("reservation_id", String(36), ForeignKey("reservations.id"), primary_key=True),
     Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
     Column("quantity", BigInteger, nullable=False),
+    # Units of the line held beyond the physical stock (docs/design.md#backorders).
+    Column("backordered", BigInteger, nullable=False, default=0, server_default="0"),
     CheckConstraint("quantity > 0", name="ck_line_quantity_positive"),
     Index("ix_reservation_lines_sku", "sku"),
     **_MYSQL,

@@ -142,7 +142,7 @@ class Tx:
             for row in await self.connection.execute(
                 select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
             ):
-                lines[row.reservation_id].append(Line(row.sku, row.quantity))
+                lines[row.reservation_id].append(Line(row.sku, row.quantity, row.backordered))
         return lines
 
     async def now_ms(self) -> int:
@@ -163,6 +163,7 @@ class Tx:
                     t.stock_levels.c.version,
                     t.stock_levels.c.safety_stock,
                     t.stock_levels.c.customer_max,
+                    t.stock_levels.c.backorder_max,
                 )
                 .where(t.stock_levels.c.sku.in_(chunk))
                 .order_by(t.stock_levels.c.sku)
@@ -177,6 +178,7 @@ class Tx:
                     row.version,
                     row.safety_stock,
                     None if row.customer_max is None else int(row.customer_max),
+                    row.backorder_max,
                 )
         return found
 
@@ -238,9 +240,11 @@ class Tx:
 
     async def add_reserved_if_available(self, sku: str, quantity: int, now_ms: int) -> bool:
         """docs/design.md#conditional: holds only if enough is available, safety stock
-        kept out (docs/design.md#safety-stock). A SKU with a per-customer cap updates no
-        row here: the caller then decides it on the locked row (``customer_max IS NULL``
-        is in the same statement, so a SKU without a cap costs nothing more)."""
+        kept out (docs/design.md#safety-stock). A SKU with a per-customer cap or a
+        backorder allowance updates no row here: the caller then decides it on the locked
+        row (both tests are in the same statement, so a SKU without them costs nothing
+        more), where the units a hold puts on backorder can be told
+        (docs/design.md#backorders)."""
         c = t.stock_levels.c
         result = await self.connection.execute(
             update(t.stock_levels)
@@ -248,6 +252,7 @@ class Tx:
                 c.sku == sku,
                 c.on_hand - c.reserved - c.safety_stock >= quantity,
                 c.customer_max.is_(None),
+                c.backorder_max == 0,
             )
             .values(
                 reserved=t.stock_levels.c.reserved + quantity,
@@ -396,7 +401,12 @@ class Tx:
         await self.connection.execute(
             insert(t.reservation_lines),
             [
-                {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+                {
+                    "reservation_id": r.id,
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "backordered": line.backordered,
+                }
                 for r in reservations
                 for line in r.lines
             ],
@@ -502,15 +512,17 @@ class Tx:
         """A partial release's lines: each given-back line shrinks by its quantity, and a
         line reaching 0 is deleted (the schema has no 0-unit line). ``reserved`` is the
         caller's next statement; the recorder hears of it here, where every store does."""
-        left = {
-            line.sku: line.quantity for line in domain.remaining_lines(reservation.lines, given)
-        }
+        left = {line.sku: line for line in domain.remaining_lines(reservation.lines, given)}
         c = t.reservation_lines.c
         for line in sorted(given, key=lambda line: line.sku):
             where = (c.reservation_id == reservation.id, c.sku == line.sku)
             if line.sku in left:
                 await self.connection.execute(
-                    update(t.reservation_lines).where(*where).values(quantity=left[line.sku])
+                    update(t.reservation_lines)
+                    .where(*where)
+                    .values(
+                        quantity=left[line.sku].quantity, backordered=left[line.sku].backordered
+                    )
                 )
             else:
                 await self.connection.execute(delete(t.reservation_lines).where(*where))
@@ -536,7 +548,7 @@ class Tx:
             for line in await self.connection.execute(
                 select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
             ):
-                lines[line.reservation_id].append(Line(line.sku, line.quantity))
+                lines[line.reservation_id].append(Line(line.sku, line.quantity, line.backordered))
         found = [self.reservation_of(row, lines[row.id]) for row in rows]
         if self.recorder is not None:
             self.recorder.learn(found)
