@@ -57,18 +57,11 @@ def assert_sound(result: FaultResult) -> None:
     assert report.oversold_units == 0
 
 
-LOSS_CHECKS = {"lost", "bounds", "replay", "ended-once"}
-"""What a lost acknowledged write shows as: missing (``lost``), fewer units held than
-acknowledged (``bounds``), a replay of a lost order answered as a new hold (``replay``),
-a hold persisted but its lost confirm or release not (``ended-once``)."""
-
-
 def assert_within_loss_bound(result: FaultResult) -> None:
     """A run allowed to lose acknowledged writes (Redis without AOF, docs/durability.md):
-    no more than its bound, nothing oversold, the SQL tables and their audit sound, and
-    every anomaly one a lost write explains."""
-    report = result.report
-    assert report.acknowledged_lost <= result.loss_bound, (report.summary(), result.loss_bound)
-    assert report.oversold_units == 0
-    unexplained = set(report.by_check()) - (LOSS_CHECKS if report.acknowledged_lost else set())
-    assert not unexplained, (report.summary(), report.anomalies[:20])
+    ``FaultResult.within_loss_bound``."""
+    assert result.within_loss_bound(), (
+        result.report.summary(),
+        result.loss_bound,
+        result.report.anomalies[:20],
+    )

@@ -57,6 +57,9 @@ async def test_two_workers_killed_once_mid_load_and_once_inside_an_expiry_sweep(
     assert result.injections == 2
     assert any("inside an expiry sweep" in note for note in result.notes), result.notes
     assert_sound(result)
+    swept = [r for r in result.final.reservations.values() if r["order_id"].startswith("sweep-")]
+    assert swept, "the harness's due holds"
+    assert {r["status"] for r in swept} == {"expired"}, swept
 
 
 async def test_postgres_stopped_immediately_and_restarted(fault_run: RunFault) -> None:
@@ -134,40 +137,51 @@ async def test_one_of_two_serves_partitioned_from_the_database(fault_run: RunFau
 
 
 MATRIX = [
-    ("none", "postgres", "coalescing", 1),
-    ("db-reset", "postgres", "conditional", 1),
-    ("db-reset", "postgres", "coalescing", 1),
-    ("db-reset", "postgres", "sharded", 1),
-    ("db-reset", "mysql", "conditional", 1),
-    ("db-reset", "mysql", "coalescing", 1),
-    ("db-reset", "mysql", "optimistic", 1),
-    ("db-reset", "postgres", "queue", 1),
-    ("db-latency", "postgres", "coalescing", 1),
-    ("db-latency", "mysql", "pessimistic", 1),
-    ("serve-kill", "sqlite", "coalescing", 1),
-    ("serve-kill", "postgres", "coalescing", 2),
-    ("serve-kill", "mysql", "sharded", 2),
-    ("serve-kill", "postgres", "redis", 1),
-    ("pg-restart", "postgres", "coalescing", 1),
-    ("pg-restart", "postgres", "conditional", 1),
-    ("redis-restart", "postgres", "redis", 1),
-    ("disk-full", "sqlite", "coalescing", 1),
-    ("disk-full", "sqlite", "pessimistic", 1),
-    ("partition", "postgres", "coalescing", 1),
-    ("partition", "mysql", "conditional", 1),
+    ("none", "postgres", "coalescing", 1, ""),
+    ("db-reset", "postgres", "conditional", 1, ""),
+    ("db-reset", "postgres", "coalescing", 1, ""),
+    ("db-reset", "postgres", "sharded", 1, ""),
+    ("db-reset", "mysql", "conditional", 1, ""),
+    ("db-reset", "mysql", "coalescing", 1, ""),
+    ("db-reset", "mysql", "optimistic", 1, ""),
+    ("db-reset", "postgres", "queue", 1, ""),
+    ("db-latency", "postgres", "coalescing", 1, ""),
+    ("db-latency", "mysql", "pessimistic", 1, ""),
+    ("serve-kill", "sqlite", "coalescing", 1, ""),
+    ("serve-kill", "postgres", "coalescing", 2, ""),
+    ("serve-kill", "postgres", "coalescing", 2, "sweep"),
+    ("serve-kill", "mysql", "sharded", 2, ""),
+    ("serve-kill", "postgres", "redis", 1, ""),
+    ("pg-restart", "postgres", "coalescing", 1, ""),
+    ("pg-restart", "postgres", "conditional", 1, ""),
+    ("redis-restart", "postgres", "redis", 1, "aof-always"),
+    ("redis-restart", "postgres", "redis", 1, "aof-everysec"),
+    ("redis-restart", "postgres", "redis", 1, "aof-no"),
+    ("persister-kill", "postgres", "redis", 1, ""),
+    ("disk-full", "sqlite", "coalescing", 1, ""),
+    ("disk-full", "sqlite", "pessimistic", 1, ""),
+    ("partition", "postgres", "coalescing", 1, ""),
+    ("partition", "mysql", "conditional", 1, ""),
 ]
+"""fault, backend, strategy, serve --workers, variant (``sweep``: every second kill inside
+an expiry sweep; ``aof-*``: the own redis-server's persistence)."""
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize(("fault", "backend", "strategy", "workers"), MATRIX)
+@pytest.mark.parametrize(("fault", "backend", "strategy", "workers", "variant"), MATRIX)
 async def test_fault_matrix(
-    fault_run: RunFault, fault: str, backend: str, strategy: str, workers: int
+    fault_run: RunFault, fault: str, backend: str, strategy: str, workers: int, variant: str
 ) -> None:
     plan = LoadPlan(clients=8, ops_per_client=60)
-    every = {"serve-kill": 120, "pg-restart": 120, "redis-restart": 120, "disk-full": 120}
+    every = {"serve-kill": 120, "pg-restart": 120, "redis-restart": 120, "disk-full": 120,
+             "persister-kill": 120}  # fmt: skip
     result = await fault_run(
         FaultRun(fault, backend, strategy, workers, plan, interval_s=1.0,
-                 interval_ops=every.get(fault, 40))
+                 interval_ops=every.get(fault, 40), sweep_kills=variant == "sweep",
+                 aof=variant.removeprefix("aof-") if variant.startswith("aof-") else "always")
     )  # fmt: skip
     assert fault == "none" or result.injections >= 1
-    assert_sound(result)
+    if variant == "aof-no":
+        assert_within_loss_bound(result)
+    else:
+        assert_sound(result)
