@@ -36,7 +36,7 @@ async def test_policy_reads_defaults_writes_all_fields_and_refuses_a_stale_expec
     assert changed.value.current == wanted
     assert await engine.get_policy("P") == wanted
     with pytest.raises(domain.InvalidInput):
-        await engine.set_policy("P", domain.Policy(backorder_max=5))
+        await engine.set_policy("P", domain.Policy(backorder_max=-5))
     with pytest.raises(domain.UnknownSku):
         await engine.set_policy("NOPE", wanted)
     await engine.set_policy("P", domain.Policy())  # no expected: unconditional

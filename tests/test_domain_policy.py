@@ -21,8 +21,9 @@ customers = st.sampled_from(["c1", "c2", "c3", None])
 def levels(draw: st.DrawFn) -> dict[str, StockLevel]:
     found = {}
     for sku in ("A", "B", "C"):
-        on_hand = draw(st.integers(0, 40))
-        reserved = draw(st.integers(0, on_hand))
+        backorder_max = draw(st.sampled_from([0, 0, 5, 30]))
+        on_hand = draw(st.integers(-backorder_max, 40))
+        reserved = draw(st.integers(0, on_hand + backorder_max))
         found[sku] = StockLevel(
             sku,
             on_hand,
@@ -30,6 +31,7 @@ def levels(draw: st.DrawFn) -> dict[str, StockLevel]:
             0,
             draw(st.integers(0, 20)),
             draw(st.one_of(st.none(), st.integers(0, 6))),
+            backorder_max,
         )
     return found
 
@@ -71,6 +73,45 @@ def test_in_order_decisions_never_take_safety_stock_nor_pass_a_cap(
     for (_, sku), units in per_customer.items():
         cap = levels[sku].customer_max
         assert cap is None or units <= cap
+
+
+def _beyond_shelf(level: StockLevel) -> int:
+    """Units held beyond on_hand less safety stock: what backordered lines must add up to."""
+    return max(level.reserved - (level.on_hand - level.safety_stock), 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(levels=levels(), batch=requests())
+def test_backorders_are_bounded_and_every_unit_beyond_the_shelf_is_told(
+    levels: dict[str, StockLevel], batch: list[ReserveRequest]
+) -> None:
+    """docs/design.md#backorders: no batch takes reserved past on_hand + backorder_max (I1),
+    a SKU without an allowance never backorders, and the backordered units the granted
+    requests were told add up, per SKU, to exactly how far the batch went beyond the
+    shelf: none is counted twice and none is missed, whatever the order."""
+    after, decisions = domain.decide_in_order(levels, batch, {})
+    told: Counter[str] = Counter()
+    for decision in decisions:
+        if not decision.held:
+            assert not decision.backordered
+            continue
+        quantities = {line.sku: line.quantity for line in decision.request.lines}
+        for sku, units in decision.backordered.items():
+            assert 0 < units <= quantities[sku]
+            assert levels[sku].backorder_max > 0
+            told[sku] += units
+    for sku, level in levels.items():
+        assert after[sku].reserved <= max(level.on_hand + level.backorder_max, level.reserved)
+        assert told[sku] == _beyond_shelf(after[sku]) - _beyond_shelf(level)
+
+
+def test_backordered_units_of_one_hold_straddle_the_shelf_edge() -> None:
+    level = StockLevel("A", 3, 1, 0, 0, None, 10)  # 2 on the shelf, 10 allowed beyond
+    assert [level.backordered(q) for q in (1, 2, 3, 5)] == [0, 0, 1, 3]
+    assert level.available == 12
+    owed = StockLevel("A", -4, 2, 0, 0, None, 10)  # 4 sold beyond, 2 more held beyond
+    assert owed.backordered(1) == 1
+    assert owed.available == 4
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,7 +194,7 @@ def test_validate_policy_refuses_every_out_of_range_field(
     policy = Policy(safety, backorder, cap, threshold)
     valid = (
         safety >= 0
-        and backorder == 0
+        and backorder >= 0
         and (cap is None or cap >= 0)
         and (threshold is None or threshold >= 0)
     )

@@ -47,7 +47,8 @@ async def test_policy_refusals_are_problems(api: Api) -> None:
         {"safety_stock": -1},
         {"safety_stock": "3"},
         {"customer_max": 1.5},
-        {"backorder_max": 1},
+        {"backorder_max": -1},
+        {"backorder_max": 10**12 + 1},
         {"low_stock_threshold": -2},
         {"colour": "red"},
         {"expected": {"safety_stock": -1}},
@@ -77,3 +78,36 @@ async def test_holds_past_a_cap_or_without_a_customer_are_problems(api: Api) -> 
         await api.reserve("o-5", {"CAP": 2}, customer_id="carol"), 409, "out-of-stock"
     )
     assert short["shortfalls"] == [{"sku": "CAP", "requested": 2, "available": 1}]
+
+
+async def test_a_backordered_hold_says_so_and_its_sale_takes_on_hand_below_zero(api: Api) -> None:
+    """docs/design.md#backorders over HTTP: 1 on hand and 2 allowed beyond; a hold of 3
+    has 2 backordered (in its answer, its replay and its GET), confirming it leaves
+    on_hand at -2, and cutting the allowance below what is owed is 409 below-reserved."""
+    await api.set_stock("BO", 1)
+    policy = await api.client.put(
+        "/v1/stock/BO/policy", json={"backorder_max": 2}, headers=api.admin
+    )
+    assert policy.status_code == 200, policy.text
+    assert (await api.stock("BO"))["available"] == 3
+
+    held = await api.reserve("bo-1", {"BO": 3})
+    assert held.status_code == 201, held.text
+    assert held.json()["items"] == [{"sku": "BO", "quantity": 3, "backordered": 2}]
+    replay = await api.reserve("bo-1", {"BO": 3})
+    assert replay.status_code == 200 and replay.json()["items"] == held.json()["items"]
+    read = await api.client.get(f"/v1/reservations/{held.json()['id']}")
+    assert read.json()["items"] == held.json()["items"]
+    short = assert_problem(await api.reserve("bo-2", {"BO": 1}), 409, "out-of-stock")
+    assert short["shortfalls"] == [{"sku": "BO", "requested": 1, "available": 0}]
+
+    cut = await api.client.put("/v1/stock/BO/policy", json={}, headers=api.admin)
+    assert_problem(cut, 409, "below-reserved")
+    confirmed = await api.client.post(f"/v1/reservations/{held.json()['id']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    stock = await api.stock("BO")
+    assert (stock["on_hand"], stock["reserved"], stock["available"]) == (-2, 0, 0)
+    # A plain SKU's items say 0.
+    await api.set_stock("PLAIN", 5)
+    plain = await api.reserve("plain-1", {"PLAIN": 1})
+    assert plain.json()["items"] == [{"sku": "PLAIN", "quantity": 1, "backordered": 0}]

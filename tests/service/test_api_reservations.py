@@ -31,7 +31,7 @@ async def test_reserve_holds_stock_and_answers_201_with_the_reservation(api: Api
     assert body["order_id"] == "order-1"
     assert body["customer_id"] == "customer-7"
     assert body["status"] == "held"
-    assert body["items"] == [{"sku": "TEE-S-RED", "quantity": 3}]
+    assert body["items"] == [{"sku": "TEE-S-RED", "quantity": 3, "backordered": 0}]
     held_for = parse_time(body["expires_at"]) - parse_time(body["created_at"])
     assert held_for == timedelta(seconds=600)
     assert await api.stock("TEE-S-RED") == {
