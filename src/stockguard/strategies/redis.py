@@ -258,8 +258,17 @@ class RedisStrategy(Strategy):
     async def set_policy(
         self, sku: str, policy: domain.Policy, expected: domain.Policy | None
     ) -> domain.Policy:
-        """Redis first (reserve.lua decides with its safety stock and cap), then SQL, each
-        compare-and-set against the policy SQL showed (the engine settled first).
+        """Redis (reserve.lua decides with its safety stock, cap and backorder allowance)
+        and SQL, each compare-and-set against the policy SQL showed (the engine settled
+        first).
+
+        The order follows the backorder allowance, because SQL's I1 CHECK
+        (``reserved <= on_hand + backorder_max``) judges every batch the persister writes
+        (docs/design.md#backorders): SQL's allowance must never be below one Redis sold
+        on. A raise goes to SQL first, then Redis (put back in SQL if Redis refuses); a
+        cut to Redis first, where the script refuses it below what is held, then SQL once
+        the persister has caught up with every hold decided on the larger allowance.
+        Anything else, Redis first as before.
 
         A cap newly set starts from the customers' counts in SQL (held + confirmed) as
         of this moment: a hold of this SKU in the few milliseconds between that read and
@@ -270,10 +279,23 @@ class RedisStrategy(Strategy):
         counts: dict[str, int] = {}
         if policy.customer_max is not None and current.customer_max is None:
             counts = await customer_counts(self.store, sku)
+        if policy.backorder_max > current.backorder_max:
+            written = await self.store.set_policy(sku, policy, current)
+            try:
+                await self.holds.set_policy(sku, policy, current, counts)
+            except domain.StockguardError as refused:
+                with contextlib.suppress(domain.StockguardError):
+                    await self.store.set_policy(sku, current, policy)
+                if isinstance(refused, domain.PolicyChanged):
+                    raise domain.PolicyChanged(sku, await self.store.get_policy(sku)) from None
+                raise
+            return written
         try:
             await self.holds.set_policy(sku, policy, current, counts)
         except domain.PolicyChanged:
             raise domain.PolicyChanged(sku, await self.store.get_policy(sku)) from None
+        if policy.backorder_max < current.backorder_max:
+            await self.settle()
         return await self.store.set_policy(sku, policy, current)
 
     async def create_product(self, spec: ProductSpec) -> Product:

@@ -1,7 +1,10 @@
 """How domain values are written into Redis strings and read back. Pure, no I/O.
 
 Lines are ``SKU<TAB>qty`` joined by newlines: SKUs never hold control characters
-(``domain.validate_sku``), and the Lua scripts parse this form with one pattern.
+(``domain.validate_sku``), and the Lua scripts parse this form with one pattern. A hold's
+backordered units (docs/design.md#backorders) travel beside its lines in the same form,
+``SKU<TAB>units`` for the lines that have any, so the lines' text (what a replay compares,
+what every script parses) is the same with or without backorders.
 """
 
 from __future__ import annotations
@@ -30,8 +33,39 @@ def decode_lines(text: str) -> tuple[Line, ...]:
 
 
 def decode_after(text: str) -> dict[str, int]:
-    """``SKU<TAB>on_hand_after`` rows of a confirm event."""
-    return {line.sku: line.quantity for line in decode_lines(text)}
+    """``SKU<TAB>on_hand_after`` rows of a confirm event; signed: confirming backordered
+    units takes on_hand below 0 (docs/design.md#backorders)."""
+    after: dict[str, int] = {}
+    if not text:
+        return after
+    for row in text.split("\n"):
+        sku, _, value = row.partition("\t")
+        if not sku or not value.removeprefix("-").isdigit():
+            raise ValueError(f"malformed on_hand after {row!r}")
+        after[sku] = int(value)
+    return after
+
+
+def encode_backordered(lines: Iterable[Line]) -> str:
+    """The backordered units of ``lines`` (only those with any), '' when none: the
+    ``backordered`` field reserve.lua writes."""
+    return "\n".join(
+        f"{line.sku}\t{line.backordered}" for line in sorted(lines, key=_sku) if line.backordered
+    )
+
+
+def with_backordered(lines: tuple[Line, ...], text: str | None) -> tuple[Line, ...]:
+    """``lines`` with the units ``text`` (a ``backordered`` field, absent or '' when no
+    line has any) says are backordered; a SKU the lines do not hold is malformed."""
+    if not text:
+        return lines
+    beyond = {line.sku: line.quantity for line in decode_lines(text)}
+    if not beyond.keys() <= {line.sku for line in lines}:
+        raise ValueError(f"backordered units of SKUs not held: {text!r}")
+    return tuple(
+        Line(line.sku, line.quantity, beyond[line.sku]) if line.sku in beyond else line
+        for line in lines
+    )
 
 
 def _sku(line: Line) -> str:
@@ -49,21 +83,22 @@ def reservation_from_hash(reservation_id: str, fields: Mapping[str, str]) -> Res
         order_id=fields["order_id"],
         customer_id=fields.get("customer_id") or None,
         status=Status(fields["status"]),
-        lines=decode_lines(fields["lines"]),
+        lines=with_backordered(decode_lines(fields["lines"]), fields.get("backordered")),
         expires_at_ms=int(fields["expires_at"]),
         created_at_ms=int(fields["created_at"]),
     )
 
 
 def level_from(sku: str, values: Sequence[str | None]) -> StockLevel:
-    """``[on_hand, reserved, version]`` as read by HMGET, then optionally ``safety`` and
-    ``cap`` (absent on a SKU without that policy)."""
+    """``[on_hand, reserved, version]`` as read by HMGET, then optionally ``safety``,
+    ``cap`` and ``backorder`` (absent on a SKU without that policy)."""
     on_hand, reserved, version = values[:3]
     assert on_hand is not None
     assert reserved is not None
     assert version is not None
     safety = values[3] if len(values) > 3 else None
     cap = values[4] if len(values) > 4 else None
+    backorder = values[5] if len(values) > 5 else None
     return StockLevel(
         sku,
         int(on_hand),
@@ -71,6 +106,7 @@ def level_from(sku: str, values: Sequence[str | None]) -> StockLevel:
         int(version),
         int(safety or 0),
         None if cap is None else int(cap),
+        int(backorder or 0),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import Line, Reservation, Status
-from stockguard.stores.redis.codec import StreamId, decode_after, decode_lines
+from stockguard.stores.redis.codec import StreamId, decode_after, decode_lines, with_backordered
 
 
 class PoisonEvent(ValueError):
@@ -119,7 +119,8 @@ def _parse(entry_id: StreamId, fields: Mapping[str, str]) -> Event:
                 order_id=fields["order_id"],
                 customer_id=fields.get("customer_id") or None,
                 status=Status.HELD,
-                lines=_lines(fields["lines"]),
+                # Present only when some line went on backorder (docs/design.md#backorders).
+                lines=with_backordered(_lines(fields["lines"]), fields.get("backordered")),
                 expires_at_ms=int(fields["expires_at"]),
                 created_at_ms=int(fields["at"]),
             ),

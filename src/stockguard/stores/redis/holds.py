@@ -31,6 +31,7 @@ from stockguard.stores.redis.codec import (
     level_from,
     pairs,
     reservation_from_hash,
+    with_backordered,
 )
 from stockguard.stores.redis.keys import KeyLayout
 from stockguard.stores.redis.pipeliner import Pipeliner
@@ -108,7 +109,9 @@ class RedisHolds:
                 request.order_id,
                 request.customer_id,
                 Status.HELD,
-                request.lines,
+                # The units the script put on the backorder allowance ('' for none:
+                # docs/design.md#backorders).
+                with_backordered(request.lines, reply[3]),
                 expires_at_ms,
                 created_at_ms,
             )
@@ -244,7 +247,7 @@ class RedisHolds:
         )
         if reply[0] == "unknown":
             raise domain.UnknownSku([sku])
-        level = level_from(sku, reply[1:4])
+        level = level_from(sku, reply[1:7])
         if reply[0] == "changed":
             assert expected_on_hand is not None
             raise domain.StockChanged(level, expected_on_hand)
@@ -258,13 +261,18 @@ class RedisHolds:
         policy: domain.Policy,
         expected: domain.Policy | None,
         counts: Mapping[str, int],
-    ) -> tuple[int, int | None]:
-        """Writes the fields reserve.lua decides with (safety stock, cap) if they are
-        still ``expected``'s; ``counts`` (customer -> units, from SQL) start the SKU's
-        customer counts when its cap is newly set. Returns the fields as they were."""
+    ) -> tuple[int, int | None, int]:
+        """Writes the fields reserve.lua decides with (safety stock, cap, backorder
+        allowance) if they are still ``expected``'s; ``counts`` (customer -> units, from
+        SQL) start the SKU's customer counts when its cap is newly set. An allowance cut
+        below the units held beyond on_hand is refused (``BelowReserved``, decided in the
+        script: docs/design.md#backorders). Returns the fields as they were."""
         k = self.keys
         expected_text = (
-            "" if expected is None else f"{expected.safety_stock}\t{_text(expected.customer_max)}"
+            ""
+            if expected is None
+            else f"{expected.safety_stock}\t{_text(expected.customer_max)}"
+            f"\t{expected.backorder_max}"
         )
         flat = [value for customer, units in counts.items() for value in (customer, str(units))]
         reply = await self._run(
@@ -276,14 +284,27 @@ class RedisHolds:
                 expected_text,
                 str(policy.safety_stock),
                 _text(policy.customer_max),
+                str(policy.backorder_max),
                 *flat,
             ],
         )
         if reply[0] == "unknown":
             raise domain.UnknownSku([sku])
-        before = (int(reply[1]), None if reply[2] == "" else int(reply[2]))
+        before = (int(reply[1]), None if reply[2] == "" else int(reply[2]), int(reply[3]))
         if reply[0] == "changed":
             raise domain.PolicyChanged(sku, before)
+        if reply[0] == "below":
+            level = StockLevel(
+                sku,
+                int(reply[4]),
+                int(reply[5]),
+                0,
+                before[0],
+                before[1],
+                before[2],
+            )
+            domain.check_backorder_cut(level, policy)  # raises: the script's verdict
+            raise AssertionError(f"policy.lua refused a cut the domain allows: {reply!r}")
         return before
 
     async def adjust(self, sku: str, delta: int, reason: str) -> StockLevel:
@@ -295,9 +316,9 @@ class RedisHolds:
         )
         if reply[0] == "unknown":
             raise domain.UnknownSku([sku])
-        level = level_from(sku, reply[1:4])
+        level = level_from(sku, reply[1:7])
         if reply[0] == "below":
-            raise domain.BelowReserved(level, int(reply[4]))
+            raise domain.BelowReserved(level, int(reply[7]))
         if reply[0] == "too-much":
             raise domain.InvalidInput("on_hand", f"must be at most {domain.ON_HAND_MAX}")
         return level

@@ -68,7 +68,9 @@ class KeyLayout:
         return f"{self.tag}:s:"
 
     def stock(self, sku: str) -> str:
-        """Hash ``on_hand``, ``reserved``, ``version`` of one SKU."""
+        """Hash ``on_hand``, ``reserved``, ``version`` of one SKU, and the policy fields
+        reserve.lua decides with where the SKU has them: ``safety``, ``cap``,
+        ``backorder`` (docs/design.md#stock-policy, docs/design.md#backorders)."""
         return self.stock_prefix + sku
 
     def customers(self, sku: str) -> str:

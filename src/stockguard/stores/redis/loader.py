@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from stockguard import domain
 from stockguard.domain import Status
 from stockguard.stores.redis.client import RedisClients, delete_matching, unavailable_on_error
-from stockguard.stores.redis.codec import encode_lines
+from stockguard.stores.redis.codec import encode_backordered, encode_lines
 from stockguard.stores.redis.keys import PERSIST_GROUP, KeyLayout
 from stockguard.stores.redis.lease import Lease
 from stockguard.stores.redis.sql_apply import read_offset, start_epoch
@@ -139,6 +139,8 @@ def level_fields(row: Any) -> dict[Any, Any]:
         fields["safety"] = row.safety_stock
     if row.customer_max is not None:
         fields["cap"] = row.customer_max
+    if row.backorder_max:  # docs/design.md#backorders; absent = 0, like safety
+        fields["backorder"] = row.backorder_max
     return fields
 
 
@@ -168,18 +170,21 @@ def write_held(pipe: Any, keys: KeyLayout, reservation: domain.Reservation) -> N
     """The Redis copy of a held reservation: its hash and its place in the expiry index.
 
     The one writer of that layout outside the Lua scripts (load and reconcile share it).
+    ``backordered`` only when some line has any, as reserve.lua writes it
+    (docs/design.md#backorders).
     """
-    pipe.hset(
-        keys.reservation(reservation.id),
-        mapping={
-            "order_id": reservation.order_id,
-            "customer_id": reservation.customer_id or "",
-            "status": Status.HELD.value,
-            "lines": encode_lines(reservation.lines),
-            "expires_at": reservation.expires_at_ms,
-            "created_at": reservation.created_at_ms,
-        },
-    )
+    fields: dict[Any, Any] = {
+        "order_id": reservation.order_id,
+        "customer_id": reservation.customer_id or "",
+        "status": Status.HELD.value,
+        "lines": encode_lines(reservation.lines),
+        "expires_at": reservation.expires_at_ms,
+        "created_at": reservation.created_at_ms,
+    }
+    backordered = encode_backordered(reservation.lines)
+    if backordered:
+        fields["backordered"] = backordered
+    pipe.hset(keys.reservation(reservation.id), mapping=fields)
     pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
 
 

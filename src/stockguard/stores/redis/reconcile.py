@@ -13,6 +13,9 @@
   deltas, so traffic that ran after the snapshot is kept; holds missing in Redis are
   recreated from SQL or the tail, holds only Redis knows are dropped (no answered hold
   can be among them: the script that answered appended its event in the same step).
+  The policy fields reserve.lua decides with (safety stock, cap, backorder allowance)
+  are compared too and set from SQL's row: no event carries them, and both stores agree
+  on them once an admin write returns (run reconcile at rest, not during policy writes).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ from stockguard.stores.redis.sql_apply import read_offset
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.store import SqlStore
 
+Policy = tuple[int, int | None, int]
+"""(safety_stock, customer_max, backorder_max): the policy fields in a stock hash."""
+NO_POLICY: Policy = (0, None, 0)
+
 
 @dataclass
 class View:
@@ -54,6 +61,9 @@ class View:
     levels: dict[str, tuple[int, int]] = field(default_factory=dict)
     """sku → (on_hand, reserved)"""
     held: dict[str, Reservation] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    """sku → its policy fields, where they are not all default (docs/design.md#backorders:
+    a lost ``backorder`` field would refuse holds SQL allows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +128,7 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
         elif isinstance(event, ProductCreated):
             for variant in event.variants:
                 levels[variant.sku] = (variant.on_hand, 0)
-    return View(levels, held)
+    return View(levels, held, dict(sql.policies))
 
 
 def differences(redis: View, wanted: View) -> list[Difference]:
@@ -127,6 +137,11 @@ def differences(redis: View, wanted: View) -> list[Difference]:
         have, want = redis.levels.get(sku), wanted.levels.get(sku)
         if have != want:
             found.append(Difference(f"sku {sku}", _level(have), _level(want)))
+    for sku in sorted(set(redis.levels) & set(wanted.levels)):
+        have_policy = redis.policies.get(sku, NO_POLICY)
+        want_policy = wanted.policies.get(sku, NO_POLICY)
+        if have_policy != want_policy:
+            found.append(Difference(f"policy {sku}", _policy(have_policy), _policy(want_policy)))
     for rid in sorted(set(redis.held) | set(wanted.held)):
         if (rid in redis.held) != (rid in wanted.held):
             found.append(
@@ -141,6 +156,11 @@ def differences(redis: View, wanted: View) -> list[Difference]:
 
 def _level(level: tuple[int, int] | None) -> str:
     return "absent" if level is None else f"on_hand {level[0]}, reserved {level[1]}"
+
+
+def _policy(policy: Policy) -> str:
+    safety, cap, backorder = policy
+    return f"safety_stock {safety}, customer_max {cap}, backorder_max {backorder}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +210,9 @@ async def _pictures(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> 
         sql = View()
         for row in await tx.connection.execute(select(t.stock_levels)):
             sql.levels[row.sku] = (int(row.on_hand), int(row.reserved))
+            policy = _row_policy(row)
+            if policy != NO_POLICY:
+                sql.policies[row.sku] = policy
         held_rows = (
             await tx.connection.execute(
                 select(t.reservations).where(t.reservations.c.status == Status.HELD.value)
@@ -203,9 +226,12 @@ async def _pictures(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> 
         )
     epoch, levels, held, newest = snapshot
     redis = View()
-    for sku, on_hand, reserved, _version in levels:
+    for sku, on_hand, reserved, _version, safety, cap, backorder in levels:
         if on_hand != "":
             redis.levels[sku] = (int(on_hand), int(reserved))
+            policy = (int(safety or 0), None if cap == "" else int(cap), int(backorder or 0))
+            if policy != NO_POLICY:
+                redis.policies[sku] = policy
     for rid, status, lines, expires_at in held:
         if status == Status.HELD.value:
             redis.held[rid] = Reservation(
@@ -253,11 +279,16 @@ async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: V
 
 
 async def _repair_policies(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> None:
-    """SQL's safety stock and caps onto the stock hashes a repair touched or recreated
-    (policy writes go to Redis first, then SQL, so SQL's is the one both agreed on)."""
+    """SQL's safety stock, caps and backorder allowances onto the stock hashes a repair
+    touched or recreated (a policy write ends in SQL whichever store it starts in, so
+    SQL's is the one both agreed on: strategies/redis.py ``set_policy``)."""
     c = t.stock_levels.c
     async with store.transaction(read_only=True) as tx:
-        rows = (await tx.connection.execute(select(c.sku, c.safety_stock, c.customer_max))).all()
+        rows = (
+            await tx.connection.execute(
+                select(c.sku, c.safety_stock, c.customer_max, c.backorder_max)
+            )
+        ).all()
     pipe = clients.commands.pipeline(transaction=False)
     for row in rows:
         key = keys.stock(row.sku)
@@ -269,7 +300,20 @@ async def _repair_policies(clients: RedisClients, store: SqlStore, keys: KeyLayo
             pipe.hset(key, "cap", int(row.customer_max))
         else:
             pipe.hdel(key, "cap")
+        if row.backorder_max:
+            pipe.hset(key, "backorder", int(row.backorder_max))
+        else:
+            pipe.hdel(key, "backorder")
     await pipe.execute()
+
+
+def _row_policy(row: Any) -> Policy:
+    """A ``stock_levels`` row's policy fields, as a stock hash holds them."""
+    return (
+        int(row.safety_stock),
+        None if row.customer_max is None else int(row.customer_max),
+        int(row.backorder_max),
+    )
 
 
 def _recreate(pipe: Any, keys: KeyLayout, reservation: Reservation) -> None:

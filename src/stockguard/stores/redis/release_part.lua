@@ -2,13 +2,17 @@
 -- past expiry it writes expired; a SKU the hold does not hold, or more units than it
 -- holds, writes nothing (Python names the error); giving back every unit left is a full
 -- release; otherwise the lines shrink (a line at 0 goes) and `reserved` drops by the units.
+-- Units given back leave a line's backordered part first (domain.remaining_lines,
+-- docs/design.md#backorders): the hold's `backordered` field shrinks with it, and goes
+-- when no line has any left.
 -- KEYS: 1 load marker, 2 reservation key, 3 due index, 4 event stream
 -- ARGV: 1 reservation id, 2 stock key prefix, 3 ms to keep the reservation after it ends,
 --       4 lines to give back ('SKU\tqty' joined by '\n', each SKU once)
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
-local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'customer_id')
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'customer_id',
+  'backordered')
 if not found[1] then
   return {'missing'}
 end
@@ -47,6 +51,24 @@ if found[1] == 'held' then
       uncount(ARGV[2], found[4], sku, tonumber(qty))
     end
     redis.call('HSET', KEYS[2], 'lines', table.concat(left, '\n'))
+    if found[5] then
+      local back = {}
+      for sku, qty in each_line(ARGV[4]) do
+        back[sku] = tonumber(qty)
+      end
+      local beyond = {}
+      for sku, units in each_line(found[5]) do
+        local still = tonumber(units) - (back[sku] or 0)
+        if still > 0 then
+          beyond[#beyond + 1] = sku .. '\t' .. int(still)
+        end
+      end
+      if #beyond == 0 then
+        redis.call('HDEL', KEYS[2], 'backordered')
+      else
+        redis.call('HSET', KEYS[2], 'backordered', table.concat(beyond, '\n'))
+      end
+    end
     redis.call('XADD', KEYS[4], '*', 'type', 'released_part', 'id', ARGV[1],
       'lines', ARGV[4], 'at', int(now))
   end

@@ -3,10 +3,14 @@
 -- KEYS: 1 load marker, 2 SKU set, 3 due index, 4 event stream
 -- ARGV: 1 stock key prefix, 2 reservation key prefix
 local epoch = redis.call('GET', KEYS[1])
+-- Each level: sku, on_hand, reserved, version, then the policy fields reserve.lua decides
+-- with (safety, cap, backorder: '' when absent), which reconcile compares with SQL's.
 local levels = {}
 for _, sku in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local level = redis.call('HMGET', ARGV[1] .. sku, 'on_hand', 'reserved', 'version')
-  levels[#levels + 1] = {sku, level[1] or '', level[2] or '', level[3] or ''}
+  local level = redis.call('HMGET', ARGV[1] .. sku, 'on_hand', 'reserved', 'version', 'safety',
+    'cap', 'backorder')
+  levels[#levels + 1] = {sku, level[1] or '', level[2] or '', level[3] or '', level[4] or '',
+    level[5] or '', level[6] or ''}
 end
 local held = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do

@@ -289,7 +289,12 @@ async def _insert_reservations(tx: Tx, todo: _Plan) -> None:
     await tx.connection.execute(
         insert(t.reservation_lines),
         [
-            {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+            {
+                "reservation_id": r.id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "backordered": line.backordered,  # docs/design.md#backorders
+            }
             for r in todo.new_reservations.values()
             for line in r.lines
         ],
@@ -319,13 +324,19 @@ async def _shrink_older(tx: Tx, given: Mapping[str, Mapping[str, int]]) -> None:
         if found is None or found.status is not Status.HELD:
             raise PoisonEvent(f"reservation {rid} is partly released in Redis, not held in SQL")
         back = [Line(sku, q) for sku, q in sorted(given[rid].items())]
-        left = {line.sku: line.quantity for line in _given_back(found.lines, back, rid)}
+        # Backordered units leave first (domain.remaining_lines), as release_part.lua did.
+        left = {line.sku: line for line in _given_back(found.lines, back, rid)}
         c = t.reservation_lines.c
         for line in back:
             where = (c.reservation_id == rid, c.sku == line.sku)
             if line.sku in left:
                 await tx.connection.execute(
-                    update(t.reservation_lines).where(*where).values(quantity=left[line.sku])
+                    update(t.reservation_lines)
+                    .where(*where)
+                    .values(
+                        quantity=left[line.sku].quantity,
+                        backordered=left[line.sku].backordered,
+                    )
                 )
             else:
                 await tx.connection.execute(delete(t.reservation_lines).where(*where))
