@@ -14,7 +14,7 @@ stockguard transaction starts with is already the database's one write lock.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:
     from stockguard.stores.sql.store import SqlStore
@@ -60,8 +61,30 @@ async def upgrade(store: SqlStore, revision: str = "head") -> None:
             if backend == "mysql":
                 connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
 
-    async with store.engine.begin() as connection:
-        await connection.run_sync(run)
+    async with store.engine.connect() as connection:
+        sqlite = await _sqlite_driver(connection) if backend == "sqlite" else None
+        if sqlite is not None:
+            await sqlite.execute("PRAGMA foreign_keys=OFF")
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+                if sqlite is not None:
+                    dangling = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if dangling:
+                        raise RuntimeError(f"migration left rows without their parent: {dangling}")
+        finally:
+            if sqlite is not None:
+                await sqlite.execute("PRAGMA foreign_keys=ON")
+
+
+async def _sqlite_driver(connection: AsyncConnection) -> Any:
+    """The aiosqlite connection under ``connection``, before any transaction: SQLite
+    changes a CHECK by rebuilding the table (copy, drop, rename), and dropping
+    ``stock_levels`` with foreign keys on would trip every key that points at it although
+    the copy has every row. ``PRAGMA foreign_keys`` is ignored inside a transaction, so it
+    is turned off here, and the keys are checked (``foreign_key_check``) before commit."""
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 def head_revision() -> str | None:

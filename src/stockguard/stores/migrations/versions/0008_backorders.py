@@ -1,6 +1,9 @@
 """Backorders (docs/design.md#backorders): I1 becomes ``reserved <= on_hand +
 backorder_max``, and a hold's lines record how many of their units are backordered.
 
+SQLite rebuilds ``stock_levels`` for the new CHECK (``upgrade`` in ``migrations`` turns
+its foreign keys off around it and checks them before commit).
+
 Revision ID: 0008
 Revises: 0007
 """
