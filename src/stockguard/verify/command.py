@@ -104,8 +104,9 @@ def faults(
         bool,
         typer.Option(
             "--sweep-kills",
-            help="serve-kill on postgres: every second kill waits until an expiry sweep is "
-            "inside its transaction (the load pauses around it).",
+            help="serve-kill on postgres: the first kill and every second one after it wait "
+            "until an expiry sweep is inside its transaction (the load pauses around them); "
+            "the others land mid-load.",
         ),
     ] = False,
     skus: Annotated[int, typer.Option(help="SKUs the load spreads over.")] = 4,

@@ -15,7 +15,8 @@ Faults (``FAULTS``):
                   the whole run.
 ``serve-kill``    SIGKILL to serve's whole process group (``--workers`` N) every
                   ``interval_s``, then a restart on the same port; with ``sweep_kills``
-                  every second kill lands inside an expiry sweep's transaction.
+                  the first kill and every second one after it land inside an expiry
+                  sweep's transaction.
 ``pg-restart``    PostgreSQL of the run's own: ``pg_ctl stop -m immediate``, then start.
 ``redis-restart`` redis-server of the run's own, SIGKILL and restart, per ``aof`` setting:
                   ``always`` and ``everysec`` must lose nothing on a process kill, ``no``
@@ -416,8 +417,9 @@ class FaultRun:
     aof: str = "always"
     """redis-restart: the redis-server's persistence, one of ``AOF_SETTINGS``."""
     sweep_kills: bool = False
-    """serve-kill on PostgreSQL: every second kill waits until an expiry sweep is inside its
-    transaction (blocked on a stock row the harness locks, with the load paused)."""
+    """serve-kill on PostgreSQL: the first kill and every second one after it wait until an
+    expiry sweep is inside its transaction (blocked on a stock row the harness locks, with
+    the load paused); the others land mid-load."""
 
 
 @dataclass
@@ -668,7 +670,7 @@ class _Rig:
 
     async def _kill_serve(self) -> None:
         serve = self.serves[0]
-        if self.run.sweep_kills and self.injections % 2 == 1:
+        if self.run.sweep_kills and self.injections % 2 == 0:
             await self._kill_serve_in_sweep()
         else:
             serve.kill()
