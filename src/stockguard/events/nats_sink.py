@@ -24,8 +24,8 @@ import msgspec
 from stockguard import metrics
 from stockguard.domain.events import StoredEvent
 from stockguard.events import state
+from stockguard.events.sink import Bell, SinkLoop
 from stockguard.events.state import Fence
-from stockguard.events.webhooks import Bell
 from stockguard.stores.sql import outbox
 from stockguard.stores.sql.store import SqlStore
 
@@ -57,8 +57,11 @@ def subject_of(prefix: str, event: StoredEvent) -> str:
     return f"{prefix}.{event.event.type.value}.{subject_token(event.event.subject_key)}"
 
 
-class NatsLoop:
+class NatsLoop(SinkLoop):
     """Publishes the outbox to JetStream until ``stop``; one per active relay."""
+
+    name = "stockguard-nats"
+    logger = logger
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class NatsLoop:
         stream: str,
         prefix: str,
     ) -> None:
+        super().__init__()
         self.store = store
         self.fence = fence
         self.bell = bell
@@ -77,41 +81,10 @@ class NatsLoop:
         self.url = url
         self.stream = stream
         self.prefix = prefix
-        self.cursor = 0
-        self.head_at_ms: int | None = None
-        self._stopping = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.run(), name="stockguard-nats")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # it logged its own
-                await self.task
-            self.task = None
-
-    async def run(self) -> None:
-        from stockguard.events.lease import LeaseLost
-
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                await self._publish_from_cursor()
-            except LeaseLost:
-                raise
-            except Exception as error:
-                failures += 1
-                delay = min(BACKOFF_S_MAX, 0.5 * 2 ** min(failures, 10))
-                logger.warning(
-                    "NATS sink failed (%s: %s); again in %.1f s", type(error).__name__, error, delay
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-            else:
-                failures = 0
+    def restart_delay_s(self, failures: int) -> float:
+        """NATS is infrastructure: retried forever, the wait doubling up to a cap."""
+        return min(BACKOFF_S_MAX, 0.5 * 2.0 ** min(failures, 10))
 
     async def _connect(self) -> tuple[Any, Any]:
         import nats
@@ -133,20 +106,21 @@ class NatsLoop:
             logger.info("created JetStream stream %s for %s.>", self.stream, self.prefix)
         return client, js
 
-    async def _publish_from_cursor(self) -> None:
+    async def deliver(self) -> None:
         client, js = await self._connect()
         try:
             cursor = await state.cursor_or_start(self.store, state.NATS_SINK, self.fence)
             self.cursor = cursor.last_seq
             saved, last_checkpoint = self.cursor, time.monotonic()
-            while not self._stopping.is_set():
+            while not self.stopping:
+                rung = self.bell.rung
                 page = await outbox.events_after(self.store, self.cursor, PAGE)
                 if not page:
                     self.head_at_ms = None
                     if saved != self.cursor:
                         await self._checkpoint()
                         saved, last_checkpoint = self.cursor, time.monotonic()
-                    await self.bell.wait(self.poll_s)
+                    await self.bell.wait(self.poll_s, rung)
                     continue
                 self.head_at_ms = page[0].event.at_ms
                 futures = [

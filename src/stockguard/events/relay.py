@@ -5,7 +5,9 @@ the database (``lease``) lets exactly one of them work at a time, the others sta
 to take over within ``lease_s`` of its death. The active one loops:
 
 1. number the committed, unnumbered outbox rows (``outbox.sequence``, fenced by the
-   lease, so ids are handed out in one place and never twice);
+   lease, so ids are handed out in one place and never twice), after a read-only look
+   for any: an idle relay polls without a write transaction (on SQLite a write locks the
+   whole database, and on PostgreSQL each one is a WAL flush);
 2. ring the endpoint loops and the NATS loop, which deliver in id order from their own
    cursors in the database (``webhooks``, ``nats_sink``);
 3. every few seconds: pick up endpoint changes made through the admin API, set the lag
@@ -29,7 +31,8 @@ from stockguard.config import EventsSettings
 from stockguard.events import state
 from stockguard.events.lease import Lease, LeaseLost
 from stockguard.events.nats_sink import NatsLoop
-from stockguard.events.webhooks import Bell, EndpointLoop, Retry
+from stockguard.events.sink import Bell
+from stockguard.events.webhooks import EndpointLoop, Retry
 from stockguard.stores.contract import Store
 from stockguard.stores.sql import outbox
 from stockguard.stores.sql.store import SqlStore
@@ -126,7 +129,9 @@ class Relay:
         if not self.active:
             return 0
         await self._sink_failures()
-        numbered = await outbox.sequence(self.store, SEQUENCE_BATCH, fence=self.lease.fence)
+        numbered = 0
+        if await state.any_unsequenced(self.store):  # a read: no write transaction when idle
+            numbered = await outbox.sequence(self.store, SEQUENCE_BATCH, fence=self.lease.fence)
         if numbered:
             self.bell.ring()
         if self._due_now("refresh", REFRESH_S):

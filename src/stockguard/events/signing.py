@@ -15,23 +15,27 @@ import hmac
 
 from stockguard.events.state import SECRET_PREFIX
 
+USER_AGENT = "stockguard-webhooks/1"
+
 
 def secret_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 
 
-def sign(secret: str, message_id: str, timestamp_s: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for one message."""
-    signed = f"{message_id}.{timestamp_s}.".encode() + body
-    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+def sign(key: bytes, message_id: str, timestamp_s: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one message, keyed with ``secret_key``
+    of the endpoint's secret (the relay decodes it once per endpoint, not per POST)."""
+    signed = b"%s.%d.%s" % (message_id.encode(), timestamp_s, body)
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(secret: str, message_id: str, timestamp_s: int, body: bytes) -> dict[str, str]:
+def headers(message_id: str, timestamp_s: int, signature: str) -> dict[str, str]:
+    """The headers of a POST through httpx (the raw client writes the same ones)."""
     return {
         "content-type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp_s),
-        "webhook-signature": sign(secret, message_id, timestamp_s, body),
-        "user-agent": "stockguard-webhooks/1",
+        "webhook-signature": signature,
+        "user-agent": USER_AGENT,
     }

@@ -508,6 +508,21 @@ async def drop_dead_letter(store: SqlStore, endpoint_id: str, event_id: int) -> 
         await tx.commit()
 
 
+# ---------------------------------------------------------------------------- the outbox
+
+
+async def any_unsequenced(store: SqlStore) -> bool:
+    """Whether any committed outbox row waits for its id: one read through the unique
+    index on ``seq`` (NULLs included), so the relay opens its fenced write only then."""
+    async with store.transaction(read_only=True) as tx:
+        row = (
+            await tx.connection.execute(
+                select(t.stock_events.c.row_id).where(t.stock_events.c.seq.is_(None)).limit(1)
+            )
+        ).first()
+    return row is not None
+
+
 # ---------------------------------------------------------------------------- pruning
 
 
