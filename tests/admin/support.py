@@ -92,6 +92,21 @@ class Shop:
     async def reservation(self, reservation_id: str) -> dict[str, Any]:
         return dict(await self._ok(await self.client.get(f"/v1/reservations/{reservation_id}")))
 
+    async def policy(self, sku: str) -> dict[str, Any]:
+        """The SKU's stock policy as the admin API answers it, without ``sku``."""
+        answer = await self.client.get(f"/v1/stock/{sku}/policy", headers=self.admin)
+        found = dict(await self._ok(answer))
+        found.pop("sku")
+        return found
+
+    async def set_policy(
+        self, sku: str, expected: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Another admin's policy write through the API (compare-and-set with ``expected``)."""
+        body = {**fields, **({"expected": expected} if expected is not None else {})}
+        answer = await self.client.put(f"/v1/stock/{sku}/policy", json=body, headers=self.admin)
+        return dict(await self._ok(answer))
+
     async def movements(self, sku: str) -> list[dict[str, Any]]:
         answer = await self.client.get(f"/v1/stock/{sku}/movements", headers=self.admin)
         return list((await self._ok(answer))["items"])

@@ -113,3 +113,70 @@ class ProductForm:
 
     def initial(self) -> int:
         return required_integer({"initial_on_hand": self.initial_on_hand}, "initial_on_hand")
+
+
+POLICY_FIELDS = ("safety_stock", "backorder_max", "customer_max", "low_stock_threshold")
+"""The policy form's fields, in the order the card shows them (docs/design.md#stock-policy)."""
+POLICY_OPTIONAL = frozenset({"customer_max", "low_stock_threshold"})
+"""Fields an admin may leave empty: empty means none (no cap, no low-stock events)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyForm:
+    """The stock-policy form as typed, and the policy it showed when the page was drawn.
+
+    ``values`` is what the admin wants; ``expected`` is the policy as the page showed it,
+    carried in hidden ``expected_*`` fields so the write is a compare-and-set against
+    what this admin saw (docs/design.md#seed-001, #stock-policy). Both stay text until
+    ``policy()`` / ``expected_policy()`` so a refused form is shown again as typed.
+    """
+
+    values: Mapping[str, str]
+    expected: Mapping[str, str]
+
+    @staticmethod
+    def texts_of(policy: domain.Policy) -> dict[str, str]:
+        """A stored policy as the form's text (None is an empty field)."""
+        shown = {name: getattr(policy, name) for name in POLICY_FIELDS}
+        return {name: "" if value is None else str(value) for name, value in shown.items()}
+
+    @classmethod
+    def showing(cls, policy: domain.Policy) -> PolicyForm:
+        """The form as a fresh page draws it: the stored policy, expected to be unchanged."""
+        texts = cls.texts_of(policy)
+        return cls(values=texts, expected=texts)
+
+    @classmethod
+    def read(cls, form: FormData) -> PolicyForm:
+        return cls(
+            values={name: text(form, name) for name in POLICY_FIELDS},
+            expected={name: text(form, f"expected_{name}") for name in POLICY_FIELDS},
+        )
+
+    def policy(self) -> domain.Policy:
+        """The policy to save; a malformed field is ``InvalidInput`` naming it."""
+        return _policy_of(self.values, "")
+
+    def expected_policy(self) -> domain.Policy:
+        """The policy the page showed. Its required fields are required here too: a write
+        from this page is never unconditional, whatever a hand-made request leaves out."""
+        return _policy_of(self.expected, "expected_")
+
+
+def _policy_of(texts: Mapping[str, str], prefix: str) -> domain.Policy:
+    numbers: dict[str, int | None] = {}
+    for name in POLICY_FIELDS:
+        numbers[name] = integer(
+            {prefix + name: texts.get(name, "")},
+            prefix + name,
+            required=name not in POLICY_OPTIONAL,
+        )
+    safety_stock, backorder_max = numbers["safety_stock"], numbers["backorder_max"]
+    assert safety_stock is not None, "a required field"
+    assert backorder_max is not None, "a required field"
+    return domain.Policy(
+        safety_stock=safety_stock,
+        backorder_max=backorder_max,
+        customer_max=numbers["customer_max"],
+        low_stock_threshold=numbers["low_stock_threshold"],
+    )

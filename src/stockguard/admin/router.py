@@ -1,11 +1,11 @@
 """The admin page at ``/admin`` (docs/design.md#admin-page), served by ``stockguard serve``.
 
 Server-rendered pages (Jinja2) plus two small scripts: the overview (products with their
-variants, SKUs without a product, recent reservations), a SKU page with its movement
-ledger, the drop view of one SKU's sale (``admin.drop``), sign-in and sign-out. Plain
-forms post here and redirect back with a message (post/redirect/get); the stock dialogs
-and live figures use the JSON endpoints of ``admin.api``. Everything reads the engine
-from ``request.app.state`` like the service.
+variants, SKUs without a product, recent reservations), a SKU page with its stock policy
+and movement ledger (``admin.sku``), the drop view of one SKU's sale (``admin.drop``),
+sign-in and sign-out. Plain forms post here and redirect back with a message
+(post/redirect/get); the stock dialogs and live figures use the JSON endpoints of
+``admin.api``. Everything reads the engine from ``request.app.state`` like the service.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from stockguard import domain
-from stockguard.admin import api, drop, forms, kits, views, web, webhooks
+from stockguard.admin import api, drop, forms, kits, sku, views, web, webhooks
 from stockguard.admin.session import Flash, Session, same_origin
 from stockguard.domain import ORDER_ID_LEN_MAX, Product, Status, StockLevel
 
@@ -27,7 +27,6 @@ STANDALONE_PAGE_MAX = 100
 VARIANT_ROWS_MAX = 600
 """Stock rows one overview renders (and polls); a narrower search shows the rest."""
 RESERVATIONS_PAGE = 25
-LEDGER_PAGE = 50
 SEARCH_LEN_MAX = 64
 TOKEN_LEN_MAX = 1_024
 STATIC_FILES = {
@@ -46,7 +45,8 @@ def admin_router() -> APIRouter:
     router.add_api_route("/sign-in", sign_in_form, methods=["GET"])
     router.add_api_route("/sign-in", sign_in, methods=["POST"])
     router.add_api_route("/sign-out", sign_out, methods=["POST"])
-    router.add_api_route("/sku", sku_page, methods=["GET"])
+    router.add_api_route("/sku", sku.sku_page, methods=["GET"])
+    router.add_api_route("/sku/policy", sku.save_policy, methods=["POST"])
     router.add_api_route("/drop", drop.drop_page, methods=["GET"])
     router.add_api_route("/api/drop", drop.drop_figures, methods=["GET"])
     router.add_api_route("/products", create_product, methods=["POST"])
@@ -236,44 +236,6 @@ async def _reservations(request: Request, notices: list[str]) -> dict[str, Any]:
 def _here(request: Request) -> str:
     query = request.url.query
     return f"{request.url.path}?{query}" if query else request.url.path
-
-
-async def sku_page(request: Request) -> Response:
-    session = web.current_session(request)
-    if session is None:
-        return web.to_sign_in(request)
-    engine = web.engine_of(request)
-    cursor = request.query_params.get("cursor") or None
-    try:
-        sku = domain.validate_sku(request.query_params.get("sku", ""))
-        level = await engine.stock_of(sku)
-        movements, next_cursor = await engine.movements(sku, limit=LEDGER_PAGE, cursor=cursor)
-        held, _ = await engine.list_reservations(status=Status.HELD, sku=sku, limit=1)
-    except domain.StockguardError as error:
-        return web.domain_error_page(request, error)
-    return web.page(
-        request,
-        "sku.html",
-        {
-            "level": level,
-            "state": views.stock_state(level.available),
-            "movements": [
-                {
-                    "when": views.when(m.at_ms),
-                    "delta": m.delta,
-                    "on_hand_after": m.on_hand_after,
-                    "reason": views.movement_reason(m.reason, m.reservation_id),
-                    "reservation_id": m.reservation_id or "",
-                }
-                for m in movements
-            ],
-            "next_cursor": next_cursor,
-            "first_page": cursor is None,
-            "has_held": bool(held),
-            "here": _here(request),
-        },
-        session=session,
-    )
 
 
 # ---------------------------------------------------------------------------- forms

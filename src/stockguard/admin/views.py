@@ -42,8 +42,25 @@ def stock_state(available: int) -> StockState:
     return "in-stock"
 
 
+def backorder_of(level: StockLevel) -> dict[str, int]:
+    """What a stock row says of backorders (docs/design.md#backorders).
+
+    ``owed``: units sold that were never on the shelf (on_hand below 0, after confirming
+    backordered holds); restocking covers them first. ``left``: units holds may still
+    take beyond the shelf. Holds stop at ``available``, and the allowance is the most
+    that can be beyond it, so what is left is ``available`` clamped to ``0..backorder_max``
+    (safety stock and what is already held or owed beyond the shelf both come off).
+    """
+    return {
+        "owed": max(-level.on_hand, 0),
+        "allowance": level.backorder_max,
+        "left": min(max(level.available, 0), level.backorder_max),
+    }
+
+
 def stock_json(level: StockLevel) -> dict[str, Any]:
-    """One SKU's figures as the page's script reads them."""
+    """One SKU's figures as the page's script reads them: the same as the server draws
+    (``backorder_of`` included), so a polled row never says something else."""
     state = stock_state(level.available)
     return {
         "sku": level.sku,
@@ -53,6 +70,7 @@ def stock_json(level: StockLevel) -> dict[str, Any]:
         "version": level.version,
         "state": state,
         "state_label": STATE_LABELS[state],
+        **backorder_of(level),
     }
 
 
@@ -75,7 +93,13 @@ _FIELD_NAMES = {
     "cursor": "Page",
     "search": "Search",
     "token": "Admin token",
+    "safety_stock": "Safety stock",
+    "backorder_max": "Backorder allowance",
+    "customer_max": "Per-customer cap",
+    "low_stock_threshold": "Low-stock threshold",
 }
+for _name in ("safety_stock", "backorder_max", "customer_max", "low_stock_threshold"):
+    _FIELD_NAMES[f"expected_{_name}"] = f"{_FIELD_NAMES[_name]} when the form opened"
 
 
 def field_label(field_name: str) -> str:
@@ -92,16 +116,24 @@ def explain(error: domain.StockguardError) -> str:
         return f"No SKU {', '.join(error.skus)} exists."
     if isinstance(error, domain.DuplicateSku):
         return f"These SKUs already exist: {', '.join(error.skus)}. Choose another SKU prefix."
-    if isinstance(error, domain.BelowReserved) and error.on_hand_wanted < 0:
+    if (
+        isinstance(error, domain.BelowReserved)
+        and error.on_hand_wanted < 0
+        and not error.current.backorder_max
+    ):
         return (
             f"{error.current.sku}: only {error.current.on_hand} on hand; "
             "on hand cannot go below zero."
         )
     if isinstance(error, domain.BelowReserved):
+        allowance = error.current.backorder_max
         return (
             f"{error.current.sku}: on hand cannot go to {error.on_hand_wanted}, below the "
-            f"{error.current.reserved} units held by open reservations."
+            f"{error.current.reserved} units held by open reservations"
+            + (f" less the backorder allowance of {allowance}." if allowance else ".")
         )
+    if isinstance(error, domain.PolicyChanged):
+        return f"{error.sku}: the stock policy changed while you were editing; nothing was saved."
     if isinstance(error, domain.StockChanged):
         return (
             f"{error.current.sku}: stock changed while you were editing "
@@ -148,12 +180,25 @@ def reservation_view(reservation: Reservation, now_ms: int) -> dict[str, Any]:
         "customer_id": reservation.customer_id or "",
         "status": reservation.status.value,
         "overdue": overdue,
-        "items": [(line.sku, line.quantity) for line in reservation.lines],
+        "items": [(line.sku, line.quantity, line.backordered) for line in reservation.lines],
         "created": when(reservation.created_at_ms),
         "created_iso": iso(reservation.created_at_ms),
         "expires": when(reservation.expires_at_ms),
         "releasable": reservation.status is Status.HELD,
     }
+
+
+def explain_backorder_cut(error: domain.BelowReserved, wanted: int) -> str:
+    """The policy write's 409 below-reserved (``domain.check_backorder_cut``) in the
+    words of the form: the allowance asked for, and what already stands beyond the shelf
+    (docs/design.md#backorders: an allowance cut never strands holds it granted)."""
+    level = error.current
+    beyond = level.reserved - level.on_hand
+    return (
+        f"Backorder allowance: cannot go to {wanted}: {beyond} unit(s) of it are in use "
+        f"({level.reserved} reserved against {level.on_hand} on hand). Restock, or let "
+        "those holds end, first. Nothing was saved."
+    )
 
 
 def movement_reason(reason: str, reservation_id: str | None) -> str:

@@ -40,6 +40,7 @@ from stockguard.engine import Engine
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 TEMPLATES.env.globals["admin_url"] = views.admin_url
+TEMPLATES.env.globals["backorder_of"] = views.backorder_of
 
 LIVE_POLL_INTERVAL_MS = 1_500
 """How often an open page asks for fresh figures (see docs/admin.md: why polling)."""

@@ -4,6 +4,7 @@
 // not server-sent events). The edit dialog keeps the on_hand it showed when it opened
 // and sends it as expected_on_hand: if stock moved meanwhile the server refuses and the
 // page shows the "stock changed while you were editing" dialog with the new figures.
+// The stock policy (SKU page) is a plain server-rendered form: it needs no script here.
 "use strict";
 
 (() => {
@@ -45,10 +46,12 @@
       // A poll answered after a save may carry older figures: never step back.
       if (Number(stock.version) < Number(row.dataset.version || 0)) continue;
       row.dataset.version = stock.version;
+      const backorderNote = $('[data-field="backorder"]', row);
       if (
         before.on_hand === stock.on_hand &&
         before.reserved === stock.reserved &&
-        before.available === stock.available
+        before.available === stock.available &&
+        (!backorderNote || Number(backorderNote.dataset.allowance) === Number(stock.allowance))
       ) continue;
       row.dataset.onHand = stock.on_hand;
       row.dataset.reserved = stock.reserved;
@@ -57,6 +60,7 @@
         const cell = $(`[data-field="${field}"]`, row);
         if (cell) cell.textContent = String(stock[field]);
       }
+      showBackorder(row, stock);
       const state = stateOf(stock.available);
       row.classList.remove("state-sold-out", "state-low", "state-in-stock");
       row.classList.add(`state-${state}`);
@@ -70,6 +74,26 @@
       row.classList.add("changed");
     }
     recount();
+  }
+
+  // The backorder notes of a row (docs/design.md#backorders): units owed to buyers when
+  // on hand is below 0, and how much of the allowance holds may still take. The server
+  // computes both (views.backorder_of) for the first drawing and for every poll alike.
+  function showBackorder(row, stock) {
+    if (stock.owed === undefined) return;
+    const owed = $('[data-field="owed"]', row);
+    if (owed) {
+      owed.dataset.owed = String(stock.owed);
+      owed.textContent = `${stock.owed} owed to buyers`;
+      owed.hidden = !(stock.owed > 0);
+    }
+    const note = $('[data-field="backorder"]', row);
+    if (note) {
+      note.dataset.allowance = String(stock.allowance);
+      note.dataset.left = String(stock.left);
+      note.textContent = `backorder ${stock.left} of ${stock.allowance} left`;
+      note.hidden = !(stock.allowance > 0);
+    }
   }
 
   function recount() {
