@@ -35,12 +35,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def fault_run(tmp_path: Path) -> RunFault:
     """``await fault_run(FaultRun(...))``: the run's result; a fault this machine cannot
-    make (no root for a tmpfs, no redis-server) skips the test with the reason."""
+    make (no root for a tmpfs, no redis-server, no initdb) skips the test with the reason,
+    or fails it under ``STOCKGUARD_REQUIRE_SERVICES=1``: CI runs as root with every binary,
+    and a skipped fault there would be a fault nobody runs (tests/conftest.py's rule)."""
 
     async def start(run: FaultRun) -> FaultResult:
         try:
             result = await run_fault(run, tmp_path)
         except FaultUnsupported as missing:
+            if os.environ.get("STOCKGUARD_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"{missing} (STOCKGUARD_REQUIRE_SERVICES=1)")
             pytest.skip(str(missing))
         print(result.report.summary(), result.row(), result.notes)
         return result

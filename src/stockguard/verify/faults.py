@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from stockguard import strategies
-from stockguard.verify.checker import FinalState, Report, check
+from stockguard.verify.checker import Anomaly, FinalState, Report, check
 from stockguard.verify.fetch import read_final
 from stockguard.verify.history import History, Kind
 from stockguard.verify.load import Load, LoadPlan
@@ -97,6 +98,20 @@ LOSS_CHECKS = frozenset({"lost", "bounds", "replay", "ended-once"})
 """What a lost acknowledged write shows as: missing (``lost``), fewer units held than
 acknowledged (``bounds``), a replay of a lost order answered as a new hold (``replay``),
 a hold persisted but its lost confirm or release not (``ended-once``)."""
+
+
+_BOUNDS = re.compile(r"(?:reserved|sold) (\d+) outside \[(\d+), (\d+)\]")
+
+
+def _explained_by_loss(anomaly: Anomaly) -> bool:
+    """One of ``LOSS_CHECKS``; a ``bounds`` anomaly only below its lower bound (units
+    missing: more held or sold than attempted is no loss, it would be a phantom)."""
+    if anomaly.check not in LOSS_CHECKS:
+        return False
+    if anomaly.check != "bounds":
+        return True
+    found = _BOUNDS.search(anomaly.detail)
+    return found is not None and int(found[1]) < int(found[2])
 
 
 class FaultUnsupported(RuntimeError):
@@ -441,11 +456,13 @@ class FaultResult:
         no more than its bound, nothing oversold, and every anomaly one a lost write
         explains (``LOSS_CHECKS``); the SQL tables' audit must be clean."""
         report = self.report
-        explained = LOSS_CHECKS if report.acknowledged_lost else set()
         return (
             report.acknowledged_lost <= self.loss_bound
             and report.oversold_units == 0
-            and not set(report.by_check()) - explained
+            and all(
+                report.acknowledged_lost and _explained_by_loss(anomaly)
+                for anomaly in report.anomalies
+            )
         )
 
     def row(self) -> dict[str, Any]:
