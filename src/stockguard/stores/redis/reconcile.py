@@ -267,6 +267,9 @@ async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: V
             pipe.hincrby(keys.stock(sku), "reserved", want[1] - have[1])
             pipe.hincrby(keys.stock(sku), "version", 1)
         fixes += 1
+    for sku in sorted(set(redis.levels) & set(wanted.levels)):
+        if redis.policies.get(sku, NO_POLICY) != wanted.policies.get(sku, NO_POLICY):
+            fixes += 1  # written by _repair_policies, from SQL's row
     for rid in sorted(set(wanted.held) - set(redis.held)):
         _recreate(pipe, keys, wanted.held[rid])
         fixes += 1
