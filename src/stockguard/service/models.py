@@ -321,9 +321,16 @@ class ReservationPage(BaseModel):
     next_cursor: str | None
 
 
+class ComponentOut(BaseModel):
+    """A kit's component: a SKU and how many of it one kit takes."""
+
+    sku: str
+    quantity: int
+
+
 class KitOut(BaseModel):
     sku: str
-    components: list[ItemOut]
+    components: list[ComponentOut]
     available: int | None = None
     """Whole kits the components' available stock makes now (null in listings)."""
 
@@ -331,7 +338,7 @@ class KitOut(BaseModel):
     def of(cls, kit: Kit, available: int | None = None) -> KitOut:
         return cls(
             sku=kit.sku,
-            components=[ItemOut(sku=c.sku, quantity=c.quantity) for c in kit.components],
+            components=[ComponentOut(sku=c.sku, quantity=c.quantity) for c in kit.components],
             available=available,
         )
 
