@@ -133,3 +133,89 @@ async def test_names_are_shown_as_text_never_run_as_markup(
     assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
+
+
+async def test_broken_policy_forms_are_refused_with_a_page_and_write_nothing(
+    shop: Shop, signed_in: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The stock policy form (admin.sku, docs/design.md#stock-policy) as a script would
+    post it: every malformed, missing, oversized or stale field is a page saying why
+    (422, 409, 404, 403 or 400), never a 500, and the policy stays as it was."""
+    client, csrf = signed_in
+    await shop.set_stock("SAFE", 10)
+    await shop.set_policy("SAFE", safety_stock=1)
+    stored = {
+        "safety_stock": 1,
+        "backorder_max": 0,
+        "customer_max": None,
+        "low_stock_threshold": None,
+    }
+    shown = {
+        "expected_safety_stock": "1",
+        "expected_backorder_max": "0",
+        "expected_customer_max": "",
+        "expected_low_stock_threshold": "",
+    }
+    good = {
+        "csrf_token": csrf,
+        "sku": "SAFE",
+        "safety_stock": "2",
+        "backorder_max": "0",
+        "customer_max": "",
+        "low_stock_threshold": "",
+        **shown,
+    }
+    for changes, status in (
+        ({"csrf_token": ""}, 403),
+        ({"csrf_token": "forged"}, 403),
+        ({"sku": ""}, 422),
+        ({"sku": "a\x00b"}, 422),
+        ({"sku": "s" * 65}, 422),
+        ({"sku": "NOPE"}, 404),
+        ({"sku": "<script>alert(1)</script>"}, 404),
+        ({"expected_safety_stock": ""}, 422),  # never an unconditional write from a form
+        ({"expected_backorder_max": "zero"}, 422),
+        ({"expected_customer_max": "1" * 5_000}, 422),
+        ({"expected_safety_stock": "0"}, 409),
+        ({"expected_customer_max": "9" * 16}, 409),
+        ({"expected_low_stock_threshold": "-3"}, 409),
+        ({"safety_stock": ""}, 422),
+        ({"safety_stock": "1e3"}, 422),
+        ({"safety_stock": "-5"}, 422),
+        ({"safety_stock": "9" * 16}, 422),
+        ({"safety_stock": "9" * 17}, 422),
+        ({"safety_stock": "0x10"}, 422),
+        ({"safety_stock": "NaN"}, 422),
+        ({"safety_stock": "2\x00"}, 422),
+        ({"backorder_max": "10000000000001"}, 422),
+        ({"customer_max": "-1"}, 422),
+        ({"customer_max": "4294967296000"}, 422),
+        ({"low_stock_threshold": "x" * 5_000}, 422),
+        ({"low_stock_threshold": "<b>4</b>"}, 422),
+    ):
+        answer = await client.post("/admin/sku/policy", data={**good, **changes})
+        assert answer.status_code == status, (changes, answer.status_code, answer.text[:300])
+        assert "text/html" in answer.headers["content-type"]
+        assert "<script>alert(1)</script>" not in answer.text
+        assert await shop.policy("SAFE") == stored, changes
+    many_fields = {f"field{n}": "x" for n in range(200)}
+    answer = await client.post("/admin/sku/policy", data={**good, **many_fields})
+    assert answer.status_code == 400
+    answer = await client.post(
+        "/admin/sku/policy",
+        content=b"\xff\xfe not a form",
+        headers={"X-CSRF-Token": csrf, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 422
+    answer = await client.post(
+        "/admin/sku/policy", data=good, headers={"Origin": "https://evil.example"}
+    )
+    assert answer.status_code == 403
+    assert await shop.policy("SAFE") == stored
+    stock = await shop.stock("SAFE")
+    assert (stock["on_hand"], stock["available"]) == (10, 9)
+
+    answer = await client.post("/admin/sku/policy", data=good)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/admin/sku?sku=SAFE#policy"
+    assert (await shop.policy("SAFE"))["safety_stock"] == 2
