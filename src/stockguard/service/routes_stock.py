@@ -69,8 +69,9 @@ async def set_on_hand(sku: SkuPath, body: StockSetIn, engine: EngineDep) -> Stoc
         "unknown-sku", "below-reserved", "invalid-input", "body-too-large", *STORE_KINDS
     ),
     summary="Add or remove units, never below what is reserved (admin)",
-    description="on_hand + delta must stay between reserved (409 below-reserved) and "
-    f"{ON_HAND_MAX} (422 invalid-input).",
+    description="on_hand + delta must stay between reserved less the SKU's backorder_max "
+    f"(409 below-reserved) and {ON_HAND_MAX} (422 invalid-input); below 0 is the units a "
+    "backorder sold beyond the shelf, which a delivery covers first.",
 )
 async def adjust(sku: SkuPath, body: AdjustmentIn, engine: EngineDep) -> StockOut:
     return StockOut.of(await engine.adjust(sku, body.delta, body.reason))
@@ -104,12 +105,19 @@ async def policy_of(sku: SkuPath, engine: EngineDep) -> PolicyOut:
 @admin_router.put(
     "/v1/stock/{sku}/policy",
     responses=declared(
-        "unknown-sku", "policy-changed", "invalid-input", "body-too-large", *STORE_KINDS
+        "unknown-sku",
+        "policy-changed",
+        "below-reserved",
+        "invalid-input",
+        "body-too-large",
+        *STORE_KINDS,
     ),
     summary="Replace a SKU's stock policy; with expected only if it is still that (admin)",
     description="docs/design.md#stock-policy. Holds never take safety_stock units; a SKU "
     "with customer_max refuses a hold past it with 409 customer-limit and one without a "
-    "customer_id with 422 invalid-input. backorder_max accepts only 0 for now.",
+    "customer_id with 422 invalid-input; holds may go backorder_max units beyond on_hand "
+    "(docs/design.md#backorders), and cutting it below the units already held beyond "
+    "on_hand is 409 below-reserved.",
 )
 async def set_policy(sku: SkuPath, body: PolicyIn, engine: EngineDep) -> PolicyOut:
     expected = None if body.expected is None else body.expected.policy()
