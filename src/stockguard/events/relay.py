@@ -66,6 +66,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._due = {"lease": 0.0, "refresh": 0.0, "metrics": 0.0, "prune": 0.0}
+        self._numbered_last = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,8 +131,11 @@ class Relay:
             return 0
         await self._sink_failures()
         numbered = 0
-        if await state.any_unsequenced(self.store):  # a read: no write transaction when idle
+        # A read first, so an idle relay polls without a write transaction; straight to
+        # the write while events keep coming (the read would only add a round trip).
+        if self._numbered_last or await state.any_unsequenced(self.store):
             numbered = await outbox.sequence(self.store, SEQUENCE_BATCH, fence=self.lease.fence)
+        self._numbered_last = numbered
         if numbered:
             self.bell.ring()
         if self._due_now("refresh", REFRESH_S):

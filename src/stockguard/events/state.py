@@ -161,6 +161,32 @@ def _clip(text: str | None) -> str | None:
     return None if text is None else text[:ERROR_LEN_MAX]
 
 
+async def _read(store: SqlStore, query: Any) -> Sequence[Any]:
+    """The rows of one read-only query: every read here is one statement."""
+    async with store.transaction(read_only=True) as tx:
+        return (await tx.connection.execute(query)).all()
+
+
+def _of_endpoint(query: Any, column: Any, endpoint_id: str | None) -> Any:
+    """``query`` narrowed to one endpoint when an id is given (ids are 36 characters)."""
+    return query if endpoint_id is None else query.where(column == endpoint_id[:36])
+
+
+def _letter(endpoint_id: str, event_id: int) -> Any:
+    """The key of one dead letter."""
+    return (_x.endpoint_id == endpoint_id[:36]) & (_x.event_id == event_id)
+
+
+async def _start_cursor(tx: Tx, sink: str, now: int) -> int:
+    """A new sink's cursor at the current last id: it receives events from now on (an
+    endpoint just registered, NATS just turned on, do not replay the retained history)."""
+    start = int((await tx.connection.execute(select(func.max(t.stock_events.c.seq)))).scalar() or 0)
+    await tx.connection.execute(
+        insert(t.event_cursors).values(sink=sink, last_seq=start, attempts=0, updated_at_ms=now)
+    )
+    return start
+
+
 # ---------------------------------------------------------------------------- endpoints
 
 
@@ -193,7 +219,6 @@ async def create_endpoint(
         if count >= ENDPOINTS_MAX:
             raise domain.InvalidInput("url", f"at most {ENDPOINTS_MAX} endpoints per database")
         now = await tx.now_ms()
-        start = (await tx.connection.execute(select(func.max(t.stock_events.c.seq)))).scalar()
         await tx.connection.execute(
             insert(t.webhook_endpoints).values(
                 id=endpoint_id,
@@ -205,38 +230,21 @@ async def create_endpoint(
                 created_at_ms=now,
             )
         )
-        await tx.connection.execute(
-            insert(t.event_cursors).values(
-                sink=webhook_sink(endpoint_id),
-                last_seq=int(start or 0),
-                attempts=0,
-                updated_at_ms=now,
-            )
-        )
+        await _start_cursor(tx, webhook_sink(endpoint_id), now)
         await tx.commit()
     return Endpoint(endpoint_id, url, secret, types, active, description, now)
 
 
 async def list_endpoints(store: SqlStore) -> list[Endpoint]:
-    async with store.transaction(read_only=True) as tx:
-        rows = (
-            await tx.connection.execute(
-                select(t.webhook_endpoints).order_by(_e.created_at_ms, _e.id).limit(ENDPOINTS_MAX)
-            )
-        ).all()
-    return [_endpoint(row) for row in rows]
+    query = select(t.webhook_endpoints).order_by(_e.created_at_ms, _e.id).limit(ENDPOINTS_MAX)
+    return [_endpoint(row) for row in await _read(store, query)]
 
 
 async def get_endpoint(store: SqlStore, endpoint_id: str) -> Endpoint:
-    async with store.transaction(read_only=True) as tx:
-        row = (
-            await tx.connection.execute(
-                select(t.webhook_endpoints).where(_e.id == endpoint_id[:36])
-            )
-        ).first()
-    if row is None:
+    rows = await _read(store, _of_endpoint(select(t.webhook_endpoints), _e.id, endpoint_id))
+    if not rows:
         raise WebhookNotFound(f"webhook endpoint {endpoint_id!r}")
-    return _endpoint(row)
+    return _endpoint(rows[0])
 
 
 async def update_endpoint(
@@ -304,10 +312,7 @@ def _cursor(row: Any) -> Cursor:
 
 
 async def cursors(store: SqlStore) -> dict[str, Cursor]:
-    async with store.transaction(read_only=True) as tx:
-        rows = (
-            await tx.connection.execute(select(t.event_cursors).limit(ENDPOINTS_MAX + 10))
-        ).all()
+    rows = await _read(store, select(t.event_cursors).limit(ENDPOINTS_MAX + 10))
     return {str(row.sink): _cursor(row) for row in rows}
 
 
@@ -321,14 +326,9 @@ async def cursor_or_start(store: SqlStore, sink: str, fence: Fence) -> Cursor:
             await tx.commit()
             return _cursor(row)
         now = await tx.now_ms()
-        start = (await tx.connection.execute(select(func.max(t.stock_events.c.seq)))).scalar()
-        await tx.connection.execute(
-            insert(t.event_cursors).values(
-                sink=sink, last_seq=int(start or 0), attempts=0, updated_at_ms=now
-            )
-        )
+        start = await _start_cursor(tx, sink, now)
         await tx.commit()
-        return Cursor(sink, int(start or 0), 0, None, None, now)
+        return Cursor(sink, start, 0, None, None, now)
 
 
 @dataclass(slots=True)
@@ -374,29 +374,11 @@ async def checkpoint(
                 updated_at_ms=now,
             )
         )
-        if deliveries:
-            await tx.connection.execute(
-                insert(t.webhook_deliveries),
-                [
-                    {
-                        "endpoint_id": d.endpoint_id,
-                        "event_id": d.event_id,
-                        "attempt": d.attempt,
-                        "outcome": d.outcome,
-                        "status_code": d.status_code,
-                        "error": _clip(d.error),
-                        "duration_ms": d.duration_ms,
-                        "at_ms": d.at_ms,
-                    }
-                    for d in deliveries
-                ],
-            )
+        await _insert_deliveries(tx, deliveries)
         if dead is not None and endpoint_id is not None:
             event, error, tries = dead
             await tx.connection.execute(
-                delete(t.webhook_dead_letters).where(
-                    _x.endpoint_id == endpoint_id, _x.event_id == event.id
-                )
+                delete(t.webhook_dead_letters).where(_letter(endpoint_id, event.id))
             )
             await tx.connection.execute(
                 insert(t.webhook_dead_letters).values(
@@ -429,30 +411,35 @@ def _delivery(row: Any) -> Delivery:
     )
 
 
+async def _insert_deliveries(tx: Tx, rows: Sequence[DeliveryRow]) -> None:
+    if rows:
+        await tx.connection.execute(
+            insert(t.webhook_deliveries),
+            [
+                {
+                    "endpoint_id": d.endpoint_id,
+                    "event_id": d.event_id,
+                    "attempt": d.attempt,
+                    "outcome": d.outcome,
+                    "status_code": d.status_code,
+                    "error": _clip(d.error),
+                    "duration_ms": d.duration_ms,
+                    "at_ms": d.at_ms,
+                }
+                for d in rows
+            ],
+        )
+
+
 async def recent_deliveries(store: SqlStore, endpoint_id: str | None, limit: int) -> list[Delivery]:
-    query = select(t.webhook_deliveries)
-    if endpoint_id is not None:
-        query = query.where(_d.endpoint_id == endpoint_id[:36])
-    async with store.transaction(read_only=True) as tx:
-        rows = (await tx.connection.execute(query.order_by(_d.id.desc()).limit(limit))).all()
-    return [_delivery(row) for row in rows]
+    query = _of_endpoint(select(t.webhook_deliveries), _d.endpoint_id, endpoint_id)
+    return [_delivery(row) for row in await _read(store, query.order_by(_d.id.desc()).limit(limit))]
 
 
 async def record_delivery(store: SqlStore, row: DeliveryRow) -> None:
     """One attempt made outside the relay (an admin's redelivery)."""
     async with store.transaction() as tx:
-        await tx.connection.execute(
-            insert(t.webhook_deliveries).values(
-                endpoint_id=row.endpoint_id,
-                event_id=row.event_id,
-                attempt=row.attempt,
-                outcome=row.outcome,
-                status_code=row.status_code,
-                error=_clip(row.error),
-                duration_ms=row.duration_ms,
-                at_ms=row.at_ms,
-            )
-        )
+        await _insert_deliveries(tx, [row])
         await tx.commit()
 
 
@@ -472,38 +459,22 @@ def _dead_letter(row: Any) -> DeadLetter:
 
 
 async def dead_letters(store: SqlStore, endpoint_id: str | None, limit: int) -> list[DeadLetter]:
-    query = select(t.webhook_dead_letters)
-    if endpoint_id is not None:
-        query = query.where(_x.endpoint_id == endpoint_id[:36])
-    async with store.transaction(read_only=True) as tx:
-        rows = (
-            await tx.connection.execute(
-                query.order_by(_x.dead_at_ms.desc(), _x.event_id.desc()).limit(limit)
-            )
-        ).all()
-    return [_dead_letter(row) for row in rows]
+    query = _of_endpoint(select(t.webhook_dead_letters), _x.endpoint_id, endpoint_id)
+    query = query.order_by(_x.dead_at_ms.desc(), _x.event_id.desc()).limit(limit)
+    return [_dead_letter(row) for row in await _read(store, query)]
 
 
 async def dead_letter(store: SqlStore, endpoint_id: str, event_id: int) -> DeadLetter:
-    async with store.transaction(read_only=True) as tx:
-        row = (
-            await tx.connection.execute(
-                select(t.webhook_dead_letters).where(
-                    _x.endpoint_id == endpoint_id[:36], _x.event_id == event_id
-                )
-            )
-        ).first()
-    if row is None:
+    rows = await _read(store, select(t.webhook_dead_letters).where(_letter(endpoint_id, event_id)))
+    if not rows:
         raise WebhookNotFound(f"dead letter of event {event_id} for endpoint {endpoint_id!r}")
-    return _dead_letter(row)
+    return _dead_letter(rows[0])
 
 
 async def drop_dead_letter(store: SqlStore, endpoint_id: str, event_id: int) -> None:
     async with store.transaction() as tx:
         await tx.connection.execute(
-            delete(t.webhook_dead_letters).where(
-                _x.endpoint_id == endpoint_id[:36], _x.event_id == event_id
-            )
+            delete(t.webhook_dead_letters).where(_letter(endpoint_id, event_id))
         )
         await tx.commit()
 
@@ -514,13 +485,8 @@ async def drop_dead_letter(store: SqlStore, endpoint_id: str, event_id: int) -> 
 async def any_unsequenced(store: SqlStore) -> bool:
     """Whether any committed outbox row waits for its id: one read through the unique
     index on ``seq`` (NULLs included), so the relay opens its fenced write only then."""
-    async with store.transaction(read_only=True) as tx:
-        row = (
-            await tx.connection.execute(
-                select(t.stock_events.c.row_id).where(t.stock_events.c.seq.is_(None)).limit(1)
-            )
-        ).first()
-    return row is not None
+    query = select(t.stock_events.c.row_id).where(t.stock_events.c.seq.is_(None)).limit(1)
+    return bool(await _read(store, query))
 
 
 # ---------------------------------------------------------------------------- pruning

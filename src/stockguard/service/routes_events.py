@@ -268,6 +268,12 @@ class RedeliveryOut(BaseModel):
     error: str | None
 
 
+async def _with_delivery(store: SqlStore, endpoints: list[state.Endpoint]) -> list[WebhookOut]:
+    """Endpoints as every webhook route answers them: with their delivery position."""
+    cursors = await state.cursors(store)
+    return [WebhookOut.of(e, cursors.get(state.webhook_sink(e.id))) for e in endpoints]
+
+
 EndpointPath = Annotated[
     str, Path(min_length=1, max_length=36, pattern=r"^[0-9a-f-]+$", description="endpoint id")
 ]
@@ -295,11 +301,7 @@ async def create_webhook(body: WebhookIn, engine: EngineDep) -> WebhookCreated:
 )
 async def list_webhooks(engine: EngineDep) -> WebhookList:
     store = _store(engine)
-    found = await state.list_endpoints(store)
-    cursors = await state.cursors(store)
-    return WebhookList(
-        items=[WebhookOut.of(e, cursors.get(state.webhook_sink(e.id))) for e in found]
-    )
+    return WebhookList(items=await _with_delivery(store, await state.list_endpoints(store)))
 
 
 @admin_router.get(
@@ -323,9 +325,8 @@ async def list_dead_letters(
 )
 async def get_webhook(endpoint_id: EndpointPath, engine: EngineDep) -> WebhookOut:
     store = _store(engine)
-    endpoint = await state.get_endpoint(store, endpoint_id)
-    cursors = await state.cursors(store)
-    return WebhookOut.of(endpoint, cursors.get(state.webhook_sink(endpoint.id)))
+    [found] = await _with_delivery(store, [await state.get_endpoint(store, endpoint_id)])
+    return found
 
 
 @admin_router.patch(
@@ -336,15 +337,17 @@ async def get_webhook(endpoint_id: EndpointPath, engine: EngineDep) -> WebhookOu
 async def update_webhook(
     endpoint_id: EndpointPath, body: WebhookPatch, engine: EngineDep
 ) -> WebhookOut:
+    store = _store(engine)
     endpoint = await state.update_endpoint(
-        _store(engine),
+        store,
         endpoint_id,
         url=body.url,
         types=body.types,
         active=body.active,
         description=body.description,
     )
-    return WebhookOut.of(endpoint)
+    [found] = await _with_delivery(store, [endpoint])
+    return found
 
 
 @admin_router.delete(
