@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Locator, Page, expect
 
 from .conftest import SQLITE_ONLY
-from .support import Shop, stock_row
+from .support import Shop, screenshot, stock_row
 
 pytestmark = pytest.mark.asyncio
 
@@ -62,9 +62,7 @@ async def test_a_policy_saved_on_the_page_changes_available(admin: Page, shop: S
     await expect(figure(admin, "customer_max")).to_have_text("no cap")
     await expect(figure(admin, "low_stock_threshold")).to_have_text("off")
     await expect(row.locator('[data-field="backorder"]')).to_be_hidden()
-    await expect(admin.locator("#policy-figures")).to_contain_text(
-        "Units on hand that are never sold"
-    )
+    await expect(admin.locator("#policy-figures")).to_contain_text("Units on hand never sold")
 
     await fill_policy(
         form, safety_stock="3", backorder_max="5", customer_max="2", low_stock_threshold="4"
@@ -96,7 +94,9 @@ async def test_a_policy_saved_on_the_page_changes_available(admin: Page, shop: S
     assert await shop.policy("TEE") == {**NO_POLICY, "safety_stock": 3, "backorder_max": 5}
 
 
-async def test_a_policy_saved_meanwhile_is_never_overwritten(admin: Page, shop: Shop) -> None:
+async def test_a_policy_saved_meanwhile_is_never_overwritten(
+    admin: Page, shop: Shop, backend: str
+) -> None:
     """docs/design.md#seed-001 for the policy: the page opened on no policy, another
     admin set one through the API, the page's save writes nothing and says so, showing
     the policy then, now and the values meant; re-applying is a compare-and-set against
@@ -118,6 +118,7 @@ async def test_a_policy_saved_meanwhile_is_never_overwritten(admin: Page, shop: 
     await expect(figure(admin, "safety_stock")).to_have_text("1")
     await expect(stock_row(admin, "CAP").locator('[data-field="available"]')).to_have_text("19")
     assert await shop.policy("CAP") == {**NO_POLICY, "safety_stock": 1, "customer_max": 3}
+    await screenshot(admin, backend, "admin-policy-changed", full_page=True)
 
     # The admin keeps the other admin's cap and re-applies on top of the new policy...
     await fill_policy(form, customer_max="3")

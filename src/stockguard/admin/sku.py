@@ -31,14 +31,12 @@ from stockguard.domain import Status
 LEDGER_PAGE = 50
 
 POLICY_HELP = {
-    "safety_stock": "Units on hand that are never sold (display, damaged, kept back): "
-    "available leaves them out.",
-    "backorder_max": "Units you choose to sell beyond on hand; confirmed, they take on "
-    "hand below 0 and the next restock covers them. 0: never.",
-    "customer_max": "Units one customer may hold and have bought of this SKU; a hold "
-    "without a customer id is refused while set. Empty: no cap.",
-    "low_stock_threshold": "stock.low events fire when available falls to or below this. "
-    "Empty: no low-stock events.",
+    "safety_stock": "Units on hand never sold (display, damaged): available leaves them out.",
+    "backorder_max": "Units sold beyond on hand; confirmed, on hand goes below 0 until a "
+    "restock. 0: never.",
+    "customer_max": "Units one customer may hold and have bought; holds must name the "
+    "customer. Empty: no cap.",
+    "low_stock_threshold": "stock.low events fire when available falls to or below it. Empty: off.",
 }
 """One line per policy field, shown under it: why an admin would set it
 (docs/design.md#safety-stock, #backorders, #per-customer-caps, #stock-policy)."""
