@@ -17,8 +17,9 @@ from .conftest import RunFault, assert_sound, assert_within_loss_bound
 SHORT = LoadPlan(clients=4, ops_per_client=20)
 """80 operations: about a second of load on a quiet machine; each form below costs mostly
 serve's start-ups (about 4 s each: imports and a granian worker)."""
-ONCE = 45
-"""Inject after 45 operations: once, mid-load (a second would be due at 90, past the plan)."""
+ONCE = {"interval_ops": 40, "injections_max": 1, "pool_size": 4}
+"""Inject once, after 40 of the load's 80 operations; serve with 4 database connections a
+process (the suite shares one PostgreSQL server: FaultRun.pool_size)."""
 
 
 async def test_connections_cut_mid_transaction_lose_no_acknowledged_write(
@@ -27,7 +28,7 @@ async def test_connections_cut_mid_transaction_lose_no_acknowledged_write(
     """A proxy between serve and PostgreSQL resets every connection every 20 operations:
     some commits lose their answer (indeterminate), none acknowledged is lost."""
     result = await fault_run(
-        FaultRun("db-reset", "postgres", "coalescing", plan=SHORT, interval_ops=20)
+        FaultRun("db-reset", "postgres", "coalescing", plan=SHORT, interval_ops=20, pool_size=4)
     )
     assert result.injections >= 3
     assert_sound(result)
@@ -37,9 +38,7 @@ async def test_serve_killed_and_restarted_loses_no_acknowledged_write(
     fault_run: RunFault,
 ) -> None:
     """SIGKILL to serve (its whole process group) mid-load, then a restart."""
-    result = await fault_run(
-        FaultRun("serve-kill", "sqlite", "conditional", plan=SHORT, interval_ops=ONCE)
-    )
+    result = await fault_run(FaultRun("serve-kill", "sqlite", "conditional", plan=SHORT, **ONCE))
     assert result.injections == 1
     assert_sound(result)
 
@@ -51,7 +50,7 @@ async def test_two_workers_killed_inside_an_expiry_sweep(fault_run: RunFault) ->
     kill mid-load is the form above; the matrix kills two workers mid-load too.)"""
     result = await fault_run(
         FaultRun("serve-kill", "postgres", "coalescing", workers=2, plan=SHORT,
-                 interval_ops=ONCE, sweep_kills=True)
+                 **ONCE, sweep_kills=True)
     )  # fmt: skip
     assert result.injections == 1
     assert any("inside an expiry sweep" in note for note in result.notes), result.notes
@@ -64,9 +63,7 @@ async def test_two_workers_killed_inside_an_expiry_sweep(fault_run: RunFault) ->
 async def test_postgres_stopped_immediately_and_restarted(fault_run: RunFault) -> None:
     """A PostgreSQL of the test's own, ``pg_ctl stop -m immediate`` (crash recovery at the
     next start) mid-load; serve reconnects by itself."""
-    result = await fault_run(
-        FaultRun("pg-restart", "postgres", "coalescing", plan=SHORT, interval_ops=ONCE)
-    )
+    result = await fault_run(FaultRun("pg-restart", "postgres", "coalescing", plan=SHORT, **ONCE))
     assert result.injections == 1
     assert_sound(result)
 
@@ -80,7 +77,7 @@ async def test_redis_killed_loses_at_most_what_its_aof_setting_allows(
     process kill; without AOF Redis restarts empty (reloaded from SQL as ``stockguard
     reconcile`` does) and may lose what the persister had not yet copied, never more."""
     result = await fault_run(
-        FaultRun("redis-restart", "postgres", "redis", plan=SHORT, interval_ops=ONCE, aof=aof)
+        FaultRun("redis-restart", "postgres", "redis", plan=SHORT, **ONCE, aof=aof)
     )
     assert result.injections == 1
     if aof == "no":
@@ -94,9 +91,7 @@ async def test_standalone_persister_killed_loses_nothing(fault_run: RunFault) ->
     """``stockguard persist`` holding the lease, SIGKILLed mid-load and restarted: the
     lease lapses (10 s), a persister takes over from SQL's position, nothing answered is
     lost. (The events relay's crash test is tests/events/test_relay_crash.py.)"""
-    result = await fault_run(
-        FaultRun("persister-kill", "postgres", "redis", plan=SHORT, interval_ops=ONCE)
-    )
+    result = await fault_run(FaultRun("persister-kill", "postgres", "redis", plan=SHORT, **ONCE))
     assert result.injections == 1
     assert_sound(result)
 
@@ -108,7 +103,8 @@ async def test_database_latency(fault_run: RunFault) -> None:
     one batch at a time."""
     result = await fault_run(
         FaultRun("db-latency", "postgres", "coalescing",
-                 plan=LoadPlan(clients=4, ops_per_client=5), latency_s=(0.001, 0.01))
+                 plan=LoadPlan(clients=4, ops_per_client=5), latency_s=(0.001, 0.01),
+                 pool_size=4)
     )  # fmt: skip
     assert_sound(result)
 
@@ -118,7 +114,7 @@ async def test_disk_full_under_sqlite(fault_run: RunFault) -> None:
     500, and nothing acknowledged is lost once the space is back."""
     result = await fault_run(
         FaultRun("disk-full", "sqlite", "coalescing", plan=SHORT, interval_s=0.5,
-                 interval_ops=ONCE)
+                 **ONCE)
     )  # fmt: skip
     assert result.injections == 1
     assert_sound(result)
@@ -129,7 +125,7 @@ async def test_one_of_two_serves_partitioned_from_the_database(fault_run: RunFau
     mid-load while the first keeps answering."""
     result = await fault_run(
         FaultRun("partition", "postgres", "coalescing", plan=SHORT, interval_s=0.5,
-                 interval_ops=ONCE)
+                 **ONCE)
     )  # fmt: skip
     assert result.injections == 1
     assert_sound(result)

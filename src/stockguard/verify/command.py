@@ -88,6 +88,16 @@ def faults(
             "(the injection count then depends on the load, not the machine's speed)."
         ),
     ] = None,
+    injections_max: Annotated[
+        int | None, typer.Option(help="Stop injecting after this many (default: no limit).")
+    ] = None,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            help="serve's database connections per process (STOCKGUARD_POOL_SIZE; default: "
+            "serve's own, 20)."
+        ),
+    ] = None,
     latency_ms: Annotated[
         tuple[float, float],
         typer.Option(help="db-latency: each chunk waits a uniform LOW..HIGH ms, each way."),
@@ -138,6 +148,7 @@ def faults(
     )
     run = FaultRun(
         fault, backend, strategy, workers, plan, interval_s, interval_ops,
+        pool_size=pool_size, injections_max=injections_max,
         latency_s=(latency_ms[0] / 1000, latency_ms[1] / 1000), aof=aof, sweep_kills=sweep_kills,
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="stockguard-verify-") as workdir:

@@ -426,7 +426,13 @@ class FaultRun:
     interval_ops: int | None = None
     """Inject after every this many operations instead of every ``interval_s`` (the tests:
     the number of injections then depends on the plan, not on the machine's speed)."""
-    pool_size: int = 4
+    pool_size: int | None = None
+    """serve's database connections per process (``STOCKGUARD_POOL_SIZE``); None: serve's
+    default (20). The CI forms use 4: they share one PostgreSQL server with the rest of the
+    suite, and ``--workers 2`` or a partition's two serves would open 40 of its 100."""
+    injections_max: int | None = None
+    """Stop injecting after this many (the tests: an exact count, whatever the harness's
+    own operations add to the history)."""
     latency_s: tuple[float, float] = (0.05, 0.5)
     """db-latency: each chunk waits a uniform time in this range, each way."""
     aof: str = "always"
@@ -523,6 +529,8 @@ class _Rig:
         )
         if self.redis_prefix is not None:
             env["STOCKGUARD_REDIS_PREFIX"] = self.redis_prefix
+        if self.run.pool_size is not None:
+            env["STOCKGUARD_POOL_SIZE"] = str(self.run.pool_size)
         return env
 
     def serve_args(self, db_url: str) -> list[str]:
@@ -651,18 +659,25 @@ class _Rig:
 
     async def inject_forever(self, stop: asyncio.Event, load: Load) -> None:
         """Breaks something every ``interval_s`` (or every ``interval_ops`` operations of
-        ``load`` that reached the service) until ``stop`` is set."""
+        ``load`` that reached the service since the load began) until ``stop`` is set or
+        ``injections_max`` were made."""
         action = self._actions().get(self.run.fault)
         if action is None:
             await stop.wait()
             return
-        every = self.run.interval_ops
+        every, limit = self.run.interval_ops, self.run.injections_max
+        # From here: the stock setup's PUTs are retried when they time out on a loaded
+        # machine, and must not move the schedule.
+        start = load.reached()
         while not stop.is_set():
+            if limit is not None and self.injections >= limit:
+                await stop.wait()
+                return
             if every is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.run.interval_s)
             else:
-                due = (self.injections + 1) * every
+                due = start + (self.injections + 1) * every
                 while load.reached() < due and not stop.is_set():  # noqa: ASYNC110 - polls
                     await asyncio.sleep(0.01)
             if stop.is_set():
