@@ -712,9 +712,10 @@ class _Rig:
         """SIGKILL while an expiry sweep is inside its transaction (PostgreSQL).
 
         The load pauses (so no request is in flight), the harness makes one 1 s hold per
-        SKU, then locks every SKU's stock row in a transaction of its own. The sweep
-        (docs/design.md: due rows are marked expired, then the stock rows are locked and
-        moved) blocks on that lock with its reservations already marked: the only serve
+        SKU, then locks every SKU's stock row in a transaction of its own. The sweep (the
+        sweeper of docs/design.md#reservation-lifecycle; ``expire_due`` in
+        stores/operations.py marks due rows expired, then locks their stock rows and moves
+        them) blocks on that lock with its reservations already marked: the only serve
         connection waiting on a lock while nothing else runs. serve is killed then; the
         database rolls the sweep back, and the next serve's sweep ends those holds.
         """
