@@ -11,15 +11,22 @@ no event was sent before the one ahead of it was delivered (docs/events.md#guara
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pytest
 
 from stockguard.engine import Engine
 from stockguard.events.http1 import Http1Connection
 from stockguard.events.relay import Relay
+from stockguard.events.state import Endpoint, new_secret
+from stockguard.events.webhooks import EndpointClient
 from stockguard.stores.sql.store import SqlStore
 
 from .test_webhooks import FAST, committed, eventually, sale
@@ -228,3 +235,51 @@ async def test_a_failure_in_the_middle_keeps_every_request_in_id_order(
     assert first_accepted == expected
     if failure != "silently closed":
         assert len(script.seen) > len(set(script.seen)), "the failed events were retried"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with openssl (as tests/service does)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed (Debian package openssl; .ci/run installs it)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_is_checked_against_the_ca_bundle_and_kept_alive(
+    certificate: tuple[Path, Path],
+) -> None:
+    """Over TLS the connection is kept alive too; an endpoint whose certificate no CA of
+    the bundle signed is a failed attempt naming the check, never a delivery."""
+    cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    script = Script(lambda n, _: OK_KEPT)
+    server = await asyncio.start_server(script.serve, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        connection = Http1Connection("127.0.0.1", port, 5.0, trusting)
+        answers = [await connection.send(post(n)) for n in range(1, 6)]
+        connection.close()
+        assert answers == [(200, b"ok")] * 5
+        assert script.connections == 1
+        endpoint = Endpoint("e", f"https://127.0.0.1:{port}/hook", new_secret(), "all", True, "", 0)
+        async with httpx.AsyncClient() as fallback:
+            poster = EndpointClient(endpoint, 5.0, fallback)
+            attempt = await poster.post("1", b"{}")
+            poster.close()
+        assert not attempt.ok
+        assert attempt.error is not None and "CERTIFICATE_VERIFY_FAILED" in attempt.error
+    finally:
+        server.close()
