@@ -219,7 +219,7 @@ async def test_invalid_values_and_a_cut_below_the_backorders_held_change_nothing
 
 @SQLITE_ONLY
 async def test_backordered_units_show_on_reservations_and_owed_units_on_the_stock_row(
-    admin: Page, shop: Shop
+    admin: Page, shop: Shop, backend: str
 ) -> None:
     """A hold beyond the shelf says how many of its units are backordered; confirmed, on
     hand goes below 0 and the open page says how many units are owed to buyers, without a
@@ -248,6 +248,7 @@ async def test_backordered_units_show_on_reservations_and_owed_units_on_the_stoc
     await expect(row.locator('[data-field="owed"]')).to_have_text("1 owed to buyers")
     await expect(row.locator('[data-field="backorder"]')).to_have_text("backorder 4 of 5 left")
     assert await admin.evaluate("window.__notReloaded === true")
+    await screenshot(admin, backend, "admin-backorders", full_page=True)
 
     await admin.goto(f"{shop.url}/admin/sku?sku=HOOD")
     row = stock_row(admin, "HOOD")
