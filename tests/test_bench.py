@@ -87,11 +87,12 @@ def test_server_runs_use_databases_of_their_own_and_drop_them(db_url: str) -> No
     before = asyncio.run(bench_databases(db_url))
 
     status, rows, output = bench(
-        *SMALL, "--db", db_url, "--strategy", "coalescing", "--strategy", "sharded", "--json"
-    )
+        *SMALL, "--db", db_url, "--strategy", "coalescing", "--strategy", "sharded",
+        "--admission", "off", "--json",
+    )  # fmt: skip
 
     assert status == 0, output  # no run oversold or broke an invariant (audited)
-    assert len(rows) == 2 * 2 * 2
+    assert len(rows) == 2 * 2
     # Busy answers (503) under a loaded CI machine are counted as errors, not failures of
     # the property under test; overselling is.
     assert all(row["oversold"] == 0 for row in rows), rows

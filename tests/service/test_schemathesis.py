@@ -234,6 +234,11 @@ def test_every_answer_conforms_to_the_served_openapi_document(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def call_and_check(case: schemathesis.Case) -> None:
+        wait_s = (case.query or {}).get("wait_s")
+        if path == "/v1/events" and isinstance(wait_s, int | float) and wait_s > 0:
+            # A valid long poll waits up to wait_s for an event that never comes here:
+            # the answer's shape is the same at 0, and 25 examples stop costing ~50 s.
+            case.query["wait_s"] = 0  # type: ignore[index]
         case.call_and_validate(
             base_url=served_api.url,
             headers=bearer(ADMIN_TOKEN),
