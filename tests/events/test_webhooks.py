@@ -201,3 +201,35 @@ async def test_two_relays_one_database_one_is_active(engine: Engine) -> None:
             await second.stop()
         ids = receiver.unique_ids()
         assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_an_idle_relay_only_reads(engine: Engine) -> None:
+    """An idle relay looks for unnumbered rows with a read each poll; its writes are the
+    lease renewals (every lease_s / 4), not a fenced write transaction per poll (on SQLite
+    a write locks the whole database)."""
+    from sqlalchemy import event
+
+    assert isinstance(engine.store, SqlStore)
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    sync_engine = engine.store.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", note)
+    relay = Relay(engine.store, FAST)  # polls every 0.02 s, renews every 0.5 s
+    relay.start()
+    try:
+
+        def probes() -> int:
+            return sum(s.startswith("SELECT STOCK_EVENTS.ROW_ID") for s in statements)
+
+        await eventually(lambda: probes() >= 50, "50 polls")
+    finally:
+        await relay.stop()
+        event.remove(sync_engine, "before_cursor_execute", note)
+    lease_writes = sum(s.startswith("UPDATE EVENT_LEASES") for s in statements)
+    numbering = sum(s.startswith("UPDATE STOCK_EVENTS") for s in statements)
+    assert numbering == 0
+    assert lease_writes <= probes() // 5, (lease_writes, probes())
