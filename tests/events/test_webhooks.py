@@ -101,7 +101,7 @@ async def test_every_event_reaches_the_endpoint_signed_once_and_in_order(engine:
         relay.start()
         try:
             await sale(engine, ["A", "B"], 30)
-            await engine.sequence_events()  # noqa: the relay numbers too; harmless here
+            await engine.sequence_events()  # the relay numbers too; harmless here
             await eventually(
                 lambda: receiver.unique_ids() and len(receiver.unique_ids()) >= 1, "first"
             )
