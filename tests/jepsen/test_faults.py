@@ -22,6 +22,36 @@ ONCE = {"interval_ops": 40, "injections_max": 1, "pool_size": 4}
 process (the suite shares one PostgreSQL server: FaultRun.pool_size)."""
 
 
+# The longest first: pytest-xdist hands tests out in this order.
+
+
+async def test_two_workers_killed_inside_an_expiry_sweep(fault_run: RunFault) -> None:
+    """``serve --workers 2`` on PostgreSQL killed (the load paused) while a sweep's
+    transaction has marked due holds expired and waits on a stock row the harness locks.
+    The database rolls the sweep back; the restarted serve's sweep ends those holds. (A
+    kill mid-load: test_serve_killed_and_restarted_…; the matrix kills two workers
+    mid-load too.)"""
+    result = await fault_run(
+        FaultRun("serve-kill", "postgres", "coalescing", workers=2, plan=SHORT,
+                 **ONCE, sweep_kills=True)
+    )  # fmt: skip
+    assert result.injections == 1
+    assert any("inside an expiry sweep" in note for note in result.notes), result.notes
+    assert_sound(result)
+    swept = [r for r in result.final.reservations.values() if r["order_id"].startswith("sweep-")]
+    assert swept, "the harness's due holds"
+    assert {r["status"] for r in swept} == {"expired"}, swept
+
+
+async def test_standalone_persister_killed_loses_nothing(fault_run: RunFault) -> None:
+    """``stockguard persist`` holding the lease, SIGKILLed mid-load and restarted: the
+    lease lapses (10 s), a persister takes over from SQL's position, nothing answered is
+    lost. (The events relay's crash test is tests/events/test_relay_crash.py.)"""
+    result = await fault_run(FaultRun("persister-kill", "postgres", "redis", plan=SHORT, **ONCE))
+    assert result.injections == 1
+    assert_sound(result)
+
+
 async def test_connections_cut_mid_transaction_lose_no_acknowledged_write(
     fault_run: RunFault,
 ) -> None:
@@ -41,23 +71,6 @@ async def test_serve_killed_and_restarted_loses_no_acknowledged_write(
     result = await fault_run(FaultRun("serve-kill", "sqlite", "conditional", plan=SHORT, **ONCE))
     assert result.injections == 1
     assert_sound(result)
-
-
-async def test_two_workers_killed_inside_an_expiry_sweep(fault_run: RunFault) -> None:
-    """``serve --workers 2`` on PostgreSQL killed (the load paused) while a sweep's
-    transaction has marked due holds expired and waits on a stock row the harness locks.
-    The database rolls the sweep back; the restarted serve's sweep ends those holds. (A
-    kill mid-load is the form above; the matrix kills two workers mid-load too.)"""
-    result = await fault_run(
-        FaultRun("serve-kill", "postgres", "coalescing", workers=2, plan=SHORT,
-                 **ONCE, sweep_kills=True)
-    )  # fmt: skip
-    assert result.injections == 1
-    assert any("inside an expiry sweep" in note for note in result.notes), result.notes
-    assert_sound(result)
-    swept = [r for r in result.final.reservations.values() if r["order_id"].startswith("sweep-")]
-    assert swept, "the harness's due holds"
-    assert {r["status"] for r in swept} == {"expired"}, swept
 
 
 async def test_postgres_stopped_immediately_and_restarted(fault_run: RunFault) -> None:
@@ -85,15 +98,6 @@ async def test_redis_killed_loses_at_most_what_its_aof_setting_allows(
     else:
         assert result.loss_bound == 0
         assert_sound(result)
-
-
-async def test_standalone_persister_killed_loses_nothing(fault_run: RunFault) -> None:
-    """``stockguard persist`` holding the lease, SIGKILLed mid-load and restarted: the
-    lease lapses (10 s), a persister takes over from SQL's position, nothing answered is
-    lost. (The events relay's crash test is tests/events/test_relay_crash.py.)"""
-    result = await fault_run(FaultRun("persister-kill", "postgres", "redis", plan=SHORT, **ONCE))
-    assert result.injections == 1
-    assert_sound(result)
 
 
 async def test_database_latency(fault_run: RunFault) -> None:

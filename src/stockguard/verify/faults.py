@@ -184,17 +184,6 @@ class Serve:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        for _ in range(400):
-            if self.process.poll() is not None:
-                return
-            await asyncio.sleep(0.05)
-        self.kill()
-
 
 class StandalonePersister:
     """``stockguard persist`` in a process group of its own, as an operator runs it beside
@@ -224,17 +213,6 @@ class StandalonePersister:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             self.kills += 1
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        for _ in range(400):
-            if self.process.poll() is not None:
-                return
-            await asyncio.sleep(0.05)
-        self.kill()
 
 
 async def _run(*command: str, user: str | None = None, check_ok: bool = True) -> str:
@@ -610,7 +588,10 @@ class _Rig:
         if run.fault == "partition":
             self.serves.append(Serve(self.workdir / "serve-b", self.serve_args(proxied), env))
         for serve in self.serves:
-            self.stack.push_async_callback(serve.stop)
+            # Killed, not stopped, once the run is checked: a graceful stop (the redis
+            # strategy lets its persister catch up first) is seconds of waiting that prove
+            # nothing here, and every serve of a run is a process group of the harness's.
+            self.stack.callback(serve.kill)
             await serve.start(wait=False)
         # Together: a start-up is seconds of imports, and a partition run has two serves.
         await asyncio.gather(*(serve.wait_healthy() for serve in self.serves))
@@ -631,7 +612,7 @@ class _Rig:
             self.workdir / "persist", db_url, self.redis_url, self.redis_prefix
         )
         self.persister.start(self.serve_env())
-        self.stack.push_async_callback(self.persister.stop)
+        self.stack.callback(self.persister.kill)
         client = aioredis.Redis.from_url(self.redis_url)
         try:
             deadline = time.monotonic() + START_S_MAX
