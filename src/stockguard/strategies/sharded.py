@@ -158,20 +158,9 @@ class ShardedStrategy(Strategy):
         units = await tx.customer_units(domain.capped_pairs(locked, [request]))
         return domain.customer_refusal(locked, units, request)
 
-    async def _available(self, tx: Tx, skus: Sequence[str]) -> dict[str, int]:
-        """What each SKU's buckets have, read without locks, plus what its row may still
-        hold on a backorder allowance (docs/design.md#backorders): the buckets carry the
-        shelf, the row carries the allowance."""
-        rows = await b.buckets(tx, skus)
-        available = {sku: sum(row.available for row in found) for sku, found in rows.items()}
-        for sku, level in (await tx.levels(skus)).items():
-            if level.backorder_max and sku in available:
-                available[sku] += max(level.available, 0)
-        return available
-
     async def _shortfalls(self, tx: Tx, request: ReserveRequest) -> tuple[domain.Shortfall, ...]:
         """The lines the SKUs' buckets (read without locks) cannot fill now, if any."""
-        available = await self._available(tx, request.skus)
+        available = await b.sellable(tx, request.skus)
         return tuple(
             domain.Shortfall(line.sku, line.quantity, available.get(line.sku, 0))
             for line in request.lines
@@ -180,7 +169,7 @@ class ShardedStrategy(Strategy):
 
     async def _enough(self, tx: Tx, request: ReserveRequest) -> bool:
         """Whether the buckets, read without locks, hold enough for every line."""
-        available = await self._available(tx, request.skus)
+        available = await b.sellable(tx, request.skus)
         return all(available.get(line.sku, 0) >= line.quantity for line in request.lines)
 
     async def _fill(

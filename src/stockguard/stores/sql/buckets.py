@@ -64,6 +64,28 @@ async def buckets(tx: Tx, skus: Sequence[str], *, lock: bool = False) -> dict[st
     return found
 
 
+async def sellable(tx: Tx, skus: Sequence[str]) -> dict[str, int]:
+    """What each SKU of ``skus`` that has buckets may still hold, read without locks, in
+    one statement: its buckets' free units, plus, where the SKU has a backorder
+    allowance, what its row may still hold on it (docs/design.md#backorders: the buckets
+    carry the shelf, the row carries the allowance). The sold-out answer of a flash sale
+    is told from this, so it stays one round trip."""
+    tx.sharded = True  # events read this SKU's levels as row plus buckets
+    b, s = t.stock_buckets.c, t.stock_levels.c
+    on_row = s.on_hand + s.backorder_max - s.reserved - s.safety_stock
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(skus))):
+        rows = await tx.connection.execute(
+            select(b.sku, func.sum(b.on_hand - b.reserved), s.backorder_max, on_row)
+            .join(t.stock_levels, s.sku == b.sku)
+            .where(b.sku.in_(chunk))
+            .group_by(b.sku, s.backorder_max, on_row)
+        )
+        for sku, free, backorder_max, row_free in rows:
+            found[sku] = int(free) + (max(int(row_free), 0) if backorder_max else 0)
+    return found
+
+
 async def totals(tx: Tx, skus: Sequence[str]) -> dict[str, StockLevel]:
     """Each existing SKU's whole stock: its stock_levels row plus the sum of its buckets.
 
