@@ -2,7 +2,8 @@
 
 Write transactions put events in the ``stock_events`` outbox (``stores/sql/outbox.py``).
 Everything here runs after commit: ``relay`` numbers them and hands them, in id order, to
-the webhook endpoints (``webhooks``) and NATS JetStream (``nats_sink``), one relay per
-database at a time (``lease``), each sink with a cursor kept in the database (``state``);
-``feed`` serves the pull feed's long poll.
+the webhook endpoints (``webhooks``, over ``http1``'s keep-alive connections) and NATS
+JetStream (``nats_sink``), both ``sink.SinkLoop``s, one relay per database at a time
+(``lease``), each sink with a cursor kept in the database (``state``); ``feed`` serves the
+pull feed's long poll.
 """
