@@ -22,7 +22,8 @@ ONCE = {"interval_ops": 40, "injections_max": 1, "pool_size": 4}
 process (the suite shares one PostgreSQL server: FaultRun.pool_size)."""
 
 
-# The longest first: pytest-xdist hands tests out in this order.
+# The longest first: pytest-xdist hands tests out in file order, and short ones left for
+# the end even out the two workers.
 
 
 async def test_two_workers_killed_inside_an_expiry_sweep(fault_run: RunFault) -> None:
