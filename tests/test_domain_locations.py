@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockguard import domain
-from stockguard.domain import Line, Shortfall
+from stockguard.domain import Line, ReserveRequest, Shortfall, StockLevel
 from stockguard.domain.locations import (
+    DEFAULT_LOCATION_CODE,
     LOCATION_CODE_LEN_MAX,
     LOCATION_NAME_LEN_MAX,
     LOCATION_PRIORITY_MAX,
@@ -448,13 +449,13 @@ def test_a_batch_keeps_i1_per_location_and_reserved_is_what_it_granted(batch: Ba
 @settings(max_examples=BATCH_EXAMPLES_MAX, deadline=None)
 @given(batch=batches(), sold=st.booleans())
 def test_settling_gives_back_exactly_the_allocated_units(batch: Batch, sold: bool) -> None:
-    """Ending every held request of a batch, in any order and whatever became inactive
-    meanwhile, moves each level by exactly its allocations: a release or expiry leaves
+    """Ending every held request of a batch, in any order, moves each level by exactly its
+    allocations (``settle`` reads no location: whatever became inactive meanwhile settles
+    the same): a release or expiry leaves
     reserved as it was before the batch, a confirm also lowers on_hand by what it sold
     there."""
     shop, levels, requests = batch
     after, decisions = decide_in_order_by_location(levels, shop, requests)
-    closed = {code: Location(loc.code, loc.name, loc.priority, False) for code, loc in shop.items()}
     current = {sku: dict(by_location) for sku, by_location in after.items()}
     sold_at: dict[tuple[str, str], int] = {}
     for decision in reversed(decisions):
@@ -464,12 +465,88 @@ def test_settling_gives_back_exactly_the_allocated_units(batch: Batch, sold: boo
         for sku, allocations in decision.allocations.items():
             for a in allocations:
                 sold_at[(sku, a.location)] = sold_at.get((sku, a.location), 0) + a.quantity
-        assert sku_totals("A", current["A"], closed).reserved == 0
     for sku, by_location in levels.items():
         for code, before in by_location.items():
             now = current[sku][code]
             assert now.reserved == before.reserved
             assert now.on_hand == before.on_hand - (sold_at.get((sku, code), 0) if sold else 0)
+
+
+@st.composite
+def one_location_batches(
+    draw: st.DrawFn,
+) -> tuple[dict[str, StockLevel], list[ReserveRequest], dict[str, int | None]]:
+    """Stock as it is before locations (safety stock, backorders, caps) and a batch of
+    requests with customers, for the shop that keeps everything at one location."""
+    found = {}
+    for sku in SKUS:
+        backorder_max = draw(st.sampled_from([0, 0, 4]))
+        on_hand = draw(st.integers(0, 10))
+        reserved = draw(st.integers(0, on_hand + backorder_max))
+        found[sku] = StockLevel(
+            sku,
+            on_hand,
+            reserved,
+            draw(st.integers(0, 3)),
+            draw(st.integers(0, 2)),
+            draw(st.sampled_from([None, None, 4])),
+            backorder_max,
+        )
+    requests = []
+    for n in range(draw(st.integers(0, 12))):
+        lines = draw(st.dictionaries(st.sampled_from(SKUS), st.integers(1, 5), min_size=1))
+        customer = draw(st.sampled_from(["c1", "c2", None]))
+        requests.append(domain.validate_reserve(f"o{n}", list(lines.items()), 60, customer))
+    return found, requests, {sku: level.customer_max for sku, level in found.items()}
+
+
+@settings(max_examples=BATCH_EXAMPLES_MAX, deadline=None)
+@given(batch=one_location_batches(), policy=policies, split=st.booleans())
+def test_a_one_location_shop_decides_exactly_as_before_locations(
+    batch: tuple[dict[str, StockLevel], list[ReserveRequest], dict[str, int | None]],
+    policy: AllocationPolicy,
+    split: bool,
+) -> None:
+    """Issue 14's compatibility promise, in the domain: with every level at the default
+    location, any policy and split decide each request, its shortfall, its backordered
+    units and the levels after exactly as ``decide_in_order`` does, caps included."""
+    levels, requests, caps = batch
+    shop = {DEFAULT_LOCATION_CODE: Location(DEFAULT_LOCATION_CODE, "Default")}
+    located = {
+        sku: {
+            DEFAULT_LOCATION_CODE: LocationLevel(
+                sku,
+                DEFAULT_LOCATION_CODE,
+                lv.on_hand,
+                lv.reserved,
+                lv.version,
+                lv.safety_stock,
+                lv.backorder_max,
+            )
+        }
+        for sku, lv in levels.items()
+    }
+    before_after, before = domain.decide_in_order(levels, requests, {})
+    after, decisions = decide_in_order_by_location(
+        located,
+        shop,
+        [AllocationRequest(r, policy, split) for r in requests],
+        units={},
+        customer_max=caps,
+    )
+    for old, new in zip(before, decisions, strict=True):
+        assert (old.held, old.shortfall, type(old.refused)) == (
+            new.held,
+            new.shortfall,
+            type(new.refused),
+        )
+        if new.held:
+            assert {line.sku: line.backordered for line in new.lines if line.backordered} == dict(
+                old.backordered
+            )
+    for sku, lv in before_after.items():
+        now = after[sku][DEFAULT_LOCATION_CODE]
+        assert (now.on_hand, now.reserved, now.version) == (lv.on_hand, lv.reserved, lv.version)
 
 
 def test_settling_more_than_a_level_holds_contradicts_i2() -> None:
