@@ -84,10 +84,14 @@ def stocked(draw: st.DrawFn, sku: str, codes: list[str]) -> dict[str, LocationLe
     }
 
 
+LineCase = tuple[
+    dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None
+]
+"""A shop, one SKU's levels, a line, and the line's policy, split and pinned location."""
+
+
 @st.composite
-def one_line(
-    draw: st.DrawFn,
-) -> tuple[dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None]:
+def one_line(draw: st.DrawFn) -> LineCase:
     shop = draw(shops())
     levels = draw(stocked("A", list(shop)))
     pinned = draw(st.sampled_from([None, None, None, *shop]))
@@ -152,9 +156,7 @@ def expected_order(
 @settings(max_examples=EXAMPLES_MAX, deadline=None)
 @given(case=one_line())
 def test_allocate_stays_within_available_and_the_line_s_constraints(
-    case: tuple[
-        dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None
-    ],
+    case: LineCase,
 ) -> None:
     """Never more than available per location, never an inactive location, only the pinned
     one when pinned, one location when not split, each location at most once, the
@@ -187,9 +189,7 @@ def test_allocate_stays_within_available_and_the_line_s_constraints(
 @settings(max_examples=EXAMPLES_MAX, deadline=None)
 @given(case=one_line())
 def test_the_policy_order_is_followed_and_the_shelf_comes_before_the_allowance(
-    case: tuple[
-        dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None
-    ],
+    case: LineCase,
 ) -> None:
     """``priority`` fills in priority order, ``most_available`` from the most available
     first, ties per the documented key (priority, then code). Split: a location's shelf is
@@ -298,9 +298,7 @@ def test_most_available_picks_the_location_with_most_available(
 @settings(max_examples=EXAMPLES_MAX, deadline=None)
 @given(case=one_line(), seed=st.integers(0, 2**16))
 def test_allocate_does_not_depend_on_the_order_of_its_mappings(
-    case: tuple[
-        dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None
-    ],
+    case: LineCase,
     seed: int,
 ) -> None:
     """Deterministic: the same rows read in another order (another query plan, another
@@ -317,9 +315,7 @@ def test_allocate_does_not_depend_on_the_order_of_its_mappings(
 @settings(max_examples=EXAMPLES_MAX, deadline=None)
 @given(case=one_line())
 def test_a_split_unpinned_line_fits_exactly_when_the_totals_say_so(
-    case: tuple[
-        dict[str, Location], dict[str, LocationLevel], Line, AllocationPolicy, bool, str | None
-    ],
+    case: LineCase,
 ) -> None:
     """The totals' available is what a split hold can take: the figure the API shows is
     never a promise the allocation breaks. Totals sum over active locations only."""
