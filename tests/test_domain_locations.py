@@ -684,6 +684,7 @@ class TestValidation:
         assert validate_allocation_request(request, SHOP).policy is AllocationPolicy.PRIORITY
         for policy, split, pinned, field in [
             ("nearest", True, None, "allocation_policy"),
+            (["priority"], True, None, "allocation_policy"),
             ("priority", "yes", None, "split"),
             ("priority", True, {"C": "ST"}, "items"),
             ("priority", True, {"B": "NOWHERE"}, "items[1].location"),

@@ -58,10 +58,10 @@ class AllocationPolicy(enum.StrEnum):
 
     PRIORITY = "priority"
     """Fill from the location with the lowest ``priority`` number that has stock, then the
-    next (Saleor's "prioritize sorting order", Magento's source priority)."""
+    next: the admin's own sort order, so where a sale ships from is predictable."""
     MOST_AVAILABLE = "most_available"
-    """Fill from the location with the most available, then the next most (Saleor's
-    "prioritize high stock"): spreads the sale and keeps small stores' shelves for walk-ins."""
+    """Fill from the location with the most available, then the next most: spreads the
+    sale, and keeps a small store's last units for its walk-in customers."""
 
 
 _POLICY_NAMES = frozenset(policy.value for policy in AllocationPolicy)
@@ -96,8 +96,8 @@ class LocationLevel:
 
     ``safety_stock`` and ``backorder_max`` are carried per location
     (docs/locations.md#policy-per-location): the units a store keeps on display are that
-    store's, and an allowance to sell beyond
-    the shelf belongs to the location the restock will arrive at. I1 holds per level:
+    store's, and an allowance to sell beyond the shelf belongs to the location the restock
+    will arrive at. I1 holds per level:
     ``0 <= reserved <= on_hand + backorder_max``.
     """
 
@@ -205,7 +205,7 @@ def validate_allocation_request(
     """The location options of an already validated ``request``: a known policy, a bool
     ``split``, and each pinned line one of the request's SKUs at a known location (an
     inactive one is valid input: it is refused by the stock, as a sold-out location is)."""
-    if policy not in _POLICY_NAMES:
+    if not isinstance(policy, str) or policy not in _POLICY_NAMES:
         names = ", ".join(sorted(_POLICY_NAMES))
         raise InvalidInput("allocation_policy", f"must be one of {names}")
     chosen = AllocationPolicy(str(policy))
@@ -311,6 +311,7 @@ def allocate(
             taken[level.location] = taken.get(level.location, 0) + units
             left -= units
     assert left == 0, "the total covered the line, so the passes fill it"
+    assert len(taken) <= ALLOCATIONS_PER_LINE_MAX, "one allocation per location at most"
     return tuple(
         Allocation(code, units, levels_by_location[code].backordered(units))
         for code, units in taken.items()
