@@ -341,7 +341,8 @@ class LocationDecision:
     """Per SKU, where its line drew from; empty when refused."""
     shortfall: tuple[Shortfall, ...] = ()
     refused: CustomerLimit | InvalidInput | None = None
-    """A per-customer cap refused it (checked before the stock, as in ``decide_in_order``)."""
+    """A pin to no known location, or a per-customer cap, refused it: both are checked
+    before the stock (as the caps are in ``decide_in_order``), so the caller hears why."""
 
     @property
     def held(self) -> bool:
@@ -398,16 +399,16 @@ def decide_in_order_by_location(
         missing = [sku for sku in request.skus if sku not in current]
         if missing:
             raise UnknownSku(missing)
-        if counted is not None and caps:
-            capped = customer_refusal(caps, counted, request)
-            if capped is not None:
-                decisions.append(LocationDecision(located, {}, (), capped))
-                continue
         unknown = [code for code in located.pinned.values() if code not in locations]
         if unknown:
             refused = InvalidInput("location", f"unknown location {unknown[0]!r}")
             decisions.append(LocationDecision(located, {}, (), refused))
             continue
+        if counted is not None and caps:
+            capped = customer_refusal(caps, counted, request)
+            if capped is not None:
+                decisions.append(LocationDecision(located, {}, (), capped))
+                continue
         drawn: dict[str, tuple[Allocation, ...]] = {}
         short: list[Shortfall] = []
         for line in request.lines:
