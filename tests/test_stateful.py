@@ -355,10 +355,23 @@ class Machine(RuleBasedStateMachine):
         with pytest.raises(domain.IdempotencyConflict):
             self.run(self.engine.reserve(order_id, list(lines.items())))
 
-    @precondition(lambda self: bool(self.holds))
+    def pick(self, data: st.DataObject) -> Held | None:
+        """One of the model's reservations, or None before the first.
+
+        The draw's shape must not depend on the engine's answers: the clock runs during an
+        example (1 s holds may expire, or not, at the same step of two runs), and when a
+        step's draw or the enabled rules differ between two runs of the same choices,
+        Hypothesis stops with FlakyStrategyDefinition (the long profile hit it on
+        coalescing, sharded, redis and queue). So a constant-range index over the holds in
+        the order they were made, and no precondition that depends on them."""
+        index = data.draw(st.integers(0, 1_000))
+        return list(self.holds.values())[index % len(self.holds)] if self.holds else None
+
     @rule(data=st.data())
     def confirm(self, data: st.DataObject) -> None:
-        held = self.holds[data.draw(st.sampled_from(sorted(self.holds)))]
+        held = self.pick(data)
+        if held is None:
+            return
         before = self.bracket()
         try:
             answer: Status | type[Exception] = self.run(self.engine.confirm(held.id)).status
@@ -382,10 +395,11 @@ class Machine(RuleBasedStateMachine):
         else:
             assert answer is domain.InvalidState
 
-    @precondition(lambda self: bool(self.holds))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        held = self.holds[data.draw(st.sampled_from(sorted(self.holds)))]
+        held = self.pick(data)
+        if held is None:
+            return
         before = self.bracket()
         try:
             answer: Status | type[Exception] = self.run(self.engine.release(held.id)).status
@@ -433,26 +447,21 @@ class Machine(RuleBasedStateMachine):
     def time_passes(self) -> None:
         self.clock.offset_ms += STEP_MS
 
-    @precondition(
-        lambda self: (
-            not self.movable
-            and not self.slept
-            and any(
-                h.status is Status.HELD and h.expires_at_ms < self.clock.now_ms() + 2_000
-                for h in self.holds.values()
-            )
-        )
-    )
+    @precondition(lambda self: not self.movable)
     @rule()
     def time_passes_by_waiting(self) -> None:
-        """The redis strategy: its clock is Redis's; wait until the short holds are due."""
-        self.slept = True
-        due_at = max(
+        """The redis strategy: its clock is Redis's; wait until the short holds are due
+        (once per example). Whether there are any is decided here, not in a precondition:
+        it depends on the clock (see ``pick``)."""
+        soon = [
             h.expires_at_ms
             for h in self.holds.values()
             if h.status is Status.HELD and h.expires_at_ms < self.clock.now_ms() + 2_000
-        )
-        self.run(asyncio.sleep(max(due_at - self.clock.now_ms() + TOLERANCE_MS + 10, 0) / 1000))
+        ]
+        if self.slept or not soon:
+            return
+        self.slept = True
+        self.run(asyncio.sleep(max(max(soon) - self.clock.now_ms() + TOLERANCE_MS + 10, 0) / 1000))
 
     # ------------------------------------------------------------------ invariants
 
