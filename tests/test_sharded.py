@@ -18,6 +18,7 @@ from stockguard.engine import Engine
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.audit import audit, stock_totals
 from stockguard.stores.sql.buckets import Bucket, fill, spread
+from stockguard.strategies import sharded as sharded_module
 from stockguard.strategies.sharded import ShardedStrategy
 
 
@@ -245,3 +246,35 @@ async def test_reserves_confirms_releases_and_sweeps_racing_on_few_buckets_never
         report = await audit(engine.store)
         assert report.ok, report.violations
         assert (await totals(engine, "DL-A"))[1] == 0 and (await totals(engine, "DL-B"))[1] == 0
+
+
+class _Picks:
+    """Bucket choices in order: the spread-out path's ``random.randrange`` made certain."""
+
+    def __init__(self, picks: list[int]) -> None:
+        self.picks = picks
+
+    def randrange(self, count: int) -> int:
+        return self.picks.pop(0) % count
+
+
+async def test_a_line_short_on_its_bucket_does_not_count_the_order_s_own_takes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order of A x1 + B x1, each with its last unit in one bucket: the first line takes
+    A's unit, the second tries an empty bucket of B. The order must fall back and be held;
+    it was refused as "A: available 0" (its own uncommitted take counted against it), and
+    the admission then marked A sold out for everyone (found by the model test)."""
+    await engine.set_on_hand("A", 1)
+    await engine.set_on_hand("B", 1)
+    a_bucket = next(n for n, (on_hand, _) in enumerate(await buckets_of(engine, "A")) if on_hand)
+    b_empty = next(n for n, (on_hand, _) in enumerate(await buckets_of(engine, "B")) if not on_hand)
+    monkeypatch.setattr(sharded_module, "random", _Picks([a_bucket, b_empty]))
+
+    held = await engine.reserve("both", [("A", 1), ("B", 1)])
+
+    assert held.created
+    assert await totals(engine, "A") == (1, 1)
+    assert await totals(engine, "B") == (1, 1)
+    report = await audit(engine.store)
+    assert report.violations == []

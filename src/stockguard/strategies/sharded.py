@@ -124,8 +124,10 @@ class ShardedStrategy(Strategy):
                 if spread_out:
                     bucket = random.randrange(count)
                     if not await b.take_if_available(tx, line.sku, bucket, line.quantity):
-                        # Sold out is the common case here: tell it in this transaction.
-                        short = await self._shortfalls(tx, request)
+                        # Sold out is the common case here: tell it in this transaction,
+                        # whose own takes of the lines before are given back first.
+                        mine = {sku: units for sku, _, units in parts}
+                        short = await self._shortfalls(tx, request, mine)
                         return domain.OutOfStock(short) if short else _FALL_BACK
                     taken = [(bucket, line.quantity)]
                 else:
@@ -158,9 +160,20 @@ class ShardedStrategy(Strategy):
         units = await tx.customer_units(domain.capped_pairs(locked, [request]))
         return domain.customer_refusal(locked, units, request)
 
-    async def _shortfalls(self, tx: Tx, request: ReserveRequest) -> tuple[domain.Shortfall, ...]:
-        """The lines the SKUs' buckets (read without locks) cannot fill now, if any."""
+    async def _shortfalls(
+        self, tx: Tx, request: ReserveRequest, mine: Mapping[str, int] | None = None
+    ) -> tuple[domain.Shortfall, ...]:
+        """The lines the SKUs' buckets (read without locks) cannot fill now, if any.
+
+        ``mine``: units this transaction took already, for lines before the short one. They
+        are the request's own, about to be rolled back: counted as available again, else a
+        multi-line order whose first line took a SKU's last unit would be refused for that
+        unit ("available 0"), the admission would mark the SKU sold out, and later buyers
+        of it would be refused while it is on the shelf (found by the model test,
+        docs/reliability.md)."""
         available = await b.sellable(tx, request.skus)
+        for sku, units in (mine or {}).items():
+            available[sku] = available.get(sku, 0) + units
         return tuple(
             domain.Shortfall(line.sku, line.quantity, available.get(line.sku, 0))
             for line in request.lines
