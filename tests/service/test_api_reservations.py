@@ -278,7 +278,7 @@ async def test_a_quantity_written_as_an_integral_number_like_2_0_is_2(api: Api) 
     )
 
     assert whole.status_code == 201
-    assert whole.json()["items"] == [{"sku": "A", "quantity": 2}]
+    assert whole.json()["items"] == [{"sku": "A", "quantity": 2, "backordered": 0}]
     assert_problem(fraction, 422, "invalid-input")
 
 
