@@ -51,6 +51,7 @@ from stockguard.domain.errors import (
 from stockguard.domain.model import (
     CURSOR_DIGITS_MAX,
     CUSTOMER_ID_LEN_MAX,
+    DEFAULT_LOCATION_CODE,
     HOLD_LIFETIME_S_MAX,
     ID_LEN_MAX,
     LINES_MAX,
@@ -71,6 +72,7 @@ from stockguard.domain.model import (
     TTL_S_MAX,
     TTL_S_MIN,
     VARIANTS_MAX,
+    Allocation,
     Line,
     Movement,
     Product,
@@ -114,6 +116,7 @@ from stockguard.domain.rules import (
     remaining_lines,
     replay_or_conflict,
     shortfalls,
+    shrink_allocations,
 )
 from stockguard.domain.validation import (
     validate_delta,
@@ -131,6 +134,7 @@ from stockguard.domain.validation import (
 __all__ = [
     "CURSOR_DIGITS_MAX",
     "CUSTOMER_ID_LEN_MAX",
+    "DEFAULT_LOCATION_CODE",
     "HOLD_LIFETIME_S_MAX",
     "ID_LEN_MAX",
     "LINES_MAX",
@@ -151,6 +155,7 @@ __all__ = [
     "TTL_S_MAX",
     "TTL_S_MIN",
     "VARIANTS_MAX",
+    "Allocation",
     "BelowReserved",
     "CustomerLimit",
     "CustomerUnits",
@@ -204,6 +209,7 @@ __all__ = [
     "remaining_lines",
     "replay_or_conflict",
     "shortfalls",
+    "shrink_allocations",
     "validate_delta",
     "validate_filter_text",
     "validate_lines",

@@ -24,6 +24,7 @@ from stockguard.domain.errors import CustomerLimit, InvalidInput, Shortfall, Unk
 from stockguard.domain.model import (
     SKU_LEN_MAX,
     TEXT_FORBIDDEN,
+    Allocation,
     Line,
     ReserveRequest,
     StockLevel,
@@ -46,9 +47,6 @@ every loop below over a SKU's locations bounded."""
 ALLOCATIONS_PER_LINE_MAX = LOCATIONS_MAX
 """A line draws at most once from each location (``allocate`` merges a location's shelf and
 backorder units into one allocation)."""
-DEFAULT_LOCATION_CODE = "default"
-"""The location every existing level moves into on upgrade (docs/locations.md#migration):
-a shop that never names a location keeps selling from it unchanged."""
 
 _FORBIDDEN = re.compile(f"[{TEXT_FORBIDDEN}]")
 
@@ -126,18 +124,6 @@ class LocationLevel:
         ``StockLevel.backordered``, per location."""
         beyond = self.reserved + quantity - (self.on_hand - self.safety_stock)
         return min(max(beyond, 0), quantity)
-
-
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    """Units of one line drawn from one location: recorded with the line, and settled
-    exactly (``settle``)."""
-
-    location: str
-    quantity: int
-    backordered: int = 0
-    """Of ``quantity``, the units beyond that location's shelf, on its backorder allowance
-    (what ``Line.backordered`` says, per location; the line's is the sum)."""
 
 
 @dataclass(frozen=True, slots=True)

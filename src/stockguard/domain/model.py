@@ -45,6 +45,11 @@ and the bidirectional overrides and isolates (U+202E would show ``ABC<RLO>DEF`` 
 _CONTROL_CHARS = re.compile(f"[{TEXT_FORBIDDEN}]")
 
 
+DEFAULT_LOCATION_CODE = "default"
+"""The location whose stock is a SKU's own ``stock_levels`` row (docs/locations.md#model):
+a shop that never names a location sells from it unchanged."""
+
+
 class Status(enum.StrEnum):
     HELD = "held"
     CONFIRMED = "confirmed"
@@ -60,6 +65,18 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Allocation:
+    """Units of one line drawn from one location: recorded with the line, and settled
+    exactly (``locations.settle``; docs/locations.md#model)."""
+
+    location: str
+    quantity: int
+    backordered: int = 0
+    """Of ``quantity``, the units beyond that location's shelf, on its backorder allowance
+    (what ``Line.backordered`` says, per location; the line's is the sum)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Line:
     sku: str
     quantity: int
@@ -67,6 +84,19 @@ class Line:
     """Units of ``quantity`` held beyond the physical stock, on the SKU's backorder
     allowance (docs/design.md#backorders): decided when the hold is granted, stored with
     the line. Not part of equality: a replay asks for the same lines whatever they got."""
+    location: str | None = field(default=None, compare=False)
+    """Asked for: the only location this line may draw from (click-and-collect); None: any
+    (docs/locations.md#allocation-policy). Not part of equality, as ``backordered``."""
+    allocations: tuple[Allocation, ...] = field(default=(), compare=False)
+    """Held: where the units came from when the SKU is stocked at several locations; empty
+    for a line held wholly at the default location (docs/locations.md#model)."""
+
+    def drawn(self) -> tuple[Allocation, ...]:
+        """Where the line's units are held: its allocations, or all at the default
+        location (the line of a SKU stocked nowhere else). What every ending settles."""
+        if self.allocations:
+            return self.allocations
+        return (Allocation(DEFAULT_LOCATION_CODE, self.quantity, self.backordered),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +116,11 @@ class StockLevel:
     """Units a shop chose to sell beyond on_hand (docs/design.md#backorders): holds may
     take ``reserved`` up to ``on_hand + backorder_max``, and ``on_hand`` goes negative
     when such holds are confirmed."""
+    located: bool = False
+    """The SKU is also stocked at locations other than the default one: this level is then
+    only the default location's, and holds go through the allocation policy
+    (docs/locations.md#how-each-strategy-uses-it). Read with the level, so a shop without
+    locations pays no query for it."""
 
     @property
     def available(self) -> int:
@@ -125,6 +160,11 @@ class ReserveRequest:
     lines: tuple[Line, ...]
     ttl_s: int
     customer_id: str | None = None
+    allocation_policy: str | None = field(default=None, compare=False)
+    """``priority`` or ``most_available``; None: the shop's default
+    (docs/locations.md#allocation-policy)."""
+    split: bool = field(default=True, compare=False)
+    """False: each line from one location alone."""
     skus: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """The lines' SKUs in lock order, made once: admission reads them several times per
     request (caps, the sold-out marks, the fast path's look-up)."""
@@ -147,6 +187,8 @@ class Movement:
     on_hand_after: int
     reason: str
     reservation_id: str | None
+    location: str = DEFAULT_LOCATION_CODE
+    """Where the units moved (docs/locations.md#invariants: I3 per location)."""
 
 
 @dataclass(frozen=True, slots=True)

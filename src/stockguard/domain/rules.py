@@ -28,6 +28,7 @@ from stockguard.domain.errors import (
 from stockguard.domain.model import (
     HOLD_LIFETIME_S_MAX,
     ON_HAND_MAX,
+    Allocation,
     Line,
     Reservation,
     ReserveOutcome,
@@ -187,12 +188,27 @@ def new_reservation(
     reservation_id: str,
     now_ms: int,
     backordered: Mapping[str, int] | None = None,
+    allocations: Mapping[str, tuple[Allocation, ...]] | None = None,
 ) -> Reservation:
     """The hold a granted ``request`` becomes at ``now_ms`` (the store's clock), under the
     id the caller drew: held until ``now_ms + ttl``. ``backordered``: what ``backordered``
-    said on the levels the hold was decided on."""
+    said on the levels the hold was decided on. ``allocations``: per SKU stocked at
+    several locations, where its line drew from (docs/locations.md#model); a line's
+    ``backordered`` is then the sum of its allocations'."""
     lines = request.lines
-    if backordered:
+    if allocations:
+        lines = tuple(
+            Line(
+                line.sku,
+                line.quantity,
+                sum(a.backordered for a in allocations[line.sku]),
+                allocations=allocations[line.sku],
+            )
+            if line.sku in allocations
+            else Line(line.sku, line.quantity, (backordered or {}).get(line.sku, 0))
+            for line in lines
+        )
+    elif backordered:
         lines = tuple(Line(line.sku, line.quantity, backordered.get(line.sku, 0)) for line in lines)
     return Reservation(
         id=reservation_id,
@@ -385,9 +401,34 @@ def remaining_lines(held: Sequence[Line], given: Sequence[Line]) -> tuple[Line, 
             line.sku,
             line.quantity - back.get(line.sku, 0),
             max(line.backordered - back.get(line.sku, 0), 0),
+            allocations=shrink_allocations(line.allocations, back.get(line.sku, 0)),
         )
         for line in held
         if line.quantity > back.get(line.sku, 0)
+    )
+
+
+def shrink_allocations(allocations: Sequence[Allocation], units: int) -> tuple[Allocation, ...]:
+    """A located line's allocations less ``units`` given back (docs/locations.md#settling):
+    backordered units first, as for a line, then in the reverse of the order drawn, so
+    what stays held is what the policy would have drawn first. Allocations reaching 0
+    are left out; no allocations (a default-location line) stay none."""
+    left = units
+    backordered = [a.backordered for a in allocations]
+    quantity = [a.quantity for a in allocations]
+    for index in reversed(range(len(allocations))):
+        taken = min(backordered[index], left)
+        backordered[index] -= taken
+        quantity[index] -= taken
+        left -= taken
+    for index in reversed(range(len(allocations))):
+        taken = min(quantity[index], left)
+        quantity[index] -= taken
+        left -= taken
+    return tuple(
+        Allocation(a.location, quantity[index], backordered[index])
+        for index, a in enumerate(allocations)
+        if quantity[index] > 0
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from stockguard import domain
@@ -51,6 +52,9 @@ stock_levels = Table(
     Column("safety_stock", BigInteger, nullable=False, default=0, server_default="0"),
     Column("backorder_max", BigInteger, nullable=False, default=0, server_default="0"),
     Column("customer_max", BigInteger, nullable=True),
+    # Stocked at other locations too (docs/locations.md#model): this row is then only the
+    # default location's level, and holds go through the allocation policy.
+    Column("located", Boolean, nullable=False, default=False, server_default=false()),
     # I1 (docs/design.md#backorders): on_hand goes below 0 only by what the shop allowed.
     CheckConstraint(
         "reserved >= 0 AND reserved <= on_hand + backorder_max AND backorder_max >= 0",
@@ -108,6 +112,8 @@ reservation_lines = Table(
     Column("quantity", BigInteger, nullable=False),
     # Units of the line held beyond the physical stock (docs/design.md#backorders).
     Column("backordered", BigInteger, nullable=False, default=0, server_default="0"),
+    # Its allocations are in reservation_allocations (docs/locations.md#model).
+    Column("allocated", Boolean, nullable=False, default=False, server_default=false()),
     CheckConstraint("quantity > 0", name="ck_line_quantity_positive"),
     Index("ix_reservation_lines_sku", "sku"),
     **_MYSQL,
@@ -123,7 +129,68 @@ stock_movements = Table(
     Column("on_hand_after", BigInteger, nullable=False),
     Column("reason", String(domain.REASON_LEN_MAX), nullable=False),
     Column("reservation_id", String(36), nullable=True),
+    # Where the units moved (docs/locations.md#invariants: I3 per location).
+    Column(
+        "location",
+        String(domain.SKU_LEN_MAX),
+        nullable=False,
+        default=domain.DEFAULT_LOCATION_CODE,
+        server_default=domain.DEFAULT_LOCATION_CODE,
+    ),
     Index("ix_stock_movements_sku", "sku", "seq"),
+    **_MYSQL,
+)
+
+# Locations (docs/locations.md): warehouses and stores. ``default`` always exists: its
+# level of a SKU is the SKU's ``stock_levels`` row, so a shop that never names a location
+# runs exactly as before.
+locations = Table(
+    "locations",
+    metadata,
+    Column("code", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("priority", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# A SKU's level at a location other than ``default``, with I1 of its own.
+location_levels = Table(
+    "location_levels",
+    metadata,
+    Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
+    Column(
+        "location", String(domain.SKU_LEN_MAX), ForeignKey("locations.code"), primary_key=True
+    ),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("safety_stock", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("backorder_max", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint(
+        "reserved >= 0 AND reserved <= on_hand + backorder_max AND backorder_max >= 0",
+        name="ck_location_never_oversold",
+    ),
+    CheckConstraint(f"on_hand <= {domain.ON_HAND_MAX}", name="ck_location_on_hand_max"),
+    **_MYSQL,
+)
+
+# Where a located SKU's held line drew its units (docs/locations.md#model): confirm, release
+# and expiry settle exactly these. A line with no rows here was held wholly at ``default``
+# (``reservation_lines.allocated`` says which, so a read needs no look-up otherwise).
+reservation_allocations = Table(
+    "reservation_allocations",
+    metadata,
+    Column("reservation_id", String(36), ForeignKey("reservations.id"), primary_key=True),
+    Column("sku", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column("location", String(domain.SKU_LEN_MAX), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("backordered", BigInteger, nullable=False),
+    CheckConstraint("quantity > 0", name="ck_allocation_quantity_positive"),
+    Index("ix_reservation_allocations_location", "sku", "location"),
     **_MYSQL,
 )
 
@@ -279,6 +346,9 @@ kit_components = Table(
 )
 
 ALL_TABLES = (
+    reservation_allocations,
+    location_levels,
+    locations,
     kit_components,
     webhook_dead_letters,
     webhook_deliveries,
