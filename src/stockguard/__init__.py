@@ -12,8 +12,10 @@ Quick start::
 
 from stockguard.admission import AdmissionLimits
 from stockguard.domain import (
+    Allocation,
     BelowReserved,
     CustomerLimit,
+    DuplicateLocation,
     DuplicateSku,
     IdempotencyConflict,
     InvalidInput,
@@ -35,6 +37,7 @@ from stockguard.domain import (
     StockguardError,
     StockLevel,
     StoreUnavailable,
+    UnknownLocation,
     UnknownSku,
     Variant,
     VariantSpec,
@@ -44,9 +47,11 @@ from stockguard.stores.sql.audit import AuditReport
 
 __all__ = [  # sorted: everything a caller builds, receives or may catch
     "AdmissionLimits",
+    "Allocation",
     "AuditReport",
     "BelowReserved",
     "CustomerLimit",
+    "DuplicateLocation",
     "DuplicateSku",
     "Engine",
     "IdempotencyConflict",
@@ -69,6 +74,7 @@ __all__ = [  # sorted: everything a caller builds, receives or may catch
     "StockLevel",
     "StockguardError",
     "StoreUnavailable",
+    "UnknownLocation",
     "UnknownSku",
     "Variant",
     "VariantSpec",

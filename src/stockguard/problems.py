@@ -25,6 +25,8 @@ PROBLEMS: Mapping[str, ProblemKind] = {
     domain.InvalidInput.kind: ProblemKind(422, "Invalid input"),
     domain.UnknownSku.kind: ProblemKind(404, "Unknown SKU"),
     domain.DuplicateSku.kind: ProblemKind(409, "SKU already exists"),
+    domain.UnknownLocation.kind: ProblemKind(404, "Unknown location"),
+    domain.DuplicateLocation.kind: ProblemKind(409, "Location already exists"),
     domain.ProductNotFound.kind: ProblemKind(404, "Product not found"),
     domain.ReservationNotFound.kind: ProblemKind(404, "Reservation not found"),
     domain.OutOfStock.kind: ProblemKind(409, "Out of stock"),

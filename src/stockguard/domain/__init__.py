@@ -32,6 +32,7 @@ from __future__ import annotations
 from stockguard.domain.errors import (
     BelowReserved,
     CustomerLimit,
+    DuplicateLocation,
     DuplicateSku,
     IdempotencyConflict,
     InvalidInput,
@@ -46,6 +47,7 @@ from stockguard.domain.errors import (
     StockChanged,
     StockguardError,
     StoreUnavailable,
+    UnknownLocation,
     UnknownSku,
 )
 from stockguard.domain.model import (
@@ -160,6 +162,7 @@ __all__ = [
     "CustomerLimit",
     "CustomerUnits",
     "Decision",
+    "DuplicateLocation",
     "DuplicateSku",
     "Ending",
     "Extension",
@@ -187,6 +190,7 @@ __all__ = [
     "StockLevel",
     "StockguardError",
     "StoreUnavailable",
+    "UnknownLocation",
     "UnknownSku",
     "Variant",
     "VariantSpec",

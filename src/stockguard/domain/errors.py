@@ -54,6 +54,24 @@ class DuplicateSku(StockguardError):
         super().__init__(f"sku already exists: {', '.join(self.skus)}")
 
 
+class UnknownLocation(StockguardError):
+    """No location has this code (docs/locations.md)."""
+
+    kind = "unknown-location"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no location {code!r}")
+        self.code = code
+
+
+class DuplicateLocation(StockguardError):
+    kind = "duplicate-location"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"location already exists: {code!r}")
+        self.code = code
+
+
 class ProductNotFound(StockguardError):
     kind = "product-not-found"
 

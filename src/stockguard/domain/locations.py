@@ -21,15 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stockguard.domain.errors import CustomerLimit, InvalidInput, Shortfall, UnknownSku
+from stockguard.domain.model import DEFAULT_LOCATION_CODE as DEFAULT_LOCATION_CODE
 from stockguard.domain.model import (
     SKU_LEN_MAX,
     TEXT_FORBIDDEN,
-    Allocation,
     Line,
     ReserveRequest,
     StockLevel,
 )
+from stockguard.domain.model import Allocation as Allocation
 from stockguard.domain.policy import CustomerUnits, count_hold, customer_refusal
+from stockguard.domain.validation import ALLOCATION_POLICIES
 
 # Limits (docs/locations.md#limits). Every input is checked against these before any write.
 LOCATION_CODE_LEN_MAX = SKU_LEN_MAX
@@ -63,6 +65,7 @@ class AllocationPolicy(enum.StrEnum):
 
 
 _POLICY_NAMES = frozenset(policy.value for policy in AllocationPolicy)
+assert set(ALLOCATION_POLICIES) == _POLICY_NAMES, "validation's copy of the names"
 
 ALLOCATION_POLICY_DEFAULT = AllocationPolicy.PRIORITY
 """The shop's default when a request names none: predictable (the admin's sort order), and

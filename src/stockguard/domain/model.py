@@ -6,6 +6,10 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stockguard.domain.locations import LocationLevel
 
 # Limits (docs/design.md#limits). Every input is checked against these before any write.
 SKU_LEN_MAX = 64
@@ -121,6 +125,10 @@ class StockLevel:
     only the default location's, and holds go through the allocation policy
     (docs/locations.md#how-each-strategy-uses-it). Read with the level, so a shop without
     locations pays no query for it."""
+    locations: tuple[LocationLevel, ...] = field(default=(), compare=False)
+    """Filled by stock reads (not by a strategy's locked reads): the level at every
+    location, the default one first; the counts above are then the totals over the active
+    ones (docs/locations.md#totals)."""
 
     @property
     def available(self) -> int:

@@ -88,8 +88,12 @@ def validate_reserve(
     lines: Sequence[Line] | Sequence[tuple[str, int]],
     ttl_s: object = TTL_S_DEFAULT,
     customer_id: object = None,
+    allocation_policy: object = None,
+    split: object = True,
 ) -> ReserveRequest:
-    """Checks a reservation request against every limit; raises before anything is written."""
+    """Checks a reservation request against every limit; raises before anything is written.
+    ``allocation_policy`` and ``split``, and a ``Line``'s ``location``, choose where a SKU
+    stocked at several locations draws from (docs/locations.md#allocation-policy)."""
     order = _validate_text(order_id, "order_id", ORDER_ID_LEN_MAX)
     customer = (
         None
@@ -97,7 +101,18 @@ def validate_reserve(
         else _validate_text(customer_id, "customer_id", CUSTOMER_ID_LEN_MAX)
     )
     ttl = validate_ttl(ttl_s)
-    return ReserveRequest(order, validate_lines(lines), ttl, customer)
+    if allocation_policy is not None and allocation_policy not in ALLOCATION_POLICIES:
+        raise InvalidInput("allocation_policy", f"must be one of {', '.join(ALLOCATION_POLICIES)}")
+    if not isinstance(split, bool):
+        raise InvalidInput("split", "must be true or false")
+    if allocation_policy is None and split:
+        return ReserveRequest(order, validate_lines(lines), ttl, customer)
+    return ReserveRequest(order, validate_lines(lines), ttl, customer, allocation_policy, split)
+
+
+ALLOCATION_POLICIES = ("most_available", "priority")
+"""The names of ``locations.AllocationPolicy`` (kept here: locations imports this module's
+neighbours, and the check runs on every request that names one)."""
 
 
 def validate_ttl(ttl_s: object) -> int:
@@ -118,8 +133,11 @@ def validate_lines(lines: Sequence[Line] | Sequence[tuple[str, int]]) -> tuple[L
     checked: list[Line] = []
     seen: set[str] = set()
     for index, raw in enumerate(lines):
+        location = None
         if isinstance(raw, Line):
             sku_raw, quantity_raw = raw.sku, raw.quantity
+            if raw.location is not None:
+                location = validate_sku(raw.location, f"items[{index}].location")
         elif isinstance(raw, tuple) and len(raw) == 2:
             sku_raw, quantity_raw = raw
         else:
@@ -141,7 +159,9 @@ def validate_lines(lines: Sequence[Line] | Sequence[tuple[str, int]]) -> tuple[L
         if sku in seen:
             raise InvalidInput(f"items[{index}].sku", f"{sku!r} appears more than once")
         seen.add(sku)
-        checked.append(Line(sku, quantity))
+        checked.append(
+            Line(sku, quantity) if location is None else Line(sku, quantity, 0, location)
+        )
     if len(checked) > 1:
         checked.sort(key=_by_sku)
     return tuple(checked)

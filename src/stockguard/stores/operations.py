@@ -27,6 +27,15 @@ from stockguard.domain import (
     StockLevel,
     Variant,
 )
+from stockguard.domain.locations import (
+    ALLOCATION_POLICY_DEFAULT,
+    LOCATIONS_MAX,
+    AllocationPolicy,
+    Location,
+    LocationLevel,
+    validate_location,
+)
+from stockguard.stores import located
 from stockguard.stores.contract import DuplicateKey, StoreTx
 
 T = TypeVar("T")
@@ -47,6 +56,9 @@ class StoreOperations:
     """The shared use cases; a store subclasses this and provides the session below."""
 
     counters: Counter[str]
+    allocation_policy: AllocationPolicy = ALLOCATION_POLICY_DEFAULT
+    """The shop's default allocation policy (``STOCKGUARD_ALLOCATION_POLICY``): how a line
+    of a SKU stocked at several locations draws when its request names none."""
 
     def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[StoreTx]:
         """A transaction that rolls back unless the body calls ``tx.commit()``."""
@@ -82,7 +94,7 @@ class StoreOperations:
     async def out_of_stock(self, request: domain.ReserveRequest) -> domain.StockguardError:
         """The error for a refused request, with every line's shortfall as of now."""
         async with self.transaction(read_only=True) as tx:
-            levels = await tx.levels(request.skus)
+            levels = await shown_levels(tx, request.skus)
         return domain.refusal(levels, request.lines)
 
     async def confirm(self, reservation_id: str) -> Reservation:
@@ -128,11 +140,12 @@ class StoreOperations:
             for reservation in held:
                 await tx.sell(reservation.lines, reservation.id, now_ms)
         else:
-            deltas: dict[str, int] = {}
-            for reservation in held:
-                for line in reservation.lines:
-                    deltas[line.sku] = deltas.get(line.sku, 0) - line.quantity
-            await tx.add_reserved(deltas, now_ms)
+            at_default, elsewhere = located.settled(
+                (line, False) for reservation in held for line in reservation.lines
+            )
+            await tx.add_reserved({sku: change[1] for sku, change in at_default.items()}, now_ms)
+            if elsewhere:
+                await tx.move_location_levels(elsewhere, now_ms)
 
     async def expire_due(self, limit: int = EXPIRE_BATCH_MAX) -> int:
         """Ends every held reservation past its expiry, in batches of ``limit``.
@@ -152,12 +165,18 @@ class StoreOperations:
                     if not ids:
                         return 0
                     totals = await tx.held_quantity_by_sku(ids)
+                    elsewhere = await tx.held_elsewhere(ids)
                     ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
                     assert ended == len(ids), "due rows were locked as held"
                     # Lock the stock rows in SKU order in one statement, then move them all
                     # in one more: the hot rows wait on no round trip per SKU in between.
                     await tx.levels(list(totals), lock=True)
                     await tx.move_levels({sku: (0, -q) for sku, q in totals.items()}, now_ms)
+                    if elsewhere:  # levels at other locations, after the rows (docs/locations.md)
+                        await tx.location_levels(sorted({sku for sku, _ in elsewhere}), lock=True)
+                        await tx.move_location_levels(
+                            {key: (0, -q) for key, q in elsewhere.items()}, now_ms
+                        )
                     await tx.commit()
                     return ended
 
@@ -174,8 +193,10 @@ class StoreOperations:
         return found
 
     async def stock(self, skus: Sequence[str]) -> list[StockLevel]:
+        """The SKUs' levels as shown: totals over their active locations, with the level
+        at every location (docs/locations.md#totals)."""
         async with self.transaction(read_only=True) as tx:
-            levels = await tx.levels(skus)
+            levels = await shown_levels(tx, skus)
         return [levels[sku] for sku in sorted(levels)]
 
     async def set_on_hand(
@@ -197,12 +218,12 @@ class StoreOperations:
                 else:
                     domain.check_on_hand_change(current, on_hand, expected_on_hand)
                     if on_hand == current.on_hand:
-                        return current
+                        return (await shown_levels(tx, [sku]))[sku]
                     await tx.write_on_hand(sku, on_hand, now_ms)
                     await tx.record_movements(
                         [Movement(now_ms, sku, on_hand - current.on_hand, on_hand, "set", None)]
                     )
-                after = (await tx.levels([sku]))[sku]
+                after = (await shown_levels(tx, [sku]))[sku]
                 await tx.commit()
                 return after
 
@@ -222,7 +243,7 @@ class StoreOperations:
                 domain.check_on_hand_change(current, on_hand, None)
                 await tx.write_on_hand(sku, on_hand, now_ms)
                 await tx.record_movements([Movement(now_ms, sku, delta, on_hand, reason, None)])
-                after = (await tx.levels([sku]))[sku]
+                after = (await shown_levels(tx, [sku]))[sku]
                 await tx.commit()
                 return after
 
@@ -259,6 +280,110 @@ class StoreOperations:
                 return policy
 
         return await self.run(work)
+
+    # ------------------------------------------------------------------ locations
+
+    async def list_locations(self) -> list[Location]:
+        """Every location in priority order (docs/locations.md), ``default`` included."""
+        async with self.transaction(read_only=True) as tx:
+            return list((await tx.locations()).values())
+
+    async def create_location(self, location: Location) -> Location:
+        checked = validate_location(
+            location.code, location.name, location.priority, location.active
+        )
+
+        async def work() -> Location:
+            async with self.transaction() as tx:
+                existing = await tx.locations()
+                if checked.code in existing:
+                    raise domain.DuplicateLocation(checked.code)
+                if len(existing) >= LOCATIONS_MAX:
+                    raise domain.InvalidInput(
+                        "code", f"a shop has at most {LOCATIONS_MAX} locations"
+                    )
+                await tx.insert_location(checked, await tx.now_ms())
+                await tx.commit()
+                return checked
+
+        try:
+            return await self.run(work)
+        except DuplicateKey:  # created concurrently by another admin
+            raise domain.DuplicateLocation(checked.code) from None
+
+    async def update_location(
+        self,
+        code: str,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        active: bool | None = None,
+    ) -> Location:
+        """A location's name, priority or active flag. Deactivating stops its selling at
+        once and keeps its holds (docs/locations.md#deactivating). The default location
+        cannot be deactivated: it is where every SKU of a shop without locations sells
+        from, and its level is the SKU's own row, which the fast paths read alone."""
+
+        async def work() -> Location:
+            async with self.transaction() as tx:
+                current = (await tx.locations()).get(code)
+                if current is None:
+                    raise domain.UnknownLocation(code)
+                changed = validate_location(
+                    code,
+                    current.name if name is None else name,
+                    current.priority if priority is None else priority,
+                    current.active if active is None else active,
+                )
+                if code == located.DEFAULT and not changed.active:
+                    raise domain.InvalidInput(
+                        "active", "the default location cannot be deactivated"
+                    )
+                if changed != current:
+                    await tx.write_location(changed)
+                    await tx.commit()
+                return changed
+
+        return await self.run(work)
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None = None,
+        safety_stock: int | None = None,
+        backorder_max: int | None = None,
+    ) -> StockLevel:
+        """A SKU's stock at one location: the compare-and-set of ``set_on_hand``
+        (docs/design.md#seed-001) on that level, which is created (and the SKU too) when
+        absent and not expected; ``safety_stock`` and ``backorder_max`` of that location
+        when given (docs/locations.md#policy-per-location). Answers the SKU as shown
+        (totals and every location)."""
+
+        async def work() -> StockLevel:
+            async with self.transaction() as tx:
+                now_ms = await tx.now_ms()
+                if location not in await tx.locations():
+                    raise domain.UnknownLocation(location)
+                await set_level(
+                    tx,
+                    sku,
+                    location,
+                    on_hand,
+                    expected_on_hand,
+                    safety_stock,
+                    backorder_max,
+                    now_ms,
+                )
+                after = (await shown_levels(tx, [sku]))[sku]
+                await tx.commit()
+                return after
+
+        try:
+            return await self.run(work)
+        except DuplicateKey:  # created concurrently by another admin: now it exists
+            return await self.run(work)
 
     async def create_product(self, spec: ProductSpec) -> Product:
         product_id = self.new_id()
@@ -300,6 +425,90 @@ class StoreOperations:
             name,
             options,
             tuple(Variant(sku, opts, levels[sku]) for sku, opts in variants),
+        )
+
+
+async def shown_levels(tx: StoreTx, skus: Sequence[str]) -> dict[str, StockLevel]:
+    """The SKUs' levels as stock reads show them (``located.totals``): a SKU stocked only
+    at the default location costs no more than its row."""
+    levels = await tx.levels(skus)
+    if not any(level.located for level in levels.values()):
+        return {sku: located.totals(level, {}, {}) for sku, level in levels.items()}
+    others = await tx.location_levels([sku for sku, lv in levels.items() if lv.located])
+    places = await tx.locations()
+    return {
+        sku: located.totals(level, others.get(sku, {}), places) for sku, level in levels.items()
+    }
+
+
+async def set_level(
+    tx: StoreTx,
+    sku: str,
+    location: str,
+    on_hand: int,
+    expected_on_hand: int | None,
+    safety_stock: int | None,
+    backorder_max: int | None,
+    now_ms: int,
+) -> None:
+    """``set_location_stock``'s writes, on the SKU row then the level, locked in that order."""
+    domain.validate_on_hand(on_hand)
+    current = (await tx.levels([sku], lock=True)).get(sku)
+    if current is None:
+        if expected_on_hand is not None:
+            raise domain.UnknownSku([sku])
+        initial = on_hand if location == located.DEFAULT else 0
+        await tx.insert_levels({sku: initial}, now_ms)
+        await tx.record_movements([Movement(now_ms, sku, initial, initial, "created", None)])
+        current = (await tx.levels([sku], lock=True))[sku]
+    level: LocationLevel | None = located.default_level(current)
+    if location != located.DEFAULT:
+        level = (await tx.location_levels([sku], lock=True)).get(sku, {}).get(location)
+    wanted_safety = level.safety_stock if level is not None else 0
+    wanted_allowance = level.backorder_max if level is not None else 0
+    wanted_safety = wanted_safety if safety_stock is None else safety_stock
+    wanted_allowance = wanted_allowance if backorder_max is None else backorder_max
+    domain.validate_policy(domain.Policy(wanted_safety, wanted_allowance, None, None))
+    if level is None:  # a new level holds 0: an expected_on_hand other than 0 is refused
+        await tx.insert_location_level(sku, location, 0, now_ms)
+        level = (await tx.location_levels([sku], lock=True))[sku][location]
+    as_row = StockLevel(
+        sku, level.on_hand, level.reserved, level.version, wanted_safety, None, wanted_allowance
+    )
+    domain.check_on_hand_change(as_row, on_hand, expected_on_hand)
+    if level.backorder_max > wanted_allowance:
+        domain.check_backorder_cut(
+            as_row, domain.Policy(wanted_safety, wanted_allowance, None, None)
+        )
+    if location == located.DEFAULT:
+        if on_hand != current.on_hand:
+            await tx.write_on_hand(sku, on_hand, now_ms)
+        if (wanted_safety, wanted_allowance) != (current.safety_stock, current.backorder_max):
+            policy = await tx.policy(sku)
+            assert policy is not None, "the row is locked"
+            await tx.write_policy(
+                sku,
+                domain.Policy(
+                    wanted_safety, wanted_allowance, policy.customer_max, policy.low_stock_threshold
+                ),
+                now_ms,
+            )
+    else:
+        await tx.write_location_level(
+            LocationLevel(
+                sku,
+                location,
+                on_hand,
+                level.reserved,
+                level.version,
+                wanted_safety,
+                wanted_allowance,
+            ),
+            now_ms,
+        )
+    if on_hand != level.on_hand:
+        await tx.record_movements(
+            [Movement(now_ms, sku, on_hand - level.on_hand, on_hand, "set", None, location)]
         )
 
 
@@ -357,7 +566,34 @@ async def give_back_lines(
     units given back; ``on_hand`` and the ledger are untouched (nothing was sold)."""
     await tx.shrink_lines(held, given, now_ms)
     await tx.levels([line.sku for line in given], lock=True)  # SKU order, as every writer
-    await tx.add_reserved({line.sku: -line.quantity for line in given}, now_ms)
+    at_default, elsewhere = given_back(held, given)
+    await tx.add_reserved({sku: change[1] for sku, change in at_default.items()}, now_ms)
+    if elsewhere:
+        await tx.location_levels(sorted({sku for sku, _ in elsewhere}), lock=True)
+        await tx.move_location_levels(elsewhere, now_ms)
+
+
+def given_back(
+    held: Reservation, given: Sequence[Line]
+) -> tuple[located.LevelDeltas, located.LocationDeltas]:
+    """Per level, the units a partial release gives back: a line's allocations before
+    less what ``remaining_lines`` leaves of them (docs/locations.md#settling)."""
+    left = {line.sku: line for line in domain.remaining_lines(held.lines, given)}
+    asked = {line.sku for line in given}
+    before = [(line, False) for line in held.lines if line.sku in asked]
+    after = [
+        (left[line.sku], False) for line in held.lines if line.sku in asked and line.sku in left
+    ]
+    at_default, elsewhere = located.settled(before)
+    back_default, back_elsewhere = located.settled(after)
+    for sku, change in back_default.items():
+        at_default[sku] = (0, at_default[sku][1] - change[1])
+    for key, change in back_elsewhere.items():
+        elsewhere[key] = (0, elsewhere[key][1] - change[1])
+    return (
+        {sku: c for sku, c in at_default.items() if c[1]},
+        {key: c for key, c in elsewhere.items() if c[1]},
+    )
 
 
 async def customer_units(

@@ -114,7 +114,7 @@ _BY_ID_LOCKED_PG = text(
     "JOIN reservations AS r ON r.id = wanted.id ORDER BY r.id FOR UPDATE OF r"
 )
 _LINES_PG = text(
-    "SELECT l.reservation_id, l.sku, l.quantity, l.backordered "
+    "SELECT l.reservation_id, l.sku, l.quantity, l.backordered, l.allocated "
     "FROM unnest(CAST(:ids AS varchar[])) AS wanted(id) "
     "JOIN reservation_lines AS l ON l.reservation_id = wanted.id"
 )
@@ -124,10 +124,11 @@ _END_PG = text(
     "AS ended(id, status) WHERE r.id = ended.id AND r.status = :held"
 )
 _INSERT_MOVEMENTS_PG = text(
-    "INSERT INTO stock_movements (sku, at_ms, delta, on_hand_after, reason, reservation_id) "
+    "INSERT INTO stock_movements "
+    "(sku, at_ms, delta, on_hand_after, reason, reservation_id, location) "
     "SELECT * FROM unnest(CAST(:sku AS varchar[]), CAST(:at_ms AS bigint[]), "
     "CAST(:delta AS bigint[]), CAST(:on_hand_after AS bigint[]), CAST(:reason AS varchar[]), "
-    "CAST(:reservation_id AS varchar[]))"
+    "CAST(:reservation_id AS varchar[]), CAST(:location AS varchar[]))"
 )
 _MOVE_LEVELS_PG = text(
     "UPDATE stock_levels AS s SET on_hand = s.on_hand + d.on_hand, "
@@ -144,9 +145,10 @@ _INSERT_RESERVATIONS_PG = text(
     "CAST(:expires_at_ms AS bigint[]), CAST(:created_at_ms AS bigint[]))"
 )
 _INSERT_LINES_PG = text(
-    "INSERT INTO reservation_lines (reservation_id, sku, quantity, backordered) "
+    "INSERT INTO reservation_lines (reservation_id, sku, quantity, backordered, allocated) "
     "SELECT * FROM unnest(CAST(:reservation_id AS varchar[]), CAST(:sku AS varchar[]), "
-    "CAST(:quantity AS bigint[]), CAST(:backordered AS bigint[]))"
+    "CAST(:quantity AS bigint[]), CAST(:backordered AS bigint[]), "
+    "CAST(:allocated AS boolean[]))"
 )
 
 
@@ -178,8 +180,12 @@ class PostgresTx(Tx):
         if not rows:
             return []
         lines: dict[str, list[Line]] = {row.id: [] for row in rows}
+        allocated: list[str] = []
         for line in await self.connection.execute(_LINES_PG, {"ids": list(lines)}):
             lines[line.reservation_id].append(Line(line.sku, line.quantity, line.backordered))
+            if line.allocated:
+                allocated.append(line.reservation_id)
+        lines = await self.attach_allocations(lines, allocated)
         found = [self.reservation_of(row, lines[row.id]) for row in rows]
         if self.recorder is not None:
             self.recorder.learn(found)
@@ -217,6 +223,7 @@ class PostgresTx(Tx):
                 "on_hand_after": [m.on_hand_after for m in kept],
                 "reason": [m.reason for m in kept],
                 "reservation_id": [m.reservation_id for m in kept],
+                "location": [m.location for m in kept],
             },
         )
         if self.recorder is not None:
@@ -260,5 +267,7 @@ class PostgresTx(Tx):
                 "sku": [line.sku for _, line in lines],
                 "quantity": [line.quantity for _, line in lines],
                 "backordered": [line.backordered for _, line in lines],
+                "allocated": [bool(line.allocations) for _, line in lines],
             },
         )
+        await self.insert_allocations(reservations)

@@ -160,9 +160,7 @@ location_levels = Table(
     "location_levels",
     metadata,
     Column("sku", String(domain.SKU_LEN_MAX), ForeignKey("stock_levels.sku"), primary_key=True),
-    Column(
-        "location", String(domain.SKU_LEN_MAX), ForeignKey("locations.code"), primary_key=True
-    ),
+    Column("location", String(domain.SKU_LEN_MAX), ForeignKey("locations.code"), primary_key=True),
     Column("on_hand", BigInteger, nullable=False),
     Column("reserved", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False),

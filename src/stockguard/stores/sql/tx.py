@@ -22,8 +22,9 @@ from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, select, t
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stockguard import domain
-from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
+from stockguard.domain import Allocation, Line, Movement, Reservation, Status, StockLevel
 from stockguard.domain.events import Event, EventRecorder, LevelAfter
+from stockguard.domain.locations import Location, LocationLevel
 from stockguard.stores.contract import RetryableConflict
 from stockguard.stores.sql import schema as t
 
@@ -37,6 +38,12 @@ IN_CLAUSE_MAX = 500
 _MOVE_LEVEL = text(
     "UPDATE stock_levels SET on_hand = on_hand + :on_hand, reserved = reserved + :reserved, "
     "version = version + 1, updated_at_ms = :now_ms WHERE sku = :sku"
+)
+
+
+_MOVE_LOCATION_LEVEL = text(
+    "UPDATE location_levels SET on_hand = on_hand + :on_hand, reserved = reserved + :reserved, "
+    "version = version + 1, updated_at_ms = :now_ms WHERE sku = :sku AND location = :location"
 )
 
 
@@ -137,13 +144,59 @@ class Tx:
             await self.connection.execute(insert(t.stock_events), event_rows(events))
 
     async def lines_of(self, reservation_ids: Sequence[str]) -> dict[str, list[Line]]:
-        lines: dict[str, list[Line]] = {rid: [] for rid in reservation_ids}
-        for chunk in _chunks(list(reservation_ids)):
+        return await self._lines(list(reservation_ids))
+
+    async def _lines(self, ids: Sequence[str]) -> dict[str, list[Line]]:
+        """The lines of ``ids``, with the allocations of located lines: one more query only
+        when some line has them (``allocated``), so a shop without locations pays none."""
+        lines: dict[str, list[Line]] = {rid: [] for rid in ids}
+        allocated: list[str] = []
+        for chunk in _chunks(ids):
             for row in await self.connection.execute(
                 select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
             ):
                 lines[row.reservation_id].append(Line(row.sku, row.quantity, row.backordered))
+                if row.allocated:
+                    allocated.append(row.reservation_id)
+        return await self.attach_allocations(lines, allocated)
+
+    async def attach_allocations(
+        self, lines: dict[str, list[Line]], allocated: Sequence[str]
+    ) -> dict[str, list[Line]]:
+        """``lines`` with the allocations of the reservations in ``allocated`` (those with
+        a line whose ``allocated`` flag is set) read and attached to their lines."""
+        if not allocated:
+            return lines
+        drawn = await self.allocations_of(sorted(set(allocated)))
+        for rid in set(allocated):
+            lines[rid] = [
+                Line(
+                    line.sku,
+                    line.quantity,
+                    line.backordered,
+                    allocations=drawn.get((rid, line.sku), ()),
+                )
+                for line in lines[rid]
+            ]
         return lines
+
+    async def allocations_of(
+        self, ids: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[Allocation, ...]]:
+        """(reservation id, sku) -> that line's allocations, in the order drawn."""
+        c = t.reservation_allocations.c
+        found: dict[tuple[str, str], list[Allocation]] = {}
+        for chunk in _chunks(list(ids)):
+            rows = await self.connection.execute(
+                select(c.reservation_id, c.sku, c.location, c.quantity, c.backordered)
+                .where(c.reservation_id.in_(chunk))
+                .order_by(c.reservation_id, c.sku, c.position)
+            )
+            for row in rows:
+                found.setdefault((row.reservation_id, row.sku), []).append(
+                    Allocation(row.location, int(row.quantity), int(row.backordered))
+                )
+        return {key: tuple(value) for key, value in found.items()}
 
     async def now_ms(self) -> int:
         value = (await self.connection.execute(select(self.backend.now_ms()))).scalar_one()
@@ -164,6 +217,7 @@ class Tx:
                     t.stock_levels.c.safety_stock,
                     t.stock_levels.c.customer_max,
                     t.stock_levels.c.backorder_max,
+                    t.stock_levels.c.located,
                 )
                 .where(t.stock_levels.c.sku.in_(chunk))
                 .order_by(t.stock_levels.c.sku)
@@ -179,6 +233,7 @@ class Tx:
                     row.safety_stock,
                     None if row.customer_max is None else int(row.customer_max),
                     row.backorder_max,
+                    bool(row.located),
                 )
         return found
 
@@ -253,6 +308,7 @@ class Tx:
                 c.on_hand - c.reserved - c.safety_stock >= quantity,
                 c.customer_max.is_(None),
                 c.backorder_max == 0,
+                c.located == False,  # noqa: E712 (SQL, not Python)
             )
             .values(
                 reserved=t.stock_levels.c.reserved + quantity,
@@ -307,32 +363,51 @@ class Tx:
             await self.connection.execute(_MOVE_LEVEL, rows)
 
     async def sell(self, lines: Sequence[Line], reservation_id: str, now_ms: int) -> None:
-        """Confirmed lines leave both ``on_hand`` and ``reserved``, and enter the ledger."""
-        for line in sorted(lines, key=lambda line: line.sku):
+        """Confirmed lines leave both ``on_hand`` and ``reserved``, and enter the ledger:
+        per allocation, at the location each unit was held (docs/locations.md#settling)."""
+        at_default = {line.sku: line for line in lines if not line.allocations}
+        elsewhere: dict[tuple[str, str], int] = {}
+        for line in lines:
+            for allocation in line.allocations:
+                if allocation.location == domain.DEFAULT_LOCATION_CODE:
+                    at_default[line.sku] = Line(line.sku, allocation.quantity)
+                else:
+                    elsewhere[(line.sku, allocation.location)] = allocation.quantity
+        for sku in sorted(at_default):
+            quantity = at_default[sku].quantity
             await self.connection.execute(
                 update(t.stock_levels)
-                .where(t.stock_levels.c.sku == line.sku)
+                .where(t.stock_levels.c.sku == sku)
                 .values(
-                    on_hand=t.stock_levels.c.on_hand - line.quantity,
-                    reserved=t.stock_levels.c.reserved - line.quantity,
+                    on_hand=t.stock_levels.c.on_hand - quantity,
+                    reserved=t.stock_levels.c.reserved - quantity,
                     version=t.stock_levels.c.version + 1,
                     updated_at_ms=now_ms,
                 )
             )
-        after = await self.levels([line.sku for line in lines])
-        await self.record_movements(
-            [
+        after = await self.levels(list(at_default))
+        movements = [
+            Movement(now_ms, sku, -line.quantity, after[sku].on_hand, "sale", reservation_id)
+            for sku, line in sorted(at_default.items())
+        ]
+        if elsewhere:
+            await self.move_location_levels(
+                {key: (-quantity, -quantity) for key, quantity in elsewhere.items()}, now_ms
+            )
+            levels = await self.location_levels(sorted({sku for sku, _ in elsewhere}))
+            movements += [
                 Movement(
                     now_ms,
-                    line.sku,
-                    -line.quantity,
-                    after[line.sku].on_hand,
+                    sku,
+                    -quantity,
+                    levels[sku][location].on_hand,
                     "sale",
                     reservation_id,
+                    location,
                 )
-                for line in lines
+                for (sku, location), quantity in sorted(elsewhere.items())
             ]
-        )
+        await self.record_movements(movements)
 
     async def write_on_hand(self, sku: str, on_hand: int, now_ms: int) -> None:
         await self.connection.execute(
@@ -367,6 +442,7 @@ class Tx:
                 "on_hand_after": m.on_hand_after,
                 "reason": m.reason,
                 "reservation_id": m.reservation_id,
+                "location": m.location,
             }
             for m in movements
             if m.delta != 0
@@ -406,11 +482,31 @@ class Tx:
                     "sku": line.sku,
                     "quantity": line.quantity,
                     "backordered": line.backordered,
+                    "allocated": bool(line.allocations),
                 }
                 for r in reservations
                 for line in r.lines
             ],
         )
+        await self.insert_allocations(reservations)
+
+    async def insert_allocations(self, reservations: Sequence[Reservation]) -> None:
+        """The allocations of the located lines of ``reservations`` (none: no statement)."""
+        allocations = [
+            {
+                "reservation_id": r.id,
+                "sku": line.sku,
+                "location": allocation.location,
+                "position": position,
+                "quantity": allocation.quantity,
+                "backordered": allocation.backordered,
+            }
+            for r in reservations
+            for line in r.lines
+            for position, allocation in enumerate(line.allocations)
+        ]
+        if allocations:
+            await self.connection.execute(insert(t.reservation_allocations), allocations)
 
     async def reservation(self, reservation_id: str, *, lock: bool = False) -> Reservation | None:
         found = await self._reservations(t.reservations.c.id == reservation_id, lock=lock)
@@ -483,16 +579,43 @@ class Tx:
         return sum([await self.end_reservations(ids, s, now_ms) for s, ids in by_status.items()])
 
     async def held_quantity_by_sku(self, ids: Sequence[str]) -> dict[str, int]:
-        """Sum of the lines of ``ids`` per SKU: one aggregated stock update per SKU."""
+        """Units the lines of ``ids`` hold at the default location, per SKU (one aggregated
+        stock update per SKU); ``held_elsewhere`` has the rest of located lines."""
         totals: dict[str, int] = {}
+        ln = t.reservation_lines.c
         for chunk in _chunks(list(ids)):
             rows = await self.connection.execute(
-                select(t.reservation_lines.c.sku, func.sum(t.reservation_lines.c.quantity))
-                .where(t.reservation_lines.c.reservation_id.in_(chunk))
-                .group_by(t.reservation_lines.c.sku)
+                select(ln.sku, func.sum(ln.quantity))
+                .where(ln.reservation_id.in_(chunk), ln.allocated == False)  # noqa: E712
+                .group_by(ln.sku)
             )
             for sku, total in rows:
                 totals[sku] = totals.get(sku, 0) + int(total)
+        for (sku, location), total in (await self._held_allocated(ids)).items():
+            if location == domain.DEFAULT_LOCATION_CODE:
+                totals[sku] = totals.get(sku, 0) + total
+        return totals
+
+    async def held_elsewhere(self, ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Units the lines of ``ids`` hold at locations other than the default one, per
+        (sku, location): what an expiry gives back to ``location_levels``."""
+        return {
+            key: total
+            for key, total in (await self._held_allocated(ids)).items()
+            if key[1] != domain.DEFAULT_LOCATION_CODE
+        }
+
+    async def _held_allocated(self, ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        c = t.reservation_allocations.c
+        totals: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(list(ids)):
+            rows = await self.connection.execute(
+                select(c.sku, c.location, func.sum(c.quantity))
+                .where(c.reservation_id.in_(chunk))
+                .group_by(c.sku, c.location)
+            )
+            for sku, location, total in rows:
+                totals[(sku, location)] = totals.get((sku, location), 0) + int(total)
         return totals
 
     async def write_expiry(self, reservation_id: str, expires_at_ms: int) -> None:
@@ -526,9 +649,39 @@ class Tx:
                 )
             else:
                 await self.connection.execute(delete(t.reservation_lines).where(*where))
+            await self._rewrite_allocations(reservation, line.sku, left.get(line.sku))
         if self.recorder is not None:
             self.recorder.learn([reservation])
             self.recorder.released_part(reservation.id, given, now_ms)
+
+    async def _rewrite_allocations(
+        self, reservation: Reservation, sku: str, left: Line | None
+    ) -> None:
+        """A located line's allocations after a partial release: what is left of each."""
+        held = next((line for line in reservation.lines if line.sku == sku), None)
+        if held is None or not held.allocations:
+            return
+        c = t.reservation_allocations.c
+        await self.connection.execute(
+            delete(t.reservation_allocations).where(
+                c.reservation_id == reservation.id, c.sku == sku
+            )
+        )
+        if left is not None and left.allocations:
+            await self.connection.execute(
+                insert(t.reservation_allocations),
+                [
+                    {
+                        "reservation_id": reservation.id,
+                        "sku": sku,
+                        "location": allocation.location,
+                        "position": position,
+                        "quantity": allocation.quantity,
+                        "backordered": allocation.backordered,
+                    }
+                    for position, allocation in enumerate(left.allocations)
+                ],
+            )
 
     async def _reservations(
         self, condition: ColumnElement[bool], *, lock: bool = False
@@ -542,13 +695,7 @@ class Tx:
     async def reservations_from_rows(self, rows: Sequence[Row[Any]]) -> list[Reservation]:
         if not rows:
             return []
-        ids = [row.id for row in rows]
-        lines: dict[str, list[Line]] = {rid: [] for rid in ids}
-        for chunk in _chunks(ids):
-            for line in await self.connection.execute(
-                select(t.reservation_lines).where(t.reservation_lines.c.reservation_id.in_(chunk))
-            ):
-                lines[line.reservation_id].append(Line(line.sku, line.quantity, line.backordered))
+        lines = await self._lines([row.id for row in rows])
         found = [self.reservation_of(row, lines[row.id]) for row in rows]
         if self.recorder is not None:
             self.recorder.learn(found)
@@ -565,6 +712,177 @@ class Tx:
             lines=tuple(sorted(lines, key=lambda line: line.sku)),
             expires_at_ms=row.expires_at_ms,
             created_at_ms=row.created_at_ms,
+        )
+
+    # ------------------------------------------------------------------ locations
+
+    async def locations(self) -> dict[str, Location]:
+        """Every location by code (at most ``LOCATIONS_MAX``), ``default`` included."""
+        c = t.locations.c
+        rows = await self.connection.execute(
+            select(c.code, c.name, c.priority, c.active).order_by(c.priority, c.code)
+        )
+        return {
+            row.code: Location(row.code, row.name, int(row.priority), bool(row.active))
+            for row in rows
+        }
+
+    async def insert_location(self, location: Location, now_ms: int) -> None:
+        await self.connection.execute(
+            insert(t.locations).values(
+                code=location.code,
+                name=location.name,
+                priority=location.priority,
+                active=location.active,
+                created_at_ms=now_ms,
+            )
+        )
+
+    async def write_location(self, location: Location) -> None:
+        await self.connection.execute(
+            update(t.locations)
+            .where(t.locations.c.code == location.code)
+            .values(name=location.name, priority=location.priority, active=location.active)
+        )
+
+    async def location_levels(
+        self, skus: Sequence[str], *, lock: bool = False
+    ) -> dict[str, dict[str, LocationLevel]]:
+        """The levels of ``skus`` at locations other than the default one (whose level is
+        the SKU's ``stock_levels`` row); with ``lock``, row-locked in (sku, location)
+        order, after the SKU rows, as every writer takes them."""
+        c = t.location_levels.c
+        found: dict[str, dict[str, LocationLevel]] = {}
+        for chunk in _chunks(sorted(set(skus))):
+            query = (
+                select(
+                    c.sku,
+                    c.location,
+                    c.on_hand,
+                    c.reserved,
+                    c.version,
+                    c.safety_stock,
+                    c.backorder_max,
+                )
+                .where(c.sku.in_(chunk))
+                .order_by(c.sku, c.location)
+            )
+            if lock and self.backend.row_locks:
+                query = query.with_for_update()
+            for row in await self.connection.execute(query):
+                found.setdefault(row.sku, {})[row.location] = LocationLevel(
+                    row.sku,
+                    row.location,
+                    int(row.on_hand),
+                    int(row.reserved),
+                    int(row.version),
+                    int(row.safety_stock),
+                    int(row.backorder_max),
+                )
+        return found
+
+    async def move_location_levels(
+        self, deltas: Mapping[tuple[str, str], tuple[int, int]], now_ms: int
+    ) -> None:
+        """Moves (on_hand, reserved) of levels at other locations by a signed amount per
+        (sku, location), in one statement; the caller locked the rows (or relies on I1's
+        CHECK, as the conditional path does)."""
+        rows = [
+            {
+                "sku": sku,
+                "location": location,
+                "on_hand": on_hand,
+                "reserved": reserved,
+                "now_ms": now_ms,
+            }
+            for (sku, location), (on_hand, reserved) in sorted(deltas.items())
+            if on_hand or reserved
+        ]
+        if len(rows) == 1:
+            await self.connection.execute(_MOVE_LOCATION_LEVEL, rows[0])
+        elif rows:
+            await self.connection.execute(_MOVE_LOCATION_LEVEL, rows)
+
+    async def add_location_reserved_if_available(
+        self, sku: str, location: str, quantity: int, shelf_only: bool, now_ms: int
+    ) -> bool:
+        """The conditional write of one allocation at a location other than the default
+        one (docs/locations.md#how-each-strategy-uses-it): holds only if the level can
+        still give ``quantity`` (from its shelf alone with ``shelf_only``, so an allocation
+        decided as not backordered stays so)."""
+        c = t.location_levels.c
+        room = c.on_hand - c.reserved - c.safety_stock
+        if not shelf_only:
+            room = room + c.backorder_max
+        result = await self.connection.execute(
+            update(t.location_levels)
+            .where(c.sku == sku, c.location == location, room >= quantity)
+            .values(reserved=c.reserved + quantity, version=c.version + 1, updated_at_ms=now_ms)
+        )
+        return result.rowcount == 1
+
+    async def add_reserved_if_shelf(self, sku: str, quantity: int, now_ms: int) -> bool:
+        """The default location's conditional write for a located SKU's allocation: as
+        ``add_reserved_if_available`` but with no test of caps, allowance or ``located``
+        (the caller decided those), only that the shelf still has ``quantity``."""
+        c = t.stock_levels.c
+        result = await self.connection.execute(
+            update(t.stock_levels)
+            .where(c.sku == sku, c.on_hand - c.reserved - c.safety_stock >= quantity)
+            .values(reserved=c.reserved + quantity, version=c.version + 1, updated_at_ms=now_ms)
+        )
+        return result.rowcount == 1
+
+    async def write_location_reserved_if_version(
+        self, level: LocationLevel, reserved_new: int, now_ms: int
+    ) -> bool:
+        """Optimistic write of a level at another location (as ``write_reserved_if_version``)."""
+        c = t.location_levels.c
+        result = await self.connection.execute(
+            update(t.location_levels)
+            .where(c.sku == level.sku, c.location == level.location, c.version == level.version)
+            .values(reserved=reserved_new, version=level.version + 1, updated_at_ms=now_ms)
+        )
+        return result.rowcount == 1
+
+    async def insert_location_level(
+        self, sku: str, location: str, on_hand: int, now_ms: int
+    ) -> None:
+        """A SKU's first level at ``location`` (not the default one): the SKU's row, which
+        the caller locked, becomes ``located``, so every hold of it from now on goes
+        through the allocation policy."""
+        await self.connection.execute(
+            insert(t.location_levels).values(
+                sku=sku,
+                location=location,
+                on_hand=on_hand,
+                reserved=0,
+                version=0,
+                safety_stock=0,
+                backorder_max=0,
+                updated_at_ms=now_ms,
+            )
+        )
+        await self.connection.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == sku)
+            .values(located=True, version=t.stock_levels.c.version + 1, updated_at_ms=now_ms)
+        )
+
+    async def write_location_level(self, level: LocationLevel, now_ms: int) -> None:
+        """on_hand, safety stock and allowance of a level at another location, on its
+        locked row (an admin edit; ``reserved`` is the holds')."""
+        c = t.location_levels.c
+        await self.connection.execute(
+            update(t.location_levels)
+            .where(c.sku == level.sku, c.location == level.location)
+            .values(
+                on_hand=level.on_hand,
+                safety_stock=level.safety_stock,
+                backorder_max=level.backorder_max,
+                version=c.version + 1,
+                updated_at_ms=now_ms,
+            )
         )
 
     # ------------------------------------------------------------------ products

@@ -11,13 +11,15 @@ Revises: 0008
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
 down_revision = "0008"
 
-_MYSQL = {
+_MYSQL: dict[str, Any] = {
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_nopad_bin",
     "mysql_engine": "InnoDB",
