@@ -315,7 +315,9 @@ class Admission:
             try:
                 return await self._reserve(request)
             except domain.OutOfStock as refused:
-                if generation == self._generation:
+                # A line pinned to one location, or a request that may not split, was
+                # refused on part of the SKU's stock: no sold-out mark for the SKU then.
+                if generation == self._generation and _whole_stock(request):
                     self._learn(refused.shortfalls)
                 del refused  # the traceback holds this frame: no frame -> error cycle
                 raise
@@ -600,3 +602,9 @@ class Admission:
             ]
             answers.append(domain.OutOfStock(shortfalls))
         return answers
+
+
+def _whole_stock(request: ReserveRequest) -> bool:
+    """Whether a refusal of ``request`` was decided on all of its SKUs' stock
+    (docs/locations.md#allocation-policy): not split-free, no line pinned."""
+    return request.split and all(line.location is None for line in request.lines)

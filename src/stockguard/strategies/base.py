@@ -22,6 +22,7 @@ from stockguard.domain import (
     ReserveRequest,
     StockLevel,
 )
+from stockguard.domain.locations import Location
 from stockguard.stores.contract import Store
 
 REFUSALS = (domain.OutOfStock, domain.UnknownSku, domain.CustomerLimit, domain.InvalidInput)
@@ -126,3 +127,34 @@ class Strategy:
 
     async def create_product(self, spec: ProductSpec) -> Product:
         return await self.store.create_product(spec)
+
+    # locations (docs/locations.md): through the strategy, so one that keeps stock
+    # elsewhere (Redis, buckets) follows every change of a location or of its stock.
+    async def list_locations(self) -> list[Location]:
+        return await self.store.list_locations()
+
+    async def create_location(self, location: Location) -> Location:
+        return await self.store.create_location(location)
+
+    async def update_location(
+        self,
+        code: str,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        active: bool | None = None,
+    ) -> Location:
+        return await self.store.update_location(code, name=name, priority=priority, active=active)
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None = None,
+        safety_stock: int | None = None,
+        backorder_max: int | None = None,
+    ) -> StockLevel:
+        return await self.store.set_location_stock(
+            sku, location, on_hand, expected_on_hand, safety_stock, backorder_max
+        )
