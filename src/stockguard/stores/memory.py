@@ -10,7 +10,12 @@ coalescing), with the same shared use cases (``stores/operations.py``) and error
   nothing more. A transaction works on a copy of the state, swapped in on ``commit()``;
   without it nothing it wrote is seen (rollback).
 * I1 is checked on every stock write (the SQL schema's ``CHECK``): a write that would
-  leave ``reserved`` outside ``0..on_hand`` raises ``CheckViolation``, a bug.
+  leave ``reserved`` outside ``0..on_hand + backorder_max`` raises ``CheckViolation``, a
+  bug; so is a write to a level at another location (``location_levels``' own ``CHECK``).
+* Locations as the SQL tables keep them (docs/locations.md): ``default`` exists from the
+  start, and its level of a SKU is the SKU's entry in ``levels``; levels at other
+  locations are ``location_levels``, and a SKU with any is ``located``. A held line keeps
+  its allocations (``Line.allocations``), the ledger each movement's location.
 * order_ids and SKUs are unique (``DuplicateKey``, as the SQL unique indexes).
 * The clock is injectable (``clock``: epoch milliseconds); expiry uses nothing else.
 * Nothing survives the process (I5 is the SQL stores' job).
@@ -34,16 +39,21 @@ from stockguard import domain
 from stockguard.domain import Line, Movement, Product, Reservation, Status, StockLevel, Variant
 from stockguard.domain.events import Event, EventRecorder, EventType, LevelAfter, StoredEvent
 from stockguard.domain.kits import Kit
+from stockguard.domain.locations import Location, LocationLevel
 from stockguard.stores.contract import DuplicateKey
 from stockguard.stores.operations import StoreOperations, filter_text, parse_cursor
 
 T = TypeVar("T")
 
 PAGE_MAX = domain.PAGE_LIMIT_MAX
+DEFAULT = domain.DEFAULT_LOCATION_CODE
+DEFAULT_LOCATION = Location(DEFAULT, "Default", 0, True)
+"""The row migration 0009 inserts: every store has it from the start."""
 
 
 class CheckViolation(Exception):
-    """A write would break I1 (``0 <= reserved <= on_hand``): refused, as the CHECK does."""
+    """A write would break I1 (``0 <= reserved <= on_hand + backorder_max``), or name a
+    SKU or location that does not exist: refused, as the CHECK or foreign key does."""
 
 
 def wall_clock_ms() -> int:
@@ -79,6 +89,13 @@ class State:
     policies: dict[str, tuple[int, int, int | None]] = dataclasses.field(default_factory=dict)
     """(safety_stock, backorder_max, customer_max) of SKUs that have a policy; the
     threshold stays in ``low_stock_thresholds`` where the events work keeps it."""
+    locations: dict[str, Location] = dataclasses.field(
+        default_factory=lambda: {DEFAULT: DEFAULT_LOCATION}
+    )
+    location_levels: dict[tuple[str, str], LocationLevel] = dataclasses.field(default_factory=dict)
+    """(sku, location) -> the level at a location other than the default one."""
+    located: set[str] = dataclasses.field(default_factory=set)
+    """SKUs with a level at another location (``stock_levels.located``)."""
 
     def copy(self) -> State:
         return State(
@@ -95,6 +112,9 @@ class State:
             dict(self.low_stock_thresholds),
             dict(self.kits),
             dict(self.policies),
+            dict(self.locations),
+            dict(self.location_levels),
+            set(self.located),
         )
 
 
@@ -142,13 +162,18 @@ class MemoryTx:
             )
 
     def _level(self, sku: str) -> StockLevel | None:
-        """The stored level with its policy's fields, as the SQL ``levels`` reads them."""
+        """The stored level with its policy's fields and ``located``, as the SQL
+        ``levels`` reads them."""
         level = self.state.levels.get(sku)
+        if level is None:
+            return None
         policy = self.state.policies.get(sku)
-        if level is None or policy is None:
+        located = sku in self.state.located
+        if policy is None and not located:
             return level
+        safety, backorder, cap = policy or (0, 0, None)
         return dataclasses.replace(
-            level, safety_stock=policy[0], backorder_max=policy[1], customer_max=policy[2]
+            level, safety_stock=safety, backorder_max=backorder, customer_max=cap, located=located
         )
 
     async def levels(self, skus: Sequence[str], *, lock: bool = False) -> dict[str, StockLevel]:
@@ -160,6 +185,8 @@ class MemoryTx:
         if level is None or level.available < quantity or level.customer_max is not None:
             return False
         if level.backorder_max:  # decided on the row, as the SQL statement leaves it
+            return False
+        if level.located:  # the allocation policy decides it (stores/located.py)
             return False
         self._move(sku, 0, quantity)
         return True
@@ -184,21 +211,39 @@ class MemoryTx:
                 self._move(sku, on_hand, reserved)
 
     async def sell(self, lines: Sequence[Line], reservation_id: str, now_ms: int) -> None:
-        for line in sorted(lines, key=lambda line: line.sku):
-            self._move(line.sku, -line.quantity, -line.quantity)
-        await self.record_movements(
-            [
+        """Per allocation, at the location each unit was held (as ``tx.py``): the default
+        location's on the SKU's level, the others' on their levels, one sale each."""
+        at_default = {line.sku: line.quantity for line in lines if not line.allocations}
+        elsewhere: dict[tuple[str, str], int] = {}
+        for line in lines:
+            for allocation in line.allocations:
+                if allocation.location == DEFAULT:
+                    at_default[line.sku] = allocation.quantity
+                else:
+                    elsewhere[(line.sku, allocation.location)] = allocation.quantity
+        for sku in sorted(at_default):
+            self._move(sku, -at_default[sku], -at_default[sku])
+        movements = [
+            Movement(now_ms, sku, -quantity, self.state.levels[sku].on_hand, "sale", reservation_id)
+            for sku, quantity in sorted(at_default.items())
+        ]
+        if elsewhere:
+            await self.move_location_levels(
+                {key: (-quantity, -quantity) for key, quantity in elsewhere.items()}, now_ms
+            )
+            movements += [
                 Movement(
                     now_ms,
-                    line.sku,
-                    -line.quantity,
-                    self.state.levels[line.sku].on_hand,
+                    sku,
+                    -quantity,
+                    self.state.location_levels[(sku, location)].on_hand,
                     "sale",
                     reservation_id,
+                    location,
                 )
-                for line in lines
+                for (sku, location), quantity in sorted(elsewhere.items())
             ]
-        )
+        await self.record_movements(movements)
 
     async def write_on_hand(self, sku: str, on_hand: int, now_ms: int) -> None:
         level = self.state.levels[sku]
@@ -257,6 +302,17 @@ class MemoryTx:
         for r in reservations:
             if r.order_id in self.state.by_order or r.id in self.state.reservations:
                 raise DuplicateKey(f"reservations: order_id {r.order_id!r}")
+            # Stored as the SQL tables keep a line: its allocations, not the pin it asked for.
+            if any(line.location is not None for line in r.lines):
+                r = dataclasses.replace(
+                    r,
+                    lines=tuple(
+                        Line(
+                            line.sku, line.quantity, line.backordered, allocations=line.allocations
+                        )
+                        for line in r.lines
+                    ),
+                )
             self.state.reservations[r.id] = r
             self.state.by_order[r.order_id] = r.id
             self.state.seq[r.id] = self.state.next_seq
@@ -313,10 +369,25 @@ class MemoryTx:
         return sum([await self.end_reservations([rid], s, now_ms) for rid, s in ended.items()])
 
     async def held_quantity_by_sku(self, ids: Sequence[str]) -> dict[str, int]:
+        """Units the lines of ``ids`` hold at the default location, per SKU (unallocated
+        lines and default allocations); ``held_elsewhere`` has the rest."""
         totals: dict[str, int] = {}
+        for (sku, location), units in self._held(ids).items():
+            if location == DEFAULT:
+                totals[sku] = totals.get(sku, 0) + units
+        return totals
+
+    async def held_elsewhere(self, ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Units the lines of ``ids`` hold at locations other than the default one."""
+        return {key: units for key, units in self._held(ids).items() if key[1] != DEFAULT}
+
+    def _held(self, ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        totals: dict[tuple[str, str], int] = {}
         for rid in set(ids):
             for line in self.state.reservations[rid].lines:
-                totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+                for allocation in line.drawn():
+                    key = (line.sku, allocation.location)
+                    totals[key] = totals.get(key, 0) + allocation.quantity
         return totals
 
     async def write_expiry(self, reservation_id: str, expires_at_ms: int) -> None:
@@ -336,6 +407,124 @@ class MemoryTx:
         if self.recorder is not None:
             self.recorder.learn([found])
             self.recorder.released_part(reservation.id, given, now_ms)
+
+    # ------------------------------------------------------------------ locations
+
+    def _put_location(self, level: LocationLevel) -> None:
+        """The I1 of a level at another location (``ck_location_never_oversold``)."""
+        if level.backorder_max < 0 or not (
+            0 <= level.reserved <= level.on_hand + level.backorder_max
+        ):
+            raise CheckViolation(
+                f"{level.sku}@{level.location}: reserved {level.reserved},"
+                f" on_hand {level.on_hand}, backorder_max {level.backorder_max}"
+            )
+        self.state.location_levels[(level.sku, level.location)] = level
+
+    async def locations(self) -> dict[str, Location]:
+        """Every location by code in (priority, code) order, ``default`` included."""
+        found = sorted(self.state.locations.values(), key=lambda lc: (lc.priority, lc.code))
+        return {location.code: location for location in found}
+
+    async def insert_location(self, location: Location, now_ms: int) -> None:
+        if location.code in self.state.locations:
+            raise DuplicateKey(f"locations: {location.code}")
+        self.state.locations[location.code] = location
+
+    async def write_location(self, location: Location) -> None:
+        if location.code in self.state.locations:
+            self.state.locations[location.code] = location
+
+    async def location_levels(
+        self, skus: Sequence[str], *, lock: bool = False
+    ) -> dict[str, dict[str, LocationLevel]]:
+        """The levels of ``skus`` at locations other than the default one."""
+        found: dict[str, dict[str, LocationLevel]] = {}
+        codes = sorted(code for code in self.state.locations if code != DEFAULT)
+        for sku in sorted(set(skus)):
+            for code in codes:
+                level = self.state.location_levels.get((sku, code))
+                if level is not None:
+                    found.setdefault(sku, {})[code] = level
+        return found
+
+    async def move_location_levels(
+        self, deltas: Mapping[tuple[str, str], tuple[int, int]], now_ms: int
+    ) -> None:
+        for (sku, location), (on_hand, reserved) in sorted(deltas.items()):
+            level = self.state.location_levels.get((sku, location))
+            if level is not None and (on_hand or reserved):
+                self._put_location(
+                    dataclasses.replace(
+                        level,
+                        on_hand=level.on_hand + on_hand,
+                        reserved=level.reserved + reserved,
+                        version=level.version + 1,
+                    )
+                )
+
+    async def add_location_reserved_if_available(
+        self, sku: str, location: str, quantity: int, shelf_only: bool, now_ms: int
+    ) -> bool:
+        level = self.state.location_levels.get((sku, location))
+        if level is None:
+            return False
+        room = level.on_hand - level.reserved - level.safety_stock
+        if not shelf_only:
+            room += level.backorder_max
+        if room < quantity:
+            return False
+        self._put_location(
+            dataclasses.replace(
+                level, reserved=level.reserved + quantity, version=level.version + 1
+            )
+        )
+        return True
+
+    async def add_reserved_if_shelf(self, sku: str, quantity: int, now_ms: int) -> bool:
+        level = self._level(sku)
+        if level is None or level.on_hand - level.reserved - level.safety_stock < quantity:
+            return False
+        self._move(sku, 0, quantity)
+        return True
+
+    async def write_location_reserved_if_version(
+        self, level: LocationLevel, reserved_new: int, now_ms: int
+    ) -> bool:
+        current = self.state.location_levels.get((level.sku, level.location))
+        if current is None or current.version != level.version:
+            return False
+        self._put_location(
+            dataclasses.replace(current, reserved=reserved_new, version=level.version + 1)
+        )
+        return True
+
+    async def insert_location_level(
+        self, sku: str, location: str, on_hand: int, now_ms: int
+    ) -> None:
+        """A SKU's first level at ``location``; the SKU becomes ``located`` (its version
+        bumped, as the SQL statement does)."""
+        if (sku, location) in self.state.location_levels:
+            raise DuplicateKey(f"location_levels: {sku}@{location}")
+        row = self.state.levels.get(sku)
+        if row is None or location not in self.state.locations:
+            raise CheckViolation(f"location_levels: no SKU {sku!r} or location {location!r}")
+        self._put_location(LocationLevel(sku, location, on_hand, 0, 0, 0, 0))
+        self.state.located.add(sku)
+        self._put(dataclasses.replace(row, version=row.version + 1))
+
+    async def write_location_level(self, level: LocationLevel, now_ms: int) -> None:
+        current = self.state.location_levels.get((level.sku, level.location))
+        if current is not None:
+            self._put_location(
+                dataclasses.replace(
+                    current,
+                    on_hand=level.on_hand,
+                    safety_stock=level.safety_stock,
+                    backorder_max=level.backorder_max,
+                    version=current.version + 1,
+                )
+            )
 
     # ------------------------------------------------------------------ products
 
@@ -587,20 +776,63 @@ class MemoryStore(StoreOperations):
         dict[str, tuple[int, int]], dict[str, int], dict[str, int], dict[str, int], dict[str, int]
     ]:
         """(on_hand, reserved) per SKU, held lines, ledger, confirmed lines and sales per
-        SKU: what ``stores/sql/audit.py`` reads from the tables."""
+        SKU: what ``stores/sql/audit.py`` reads from the tables. The SKU's level is the
+        default location's, so held units and the ledger are the default location's too
+        (unallocated lines and default allocations; movements there); confirmed lines and
+        sales are the SKU's wherever sold (I4)."""
         state = self.state
         held: Counter[str] = Counter()
         sold_lines: Counter[str] = Counter()
         for r in state.reservations.values():
-            target = held if r.status is Status.HELD else sold_lines
-            if r.status in (Status.HELD, Status.CONFIRMED):
+            if r.status is Status.HELD:
                 for line in r.lines:
-                    target[line.sku] += line.quantity
+                    for allocation in line.drawn():
+                        if allocation.location == DEFAULT:
+                            held[line.sku] += allocation.quantity
+            elif r.status is Status.CONFIRMED:
+                for line in r.lines:
+                    sold_lines[line.sku] += line.quantity
         ledger: Counter[str] = Counter()
         sales: Counter[str] = Counter()
         for _, m in state.movements:
-            ledger[m.sku] += m.delta
+            if m.location == DEFAULT:
+                ledger[m.sku] += m.delta
             if m.reason == "sale":
                 sales[m.sku] -= m.delta
         levels = {sku: (lv.on_hand, lv.reserved) for sku, lv in state.levels.items()}
         return levels, dict(held), dict(ledger), dict(sold_lines), dict(sales)
+
+    def audit_locations(
+        self,
+    ) -> tuple[
+        dict[tuple[str, str], tuple[int, int, int]],
+        dict[tuple[str, str], int],
+        dict[tuple[str, str], int],
+        list[tuple[str, str, int, int]],
+    ]:
+        """Per level at another location: (on_hand, reserved, backorder_max), the held
+        allocations there and the ledger there; and every held located line whose
+        allocations do not sum to it (reservation id, sku, quantity, allocated)."""
+        state = self.state
+        levels = {
+            key: (lv.on_hand, lv.reserved, lv.backorder_max)
+            for key, lv in state.location_levels.items()
+        }
+        held: Counter[tuple[str, str]] = Counter()
+        uneven: list[tuple[str, str, int, int]] = []
+        for r in state.reservations.values():
+            if r.status is not Status.HELD:
+                continue
+            for line in r.lines:
+                if line.allocations:
+                    drawn = sum(a.quantity for a in line.allocations)
+                    if drawn != line.quantity:
+                        uneven.append((r.id, line.sku, line.quantity, drawn))
+                for allocation in line.allocations:
+                    if allocation.location != DEFAULT:
+                        held[(line.sku, allocation.location)] += allocation.quantity
+        ledger: Counter[tuple[str, str]] = Counter()
+        for _, m in state.movements:
+            if m.location != DEFAULT:
+                ledger[(m.sku, m.location)] += m.delta
+        return levels, dict(held), dict(ledger), uneven

@@ -2,6 +2,13 @@
 
 Used by the tests after every concurrent run and by ``stockguard bench`` after every
 workload: a strategy's own view of what it did is exactly what must not be trusted.
+
+Per location too (docs/locations.md#invariants): a SKU's row (plus its buckets) is its
+level at the default location, so its ``reserved`` is what held lines hold there
+(unallocated lines and allocations at ``default``) and its ``on_hand`` follows the
+movements there; every level at another location has I1, I2 against the held
+allocations at it and I3 against the movements naming it; and a held located line's
+allocations sum to the line.
 """
 
 from __future__ import annotations
@@ -9,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stockguard.domain import Status
+from stockguard.domain import DEFAULT_LOCATION_CODE, Status
 from stockguard.stores.contract import Store
 from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql import schema as t
@@ -89,35 +96,107 @@ async def _bucket_violations(connection: AsyncConnection) -> list[str]:
     return violations
 
 
+async def _held_by_location(connection: AsyncConnection) -> dict[tuple[str, str], int]:
+    """Units held lines hold per (sku, location): an unallocated line at the default
+    location, a located line at each of its allocations."""
+    ln, ra, r = t.reservation_lines.c, t.reservation_allocations.c, t.reservations.c
+    held: dict[tuple[str, str], int] = {}
+    for sku, total in await connection.execute(
+        select(ln.sku, func.sum(ln.quantity))
+        .join(t.reservations, r.id == ln.reservation_id)
+        .where(r.status == Status.HELD.value, ln.allocated == False)  # noqa: E712 (SQL)
+        .group_by(ln.sku)
+    ):
+        held[(str(sku), DEFAULT_LOCATION_CODE)] = int(total)
+    for sku, location, total in await connection.execute(
+        select(ra.sku, ra.location, func.sum(ra.quantity))
+        .join(t.reservations, r.id == ra.reservation_id)
+        .where(r.status == Status.HELD.value)
+        .group_by(ra.sku, ra.location)
+    ):
+        key = (str(sku), str(location))
+        held[key] = held.get(key, 0) + int(total)
+    return held
+
+
+async def _uneven_lines(connection: AsyncConnection) -> list[tuple[str, str, int, int]]:
+    """Held lines whose allocations do not sum to them (an ``allocated`` line to its
+    quantity, any other to 0): (reservation id, sku, what they should sum to, sum)."""
+    ln, ra, r = t.reservation_lines.c, t.reservation_allocations.c, t.reservations.c
+    drawn = func.coalesce(func.sum(ra.quantity), 0)
+    expected = case((ln.allocated == True, ln.quantity), else_=0)  # noqa: E712 (SQL)
+    rows = await connection.execute(
+        select(ln.reservation_id, ln.sku, expected, drawn)
+        .select_from(
+            t.reservation_lines.join(t.reservations, r.id == ln.reservation_id).outerjoin(
+                t.reservation_allocations,
+                (ra.reservation_id == ln.reservation_id) & (ra.sku == ln.sku),
+            )
+        )
+        .where(r.status == Status.HELD.value)
+        .group_by(ln.reservation_id, ln.sku, ln.quantity, ln.allocated)
+        .having(drawn != expected)
+        .order_by(ln.reservation_id, ln.sku)
+    )
+    return [(str(rid), str(sku), int(want), int(got)) for rid, sku, want, got in rows]
+
+
+async def _location_sums(
+    connection: AsyncConnection,
+) -> tuple[dict[tuple[str, str], tuple[int, int, int]], dict[tuple[str, str], int]]:
+    """Every level at another location (on_hand, reserved, backorder_max), and the
+    ledger per (sku, location) of the movements at other locations."""
+    lv, m = t.location_levels.c, t.stock_movements.c
+    levels = {
+        (str(row.sku), str(row.location)): (
+            int(row.on_hand),
+            int(row.reserved),
+            int(row.backorder_max),
+        )
+        for row in await connection.execute(
+            select(lv.sku, lv.location, lv.on_hand, lv.reserved, lv.backorder_max)
+        )
+    }
+    ledger = {
+        (str(sku), str(location)): int(total)
+        for sku, location, total in await connection.execute(
+            select(m.sku, m.location, func.sum(m.delta))
+            .where(m.location != DEFAULT_LOCATION_CODE)
+            .group_by(m.sku, m.location)
+        )
+    }
+    return levels, ledger
+
+
 async def audit(store: Store) -> AuditReport:
     """Checks I1-I4 on the tables of ``store`` (a ``MemoryStore`` gives its sums)."""
     if isinstance(store, MemoryStore):
         report = judge(*store.audit_sums(), store.backorder_allowances())
         report.violations += cap_violations(*store.audit_caps())
+        judge_locations(report, *store.audit_locations())
         return report
     assert isinstance(store, SqlStore)
     async with store.transaction(read_only=True, snapshot=True) as tx:
         c = tx.connection
         levels = await stock_totals(c)
         bucket_violations = await _bucket_violations(c)
-        held: dict[str, int] = dict(
-            (
-                await c.execute(
-                    select(t.reservation_lines.c.sku, func.sum(t.reservation_lines.c.quantity))
-                    .join(
-                        t.reservations, t.reservations.c.id == t.reservation_lines.c.reservation_id
-                    )
-                    .where(t.reservations.c.status == Status.HELD.value)
-                    .group_by(t.reservation_lines.c.sku)
-                )
-            ).all()
-        )
+        by_location = await _held_by_location(c)
+        held = {
+            sku: units
+            for (sku, code), units in by_location.items()
+            if code == DEFAULT_LOCATION_CODE
+        }
+        held_elsewhere = {
+            key: units for key, units in by_location.items() if key[1] != DEFAULT_LOCATION_CODE
+        }
+        uneven = await _uneven_lines(c)
+        location_levels, location_ledger = await _location_sums(c)
         ledger: dict[str, int] = dict(
             (
                 await c.execute(
-                    select(t.stock_movements.c.sku, func.sum(t.stock_movements.c.delta)).group_by(
-                        t.stock_movements.c.sku
-                    )
+                    select(t.stock_movements.c.sku, func.sum(t.stock_movements.c.delta))
+                    .where(t.stock_movements.c.location == DEFAULT_LOCATION_CODE)
+                    .group_by(t.stock_movements.c.sku)
                 )
             ).all()
         )
@@ -155,6 +234,7 @@ async def audit(store: Store) -> AuditReport:
     report = judge(totals, held, ledger, sold_lines, sales, allowances)
     report.violations[:0] = bucket_violations
     report.violations += cap_violations(caps, units)
+    judge_locations(report, location_levels, held_elsewhere, location_ledger, uneven)
     return report
 
 
@@ -239,3 +319,50 @@ def judge(
                 f"I4 {sku}: confirmed lines {sold_lines.get(sku) or 0}, sales {sales.get(sku) or 0}"
             )
     return report
+
+
+def judge_locations(
+    report: AuditReport,
+    levels: Mapping[tuple[str, str], tuple[int, int, int]],
+    held: Mapping[tuple[str, str], int],
+    ledger: Mapping[tuple[str, str], int],
+    uneven: Sequence[tuple[str, str, int, int]] = (),
+) -> None:
+    """I1-I3 per level at a location other than the default one, added to ``report``:
+    ``levels`` (sku, location) -> (on_hand, reserved, backorder_max); ``held`` the held
+    allocations there; ``ledger`` the movements there; ``uneven`` the held lines whose
+    allocations do not sum to them (docs/locations.md#invariants). Units held or moved at
+    a (sku, location) with no level are reported too: they point nowhere."""
+    for (sku, location), (on_hand, reserved, allowed) in sorted(levels.items()):
+        where = f"{sku}@{location}"
+        if reserved < 0 or reserved > on_hand + allowed:
+            report.violations.append(
+                f"I1 {where}: reserved {reserved}, on_hand {on_hand}"
+                + (f", backorder_max {allowed}" if allowed else "")
+            )
+            report.oversold_units += max(reserved - on_hand - allowed, 0)
+        if on_hand < -allowed:
+            report.oversold_units += -allowed - on_hand
+        if int(held.get((sku, location)) or 0) != reserved:
+            report.violations.append(
+                f"I2 {where}: reserved {reserved}, held allocations sum to "
+                f"{held.get((sku, location)) or 0}"
+            )
+        if int(ledger.get((sku, location)) or 0) != on_hand:
+            report.violations.append(
+                f"I3 {where}: on_hand {on_hand}, ledger sums to {ledger.get((sku, location)) or 0}"
+            )
+    for sku, location in sorted(set(held) - set(levels)):
+        if held[(sku, location)]:
+            report.violations.append(
+                f"I2 {sku}@{location}: no level, held allocations sum to {held[(sku, location)]}"
+            )
+    for sku, location in sorted(set(ledger) - set(levels)):
+        if ledger[(sku, location)]:
+            report.violations.append(
+                f"I3 {sku}@{location}: no level, ledger sums to {ledger[(sku, location)]}"
+            )
+    for reservation_id, sku, quantity, drawn in uneven:
+        report.violations.append(
+            f"I2 {sku}: line of {reservation_id} holds {quantity}, its allocations sum to {drawn}"
+        )
