@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 from playwright.async_api import Browser, Error, async_playwright
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.engine import make_url
 
 from stockguard import strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.engine import Engine
-from stockguard.stores.sql.schema import metadata
+from stockguard.stores.sql.schema import DEFAULT_LOCATION_ROW, locations, metadata
 from stockguard.stores.sql.store import SqlStore
 
 SERVER_URLS = {
@@ -191,6 +191,7 @@ class Databases:
         async with self.stores[backend].transaction() as tx:
             for table in reversed(metadata.sorted_tables):
                 await tx.connection.execute(delete(table))
+            await tx.connection.execute(insert(locations), [DEFAULT_LOCATION_ROW])
             await tx.commit()
 
     async def close(self) -> None:

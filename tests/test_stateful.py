@@ -43,14 +43,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import delete, literal_column
+from sqlalchemy import delete, insert, literal_column
 
 from conftest import MEMORY_URL, NO_WAIT_BUDGET, REDIS_URL, redis_test_prefix
 from stockguard import domain, strategies
 from stockguard.domain import Status
 from stockguard.engine import Engine
 from stockguard.stores.memory import MemoryStore, wall_clock_ms
-from stockguard.stores.sql.schema import metadata
+from stockguard.stores.sql.schema import DEFAULT_LOCATION_ROW, locations, metadata
 from stockguard.stores.sql.store import SqlStore
 
 pytestmark = pytest.mark.memory
@@ -160,6 +160,7 @@ class Machine(RuleBasedStateMachine):
                 async with store.transaction() as tx:
                     for table in reversed(metadata.sorted_tables):
                         await tx.connection.execute(delete(table))
+                    await tx.connection.execute(insert(locations), [DEFAULT_LOCATION_ROW])
                     await tx.commit()
             finally:
                 await store.close()

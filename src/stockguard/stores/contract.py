@@ -41,7 +41,7 @@ from stockguard.domain import (
 )
 from stockguard.domain.events import EventType, StoredEvent
 from stockguard.domain.kits import Kit
-from stockguard.domain.locations import Location, LocationLevel
+from stockguard.domain.locations import AllocationPolicy, Location, LocationLevel
 
 T = TypeVar("T")
 
@@ -141,6 +141,8 @@ class Store(Protocol):
     """A store: transactions, the shared use cases, and the admin read queries."""
 
     counters: Counter[str]
+    allocation_policy: AllocationPolicy
+    """The shop's default allocation policy (docs/locations.md#allocation-policy)."""
 
     def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[StoreTx]: ...
     async def run(self, work: Callable[[], Awaitable[T]]) -> T: ...

@@ -40,7 +40,10 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, StockLevel
-from stockguard.stores.contract import DuplicateKey, Store
+from stockguard.domain.locations import AllocationPolicy, Location
+from stockguard.domain.locations import LocationLevel as LevelAfterBatch
+from stockguard.stores import located
+from stockguard.stores.contract import DuplicateKey, Store, StoreTx
 from stockguard.stores.operations import customer_units
 from stockguard.strategies.base import Strategy
 from stockguard.strategies.batch_writer import BatchWriter
@@ -49,6 +52,7 @@ from stockguard.strategies.coalescing_transitions import (
     TransitionResult,
     apply_transitions,
     decide_transitions,
+    lock_elsewhere,
     lock_reservations,
     skus_of,
     write_transitions,
@@ -114,7 +118,8 @@ async def _apply_once(store: Store, requests: Sequence[ReserveRequest]) -> list[
             sorted({line.sku for request in requests for line in request.lines}), lock=True
         )
         units = await customer_units(tx, levels, requests)
-        after, results = decide_batch(levels, earlier, requests, store.new_id, now_ms, units)
+        batch = await located_batch(tx, store, levels, requests)
+        after, results = decide_batch(levels, earlier, requests, store.new_id, now_ms, units, batch)
         created = [
             result.reservation
             for result in results
@@ -122,11 +127,61 @@ async def _apply_once(store: Store, requests: Sequence[ReserveRequest]) -> list[
         ]
         if created:
             await tx.insert_reservations(created)
-            await tx.move_levels(
-                {sku: (0, after[sku].reserved - levels[sku].reserved) for sku in levels}, now_ms
-            )
+            if batch is None:
+                await tx.move_levels(
+                    {sku: (0, after[sku].reserved - levels[sku].reserved) for sku in levels},
+                    now_ms,
+                )
+            else:
+                await located.write(tx, *located.deltas(batch.before, batch.levels), now_ms)
             await tx.commit()
         return results
+
+
+@dataclasses.dataclass(slots=True)
+class LocatedBatch:
+    """A batch with a SKU stocked at several locations, or a pinned line: decided by the
+    allocation policy on every level of its SKUs (docs/locations.md#how-each-strategy-uses-it)."""
+
+    stock: dict[str, StockLevel]
+    """The SKU rows as locked (their ``located`` and caps)."""
+    before: dict[str, dict[str, LevelAfterBatch]]
+    """Every level of the batch's SKUs as locked (after the batch's endings, if any)."""
+    levels: dict[str, dict[str, LevelAfterBatch]]
+    """The same, as the requests decided so far left them."""
+    locations: dict[str, Location]
+    policy: AllocationPolicy
+
+
+async def located_batch(
+    tx: StoreTx,
+    store: Store,
+    levels: dict[str, StockLevel],
+    requests: Sequence[ReserveRequest],
+    ended: dict[tuple[str, str], tuple[int, int]] | None = None,
+) -> LocatedBatch | None:
+    """The batch's location state, or None (and no query) when no SKU of it is stocked
+    anywhere but the default location and no line is pinned elsewhere: the batch is then
+    decided as it always was. ``ended``: changes the batch's endings make at other
+    locations, applied to the levels read."""
+    if not any(level.located for level in levels.values()) and not any(
+        located.pinned_elsewhere(request) for request in requests
+    ):
+        return None
+    before = await located.by_location(tx, levels, lock=True)
+    for (sku, code), (on_hand, reserved) in (ended or {}).items():
+        if sku in before and code in before[sku]:
+            level = before[sku][code]
+            before[sku][code] = dataclasses.replace(
+                level, on_hand=level.on_hand + on_hand, reserved=level.reserved + reserved
+            )
+    return LocatedBatch(
+        levels,
+        before,
+        {sku: dict(by_code) for sku, by_code in before.items()},
+        await tx.locations(),
+        store.allocation_policy,
+    )
 
 
 async def apply_mixed(
@@ -184,8 +239,13 @@ async def _apply_mixed_once(
         current = await lock_reservations(tx, transitions)
         skus = {line.sku for request in holds for line in request.lines}
         levels = await tx.levels(sorted(skus.union(skus_of(current))), lock=True)
+        elsewhere = await lock_elsewhere(tx, current)
         plan = decide_transitions(
-            current, {sku: level.on_hand for sku, level in levels.items()}, transitions, now_ms
+            current,
+            {sku: level.on_hand for sku, level in levels.items()},
+            transitions,
+            now_ms,
+            {key: level.on_hand for key, level in elsewhere.items()},
         )
         ended = {
             sku: dataclasses.replace(
@@ -200,7 +260,8 @@ async def _apply_mixed_once(
         # Releases of this batch are not written yet, so a capped customer's count may
         # still include them: a cap can only refuse more here, never grant past itself.
         units = await customer_units(tx, levels, holds)
-        after, results = decide_batch(ended, earlier, holds, store.new_id, now_ms, units)
+        batch = await located_batch(tx, store, ended, holds, dict(plan.elsewhere))
+        after, results = decide_batch(ended, earlier, holds, store.new_id, now_ms, units, batch)
         created = [
             result.reservation
             for result in results
@@ -208,8 +269,18 @@ async def _apply_mixed_once(
         ]
         if created or plan.ended:
             await tx.insert_reservations(created)
-            held = {sku: after[sku].reserved - ended[sku].reserved for sku in ended}
-            await write_transitions(tx, plan, now_ms, reserved_too=held)
+            if batch is None:
+                held = {sku: after[sku].reserved - ended[sku].reserved for sku in ended}
+                await write_transitions(tx, plan, now_ms, reserved_too=held)
+            else:
+                at_default, at_others = located.deltas(batch.before, batch.levels)
+                await write_transitions(
+                    tx,
+                    plan,
+                    now_ms,
+                    reserved_too={sku: change[1] for sku, change in at_default.items()},
+                    elsewhere_too={key: change[1] for key, change in at_others.items()},
+                )
             await tx.commit()
         return results, plan.results
 
@@ -221,6 +292,7 @@ def decide_batch(
     new_id: Callable[[], str],
     now_ms: int,
     units: domain.CustomerUnits | None = None,
+    batch: LocatedBatch | None = None,
 ) -> tuple[dict[str, StockLevel], list[Result]]:
     """The whole batch's answers, as if the requests had run one by one in arrival order.
 
@@ -230,6 +302,8 @@ def decide_batch(
     same refusal); one that differs from a refused first occurrence is decided in a later
     round, so no repeated order_id ever creates two holds. ``units``: the per-customer
     counts of the batch's capped SKUs, read on the locked rows (None: no SKU is capped).
+    ``batch``: the location state of a batch the allocation policy decides
+    (``located_batch``), updated in place; the returned levels are then ``levels``.
     """
     results: list[Result | None] = [None] * len(requests)
     pending: list[int] = []
@@ -255,22 +329,10 @@ def decide_batch(
                 repeats.append(index)
             else:
                 firsts[requests[index].order_id] = index
-        current, decisions = domain.decide_in_order(
-            current, [requests[index] for index in firsts.values()], counted
-        )
-        for index, decision in zip(firsts.values(), decisions, strict=True):
-            if decision.held:
-                reservation = domain.new_reservation(
-                    requests[index], new_id(), now_ms, decision.backordered
-                )
-                granted[reservation.order_id] = reservation
-                results[index] = ReserveOutcome(reservation, created=True)
-                if counted is not None:  # a later round sees this round's grants
-                    domain.count_hold(counted, requests[index])
-            elif decision.refused is not None:
-                results[index] = decision.refused
-            else:
-                results[index] = domain.OutOfStock(decision.shortfall)
+        if batch is not None:
+            _decide_located(batch, requests, firsts, results, granted, counted, new_id, now_ms)
+        else:
+            current = _decide(current, requests, firsts, results, granted, counted, new_id, now_ms)
         pending = []
         for index in repeats:
             request = requests[index]
@@ -284,6 +346,62 @@ def decide_batch(
                 pending.append(index)
     assert all(result is not None for result in results)
     return current, [result for result in results if result is not None]
+
+
+def _decide(
+    current: dict[str, StockLevel],
+    requests: Sequence[ReserveRequest],
+    firsts: dict[str, int],
+    results: list[Result | None],
+    granted: dict[str, domain.Reservation],
+    counted: dict[tuple[str, str], int] | None,
+    new_id: Callable[[], str],
+    now_ms: int,
+) -> dict[str, StockLevel]:
+    """One round of ``decide_batch``: the first occurrence of each order_id, in order."""
+    current, decisions = domain.decide_in_order(
+        current, [requests[index] for index in firsts.values()], counted
+    )
+    for index, decision in zip(firsts.values(), decisions, strict=True):
+        if decision.held:
+            reservation = domain.new_reservation(
+                requests[index], new_id(), now_ms, decision.backordered
+            )
+            granted[reservation.order_id] = reservation
+            results[index] = ReserveOutcome(reservation, created=True)
+            if counted is not None:  # a later round sees this round's grants
+                domain.count_hold(counted, requests[index])
+        elif decision.refused is not None:
+            results[index] = decision.refused
+        else:
+            results[index] = domain.OutOfStock(decision.shortfall)
+    return current
+
+
+def _decide_located(
+    batch: LocatedBatch,
+    requests: Sequence[ReserveRequest],
+    firsts: dict[str, int],
+    results: list[Result | None],
+    granted: dict[str, domain.Reservation],
+    counted: dict[tuple[str, str], int] | None,
+    new_id: Callable[[], str],
+    now_ms: int,
+) -> None:
+    """One round of ``decide_batch`` by the allocation policy (``located.decide``)."""
+    chosen = [requests[index] for index in firsts.values()]
+    batch.levels, decisions = located.decide(
+        batch.stock, batch.levels, batch.locations, chosen, batch.policy, counted
+    )
+    for index, decision in zip(firsts.values(), decisions, strict=True):
+        if decision.held:
+            reservation = located.new_reservation(batch.stock, decision, new_id(), now_ms)
+            granted[reservation.order_id] = reservation
+            results[index] = ReserveOutcome(reservation, created=True)
+            if counted is not None:  # a later round sees this round's grants
+                domain.count_hold(counted, requests[index])
+        else:
+            results[index] = located.refusal(decision)
 
 
 class CoalescingStrategy(Strategy):

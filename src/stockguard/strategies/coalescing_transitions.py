@@ -28,7 +28,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from stockguard import domain
-from stockguard.domain import Movement, Reservation, Status, StockguardError
+from stockguard.domain import DEFAULT_LOCATION_CODE, Movement, Reservation, Status, StockguardError
+from stockguard.domain.locations import LocationLevel
+from stockguard.stores import located
 from stockguard.stores.contract import Store, StoreTx
 
 Transition = tuple[str, Status]
@@ -56,8 +58,13 @@ async def _apply_once(store: Store, requests: Sequence[Transition]) -> list[Tran
         now_ms = await tx.now_ms()
         current = await lock_reservations(tx, requests)
         levels = await tx.levels(skus_of(current), lock=True)
+        elsewhere = await lock_elsewhere(tx, current)
         plan = decide_transitions(
-            current, {sku: lv.on_hand for sku, lv in levels.items()}, requests, now_ms
+            current,
+            {sku: lv.on_hand for sku, lv in levels.items()},
+            requests,
+            now_ms,
+            {key: level.on_hand for key, level in elsewhere.items()},
         )
         if plan.ended:
             await write_transitions(tx, plan, now_ms)
@@ -76,7 +83,11 @@ class TransitionPlan:
     deltas: defaultdict[str, tuple[int, int]] = dataclasses.field(
         default_factory=lambda: defaultdict(lambda: (0, 0))
     )
-    """SKU -> (on_hand change, reserved change)."""
+    """SKU -> (on_hand change, reserved change) of its row (the default location's level)."""
+    elsewhere: defaultdict[tuple[str, str], tuple[int, int]] = dataclasses.field(
+        default_factory=lambda: defaultdict(lambda: (0, 0))
+    )
+    """(SKU, location) -> the same, for units held at other locations (docs/locations.md)."""
     movements: list[Movement] = dataclasses.field(default_factory=list)
     """One ledger entry per sold line."""
 
@@ -90,11 +101,25 @@ def skus_of(reservations: dict[str, Reservation]) -> list[str]:
     return sorted({line.sku for r in reservations.values() for line in r.lines})
 
 
+async def lock_elsewhere(
+    tx: StoreTx, reservations: dict[str, Reservation]
+) -> dict[tuple[str, str], LocationLevel]:
+    """The other-location levels the reservations hold units at, locked after the SKU rows
+    (none, and no query, when no line has such an allocation: docs/locations.md)."""
+    lines = [line for r in reservations.values() for line in r.lines if line.allocations]
+    if not located.has_elsewhere(lines):
+        return {}
+    skus = sorted({line.sku for line in lines})
+    found = await tx.location_levels(skus, lock=True)
+    return {(sku, code): level for sku, by_code in found.items() for code, level in by_code.items()}
+
+
 def decide_transitions(
     current: dict[str, Reservation],
     on_hand: dict[str, int],
     requests: Sequence[Transition],
     now_ms: int,
+    on_hand_elsewhere: dict[tuple[str, str], int] | None = None,
 ) -> TransitionPlan:
     """The batch's answers and writes, as if the requests had run one by one in order.
 
@@ -103,18 +128,39 @@ def decide_transitions(
     sees the state the earlier one left and each ledger entry's ``on_hand_after`` is exact.
     """
     plan = TransitionPlan(results=[])
+    elsewhere = on_hand_elsewhere if on_hand_elsewhere is not None else {}
 
     def end(reservation: Reservation, status: Status) -> Reservation:
         plan.ended[reservation.id] = status  # once per id: a terminal state never changes
         for line in reservation.lines:
-            sold = line.quantity if status is Status.CONFIRMED else 0
-            d_on_hand, d_reserved = plan.deltas[line.sku]
-            plan.deltas[line.sku] = (d_on_hand - sold, d_reserved - line.quantity)
-            if sold:
-                on_hand[line.sku] -= sold
-                plan.movements.append(
-                    Movement(now_ms, line.sku, -sold, on_hand[line.sku], "sale", reservation.id)
-                )
+            for allocation in line.drawn():  # exactly where its units are held
+                quantity = allocation.quantity
+                sold = quantity if status is Status.CONFIRMED else 0
+                if allocation.location == DEFAULT_LOCATION_CODE:
+                    d_on_hand, d_reserved = plan.deltas[line.sku]
+                    plan.deltas[line.sku] = (d_on_hand - sold, d_reserved - quantity)
+                    if sold:
+                        on_hand[line.sku] -= sold
+                        after = on_hand[line.sku]
+                else:
+                    key = (line.sku, allocation.location)
+                    d_on_hand, d_reserved = plan.elsewhere[key]
+                    plan.elsewhere[key] = (d_on_hand - sold, d_reserved - quantity)
+                    if sold:
+                        elsewhere[key] -= sold
+                        after = elsewhere[key]
+                if sold:
+                    plan.movements.append(
+                        Movement(
+                            now_ms,
+                            line.sku,
+                            -sold,
+                            after,
+                            "sale",
+                            reservation.id,
+                            allocation.location,
+                        )
+                    )
         current[reservation.id] = dataclasses.replace(reservation, status=status)
         return current[reservation.id]
 
@@ -133,7 +179,12 @@ def decide_transitions(
 
 
 async def write_transitions(
-    tx: StoreTx, plan: TransitionPlan, now_ms: int, *, reserved_too: dict[str, int] | None = None
+    tx: StoreTx,
+    plan: TransitionPlan,
+    now_ms: int,
+    *,
+    reserved_too: dict[str, int] | None = None,
+    elsewhere_too: dict[tuple[str, str], int] | None = None,
 ) -> None:
     """Writes ``plan`` on the rows locked for it: status changes, one stock update for every
     SKU (plus ``reserved_too``, the holds of the same transaction), the ledger."""
@@ -144,4 +195,10 @@ async def write_transitions(
         on_hand_change, reserved_change = deltas.get(sku, (0, 0))
         deltas[sku] = (on_hand_change, reserved_change + reserved)
     await tx.move_levels(deltas, now_ms)
+    elsewhere = dict(plan.elsewhere)
+    for key, reserved in (elsewhere_too or {}).items():
+        on_hand_change, reserved_change = elsewhere.get(key, (0, 0))
+        elsewhere[key] = (on_hand_change, reserved_change + reserved)
+    if elsewhere:
+        await tx.move_location_levels(elsewhere, now_ms)
     await tx.record_movements(plan.movements)

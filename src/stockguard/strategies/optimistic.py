@@ -14,6 +14,8 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores import located
+from stockguard.stores.contract import StoreTx
 from stockguard.stores.operations import check_customer, customer_units
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
 from stockguard.strategies.base import REFUSALS, Strategy
@@ -51,6 +53,8 @@ class OptimisticStrategy(Strategy):
         async with self.store.transaction() as tx:
             now_ms = await tx.now_ms()
             levels = await tx.levels(request.skus)
+            if located.needs_locations(levels, request):
+                return await self._attempt_located(tx, request, levels, now_ms)
             # Counts read without a lock: a hold of the same SKU committed after this read
             # moved the version, so the write below fails and the attempt starts over.
             check_customer(levels, await customer_units(tx, levels, [request]), request)
@@ -66,3 +70,44 @@ class OptimisticStrategy(Strategy):
             await tx.insert_reservations([reservation])
             await tx.commit()
             return ReserveOutcome(reservation, created=True)
+
+    async def _attempt_located(
+        self,
+        tx: StoreTx,
+        request: ReserveRequest,
+        levels: dict[str, domain.StockLevel],
+        now_ms: int,
+    ) -> ReserveOutcome | None:
+        """A SKU stocked at several locations (docs/locations.md): decided by the allocation
+        policy on every level as read, unlocked; each level it changes is written only if
+        its version is unchanged, so a level moved meanwhile rolls the whole hold back and
+        it is decided again."""
+        missing = [sku for sku in request.skus if sku not in levels]
+        if missing:
+            raise domain.UnknownSku(missing)
+        before = await located.by_location(tx, levels, lock=False)
+        units = await customer_units(tx, levels, [request])
+        after, (decision,) = located.decide(
+            levels, before, await tx.locations(), [request], self.store.allocation_policy, units
+        )
+        if not decision.held:
+            raise located.refusal(decision)
+        for sku, by_code in after.items():
+            for code, level in by_code.items():
+                old = before[sku][code]
+                if level.reserved == old.reserved:
+                    continue
+                if code == located.DEFAULT:
+                    written = await tx.write_reserved_if_version(
+                        levels[sku], level.reserved, now_ms
+                    )
+                else:
+                    written = await tx.write_location_reserved_if_version(
+                        old, level.reserved, now_ms
+                    )
+                if not written:
+                    return None  # somebody else wrote first: roll back and retry
+        reservation = located.new_reservation(levels, decision, self.store.new_id(), now_ms)
+        await tx.insert_reservations([reservation])
+        await tx.commit()
+        return ReserveOutcome(reservation, created=True)

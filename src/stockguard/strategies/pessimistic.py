@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest
+from stockguard.stores import located
 from stockguard.stores.operations import check_customer, customer_units
 from stockguard.stores.sql.store import DuplicateKey
 from stockguard.strategies.base import REFUSALS, Strategy
@@ -21,6 +22,21 @@ class PessimisticStrategy(Strategy):
             async with self.store.transaction() as tx:
                 now_ms = await tx.now_ms()
                 levels = await tx.levels(request.skus, lock=True)
+                if located.needs_locations(levels, request):
+                    # Stocked at several locations, or pinned: the allocation policy
+                    # decides on every level, locked after the rows (docs/locations.md).
+                    reservation = await located.hold_locked(
+                        tx,
+                        request,
+                        levels,
+                        self.store.allocation_policy,
+                        await customer_units(tx, levels, [request]),
+                        self.store.new_id,
+                        now_ms,
+                    )
+                    await tx.insert_reservations([reservation])
+                    await tx.commit()
+                    return ReserveOutcome(reservation, created=True)
                 # The caps' counts read on the locked rows: no hold of these SKUs commits
                 # before this one does (docs/design.md#per-customer-caps).
                 check_customer(levels, await customer_units(tx, levels, [request]), request)

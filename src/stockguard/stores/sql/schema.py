@@ -192,6 +192,16 @@ reservation_allocations = Table(
     **_MYSQL,
 )
 
+DEFAULT_LOCATION_ROW = {
+    "code": domain.DEFAULT_LOCATION_CODE,
+    "name": "Default",
+    "priority": 0,
+    "active": True,
+    "created_at_ms": 0,
+}
+"""The row migration 0009 inserts: it always exists (docs/locations.md#model). A tool
+that empties every table (the tests) puts it back."""
+
 redis_offsets = Table(
     "redis_offsets",
     metadata,

@@ -89,7 +89,7 @@ async def movements(
             raise domain.UnknownSku([sku])
         rows = (await tx.connection.execute(query)).all()
     items = [
-        Movement(r.at_ms, r.sku, r.delta, r.on_hand_after, r.reason, r.reservation_id)
+        Movement(r.at_ms, r.sku, r.delta, r.on_hand_after, r.reason, r.reservation_id, r.location)
         for r in rows[:limit]
     ]
     return items, (str(rows[limit - 1].seq) if len(rows) > limit else None)
