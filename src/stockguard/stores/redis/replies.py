@@ -35,16 +35,32 @@ def request_fields(request_id: str, inbox: str, request: ReserveRequest) -> list
         "customer_id", request.customer_id or "",
         "ttl_s", str(request.ttl_s),
         "lines", encode_lines(request.lines),
+        # Where located SKUs draw from (docs/locations.md): absent, the defaults.
+        "where", _where(request),
     ]  # fmt: skip
+
+
+def _where(request: ReserveRequest) -> str:
+    """The request's location options as JSON, or "" for none (the usual case)."""
+    pins = {line.sku: line.location for line in request.lines if line.location is not None}
+    if request.allocation_policy is None and request.split and not pins:
+        return ""
+    return json.dumps([request.allocation_policy, request.split, pins], separators=(",", ":"))
 
 
 def parse_request(fields: Mapping[str, str]) -> QueuedRequest:
     """Raises ValueError/KeyError/InvalidInput on an entry that is not a valid request."""
+    lines = decode_lines(fields["lines"])
+    policy, split, pins = json.loads(fields["where"]) if fields.get("where") else (None, True, {})
+    if pins:
+        lines = tuple(Line(line.sku, line.quantity, 0, pins.get(line.sku)) for line in lines)
     request = domain.validate_reserve(
         fields["order_id"],
-        decode_lines(fields["lines"]),
+        lines,
         int(fields["ttl_s"]),
         fields["customer_id"] or None,
+        policy,
+        split,
     )
     return QueuedRequest(fields["rid"], fields["inbox"], request)
 
@@ -58,7 +74,11 @@ def encode_answer(request_id: str, entry_id: str, result: Result) -> str:
             "order_id": r.order_id,
             "customer_id": r.customer_id,
             "status": r.status.value,
-            "lines": [[line.sku, line.quantity, line.backordered] for line in r.lines],
+            "lines": [
+                [line.sku, line.quantity, line.backordered]
+                + [[a.location, a.quantity, a.backordered] for a in line.allocations]
+                for line in r.lines
+            ],
             "expires_at_ms": r.expires_at_ms,
             "created_at_ms": r.created_at_ms,
             "created": result.created,
@@ -109,7 +129,15 @@ def _result(body: Mapping[str, Any]) -> Result:
             order_id=held["order_id"],
             customer_id=held["customer_id"],
             status=Status(held["status"]),
-            lines=tuple(Line(sku, int(q), int(b)) for sku, q, b in held["lines"]),
+            lines=tuple(
+                Line(
+                    sku,
+                    int(q),
+                    int(b),
+                    allocations=tuple(domain.Allocation(c, int(n), int(d)) for c, n, d in drawn),
+                )
+                for sku, q, b, *drawn in held["lines"]
+            ),
             expires_at_ms=int(held["expires_at_ms"]),
             created_at_ms=int(held["created_at_ms"]),
         )
