@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ from stockguard.domain import (
     StockLevel,
     Variant,
 )
+from stockguard.domain.locations import Location
 from stockguard.stores.redis.client import CONNECTIONS_MAX, connect, unavailable_on_error
 from stockguard.stores.redis.codec import StreamId
 from stockguard.stores.redis.events import product_payload
@@ -48,7 +50,12 @@ from stockguard.stores.redis.holds import (
     replay_or_conflict,
 )
 from stockguard.stores.redis.keys import KeyLayout, default_prefix
-from stockguard.stores.redis.loader import LoadingElsewhere, customer_counts, ensure_loaded
+from stockguard.stores.redis.loader import (
+    LoadingElsewhere,
+    customer_counts,
+    ensure_loaded,
+    write_locations,
+)
 from stockguard.stores.redis.persister import Persister
 from stockguard.stores.redis.scripts import load_all
 from stockguard.stores.redis.sql_apply import read_offset
@@ -108,6 +115,7 @@ class RedisStrategy(Strategy):
             async with unavailable_on_error("start"):
                 await load_all(self.clients.commands)
             await self._autoload()
+            await self.refresh_locations()
         except LoadingElsewhere as error:
             log.info("Redis is not ready (%s); reservations answer 503 until it is", error)
         except domain.StoreUnavailable as error:
@@ -182,7 +190,9 @@ class RedisStrategy(Strategy):
     # ------------------------------------------------------------------ holds
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
-        outcome = await self.holds.reserve(request, str(uuid.uuid4()))
+        outcome = await self.holds.reserve(
+            request, str(uuid.uuid4()), self.store.allocation_policy.value
+        )
         if isinstance(outcome, KnownOrder):
             return replay_or_conflict(await self._from_sql(outcome.reservation_id), request)
         return outcome
@@ -297,6 +307,76 @@ class RedisStrategy(Strategy):
         if policy.backorder_max < current.backorder_max:
             await self.settle()
         return await self.store.set_policy(sku, policy, current)
+
+    # ------------------------------------------------------------------ locations
+
+    async def refresh_locations(self) -> None:
+        """Copies SQL's locations into Redis (``KeyLayout.locations``), replacing them
+        whole: reserve.lua allocates over the active ones, in priority order. Called after
+        every change made through this strategy, and at start (a keyspace loaded before
+        locations existed gets them)."""
+        async with self.store.transaction(read_only=True) as tx:
+            places = await tx.locations()
+        async with unavailable_on_error("locations"):
+            await write_locations(self.clients, self.keys, places)
+
+    async def create_location(self, location: Location) -> Location:
+        created = await self.store.create_location(location)
+        await self.refresh_locations()
+        return created
+
+    async def update_location(
+        self,
+        code: str,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        active: bool | None = None,
+    ) -> Location:
+        """SQL first, then Redis: a deactivated location stops selling in Redis once this
+        returns (docs/locations.md#deactivating); its holds settle there as before."""
+        updated = await self.store.update_location(
+            code, name=name, priority=priority, active=active
+        )
+        await self.refresh_locations()
+        return updated
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None = None,
+        safety_stock: int | None = None,
+        backorder_max: int | None = None,
+    ) -> StockLevel:
+        """A SKU's level at one location, answered as ``stock`` shows the SKU.
+
+        At another location: one script (``set_location.lua``), compare-and-set on the
+        Redis level, atomically with the holds that draw from it; the persister writes SQL
+        (the level, its policy figures and the ``set`` movement at that location). At the
+        default location the level is the SKU's stock hash: ``set_policy`` for safety
+        stock and allowance (its careful SQL/Redis order), then ``set_on_hand``."""
+        domain.validate_on_hand(on_hand)
+        if location == domain.DEFAULT_LOCATION_CODE:
+            if safety_stock is not None or backorder_max is not None:
+                current = await self.store.get_policy(sku)
+                wanted = dataclasses.replace(
+                    current,
+                    safety_stock=current.safety_stock if safety_stock is None else safety_stock,
+                    backorder_max=current.backorder_max if backorder_max is None else backorder_max,
+                )
+                domain.validate_policy(wanted)
+                if wanted != current:
+                    await self.set_policy(sku, wanted, current)
+            await self.holds.set_on_hand(sku, on_hand, expected_on_hand)
+        else:
+            domain.validate_policy(domain.Policy(safety_stock or 0, backorder_max or 0, None, None))
+            await self.holds.set_location_stock(
+                sku, location, on_hand, expected_on_hand, safety_stock, backorder_max
+            )
+        (level,) = await self.holds.levels([sku])
+        return level
 
     async def create_product(self, spec: ProductSpec) -> Product:
         """Creates the SKUs in Redis (all or none), then waits until SQL has the product:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import total_ordering
 
-from stockguard.domain import Line, Reservation, Status, StockLevel
+from stockguard.domain import Allocation, Line, Reservation, Status, StockLevel
 
 
 def encode_lines(lines: Iterable[Line]) -> str:
@@ -68,6 +68,59 @@ def with_backordered(lines: tuple[Line, ...], text: str | None) -> tuple[Line, .
     )
 
 
+def encode_allocations(lines: Iterable[Line]) -> str:
+    """The allocations of the located lines of a hold (docs/locations.md#model):
+    ``SKU<TAB>location<TAB>qty<TAB>backordered`` rows, each line's in the order drawn; ''
+    when no line has any (the ``alloc`` field reserve.lua writes)."""
+    return "\n".join(
+        f"{line.sku}\t{a.location}\t{a.quantity}\t{a.backordered}"
+        for line in sorted(lines, key=_sku)
+        for a in line.allocations
+    )
+
+
+def decode_allocations(text: str | None) -> dict[str, tuple[Allocation, ...]]:
+    """SKU -> its line's allocations in the order drawn, from an ``alloc`` field."""
+    found: dict[str, list[Allocation]] = {}
+    if not text:
+        return {}
+    for row in text.split("\n"):
+        parts = row.split("\t")
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+            raise ValueError(f"malformed allocation {row!r}")
+        found.setdefault(parts[0], []).append(Allocation(parts[1], int(parts[2]), int(parts[3])))
+    return {sku: tuple(drawn) for sku, drawn in found.items()}
+
+
+def with_allocations(lines: tuple[Line, ...], text: str | None) -> tuple[Line, ...]:
+    """``lines`` with the allocations an ``alloc`` field gives them (absent: unchanged)."""
+    if not text:
+        return lines
+    drawn = decode_allocations(text)
+    if not drawn.keys() <= {line.sku for line in lines}:
+        raise ValueError(f"allocations of SKUs not held: {text!r}")
+    return tuple(
+        Line(line.sku, line.quantity, line.backordered, allocations=drawn[line.sku])
+        if line.sku in drawn
+        else line
+        for line in lines
+    )
+
+
+def decode_at(text: str | None) -> dict[tuple[str, str], int]:
+    """``SKU<TAB>location<TAB>n`` rows (a confirm's ``after_loc``, a partial release's
+    ``given_at``) as (sku, location) -> n; signed (on_hand after may be below 0)."""
+    found: dict[tuple[str, str], int] = {}
+    if not text:
+        return found
+    for row in text.split("\n"):
+        parts = row.split("\t")
+        if len(parts) != 3 or not parts[2].removeprefix("-").isdigit():
+            raise ValueError(f"malformed row {row!r}")
+        found[(parts[0], parts[1])] = int(parts[2])
+    return found
+
+
 def _sku(line: Line) -> str:
     return line.sku
 
@@ -83,7 +136,10 @@ def reservation_from_hash(reservation_id: str, fields: Mapping[str, str]) -> Res
         order_id=fields["order_id"],
         customer_id=fields.get("customer_id") or None,
         status=Status(fields["status"]),
-        lines=with_backordered(decode_lines(fields["lines"]), fields.get("backordered")),
+        lines=with_allocations(
+            with_backordered(decode_lines(fields["lines"]), fields.get("backordered")),
+            fields.get("alloc"),
+        ),
         expires_at_ms=int(fields["expires_at"]),
         created_at_ms=int(fields["created_at"]),
     )

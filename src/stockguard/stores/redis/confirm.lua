@@ -11,7 +11,7 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
-local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines')
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'alloc')
 if not found[1] then
   return {'missing'}
 end
@@ -19,10 +19,10 @@ if found[1] == 'held' then
   local now = now_ms()
   if now >= tonumber(found[2]) then
     end_hold(KEYS[2], ARGV[1], found[3], 'expired', now, ARGV[2], KEYS[3], KEYS[4],
-      tonumber(ARGV[3]), false)
+      tonumber(ARGV[3]), false, found[4])
   else
     end_hold(KEYS[2], ARGV[1], found[3], 'confirmed', now, ARGV[2], KEYS[3], KEYS[4],
-      tonumber(ARGV[3]), true)
+      tonumber(ARGV[3]), true, found[4])
   end
 end
 -- Python reads the final status: confirmed (done or replay), expired, released.

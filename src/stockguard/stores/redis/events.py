@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stockguard import domain
 from stockguard.domain import Line, Reservation, Status
-from stockguard.stores.redis.codec import StreamId, decode_after, decode_lines, with_backordered
+from stockguard.stores.redis.codec import (
+    StreamId,
+    decode_after,
+    decode_at,
+    decode_lines,
+    with_allocations,
+    with_backordered,
+)
 
 
 class PoisonEvent(ValueError):
@@ -38,6 +45,9 @@ class Ended:
     at_ms: int
     on_hand_after: Mapping[str, int]
     """Per SKU after a confirm (the ledger's ``on_hand_after``); empty otherwise."""
+    on_hand_after_at: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Per (SKU, location other than the default one) after a confirm of a located line
+    (docs/locations.md#settling); the default location's are in ``on_hand_after``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,27 @@ class ReleasedPart:
     entry_id: StreamId
     reservation_id: str
     lines: tuple[Line, ...]
+    at_ms: int
+    given_at: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Of located lines, the units given back per (SKU, location), as
+    ``domain.shrink_allocations`` decided in the script; a line not in it gave back at
+    the default location (docs/locations.md#settling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocationStockSet:
+    """An admin write of a SKU's level at a location other than the default one
+    (``set_location.lua``): on_hand moved by ``delta``; safety stock and allowance set."""
+
+    entry_id: StreamId
+    sku: str
+    location: str
+    delta: int
+    on_hand_after: int
+    safety_stock: int
+    backorder_max: int
+    created: bool
+    """The level is new: SQL inserts it (and the SKU's row becomes ``located``)."""
     at_ms: int
 
 
@@ -83,7 +114,9 @@ class ProductCreated:
     at_ms: int
 
 
-Event = Reserved | Ended | Extended | ReleasedPart | StockChanged | ProductCreated
+Event = (
+    Reserved | Ended | Extended | ReleasedPart | StockChanged | ProductCreated | LocationStockSet
+)
 
 
 def product_payload(product_id: str, spec: domain.ProductSpec) -> str:
@@ -120,7 +153,10 @@ def _parse(entry_id: StreamId, fields: Mapping[str, str]) -> Event:
                 customer_id=fields.get("customer_id") or None,
                 status=Status.HELD,
                 # Present only when some line went on backorder (docs/design.md#backorders).
-                lines=with_backordered(_lines(fields["lines"]), fields.get("backordered")),
+                lines=with_allocations(
+                    with_backordered(_lines(fields["lines"]), fields.get("backordered")),
+                    fields.get("alloc"),
+                ),
                 expires_at_ms=int(fields["expires_at"]),
                 created_at_ms=int(fields["at"]),
             ),
@@ -130,14 +166,33 @@ def _parse(entry_id: StreamId, fields: Mapping[str, str]) -> Event:
             entry_id,
             fields["id"],
             Status(kind),
-            _lines(fields["lines"]),
+            with_allocations(_lines(fields["lines"]), fields.get("alloc")),
             int(fields["at"]),
             decode_after(fields.get("after", "")),
+            decode_at(fields.get("after_loc")),
         )
     if kind == "extended":
         return Extended(entry_id, fields["id"], int(fields["expires_at"]), int(fields["at"]))
     if kind == "released_part":
-        return ReleasedPart(entry_id, fields["id"], _lines(fields["lines"]), int(fields["at"]))
+        return ReleasedPart(
+            entry_id,
+            fields["id"],
+            _lines(fields["lines"]),
+            int(fields["at"]),
+            decode_at(fields.get("given_at")),
+        )
+    if kind == "location":
+        return LocationStockSet(
+            entry_id,
+            domain.validate_sku(fields["sku"]),
+            fields["location"],
+            int(fields["delta"]),
+            int(fields["after"]),
+            int(fields["safety"]),
+            int(fields["backorder"]),
+            fields.get("created") == "1",
+            int(fields["at"]),
+        )
     if kind == "stock":
         return StockChanged(
             entry_id,

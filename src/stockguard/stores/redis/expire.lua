@@ -12,10 +12,10 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', int(now), 'LIMIT', 0, t
 local ended = 0
 for _, id in ipairs(due) do
   local rkey = ARGV[1] .. id
-  local found = redis.call('HMGET', rkey, 'status', 'lines')
+  local found = redis.call('HMGET', rkey, 'status', 'lines', 'alloc')
   if found[1] == 'held' then
     end_hold(rkey, id, found[2], 'expired', now, ARGV[2], KEYS[2], KEYS[3],
-      tonumber(ARGV[4]), false)
+      tonumber(ARGV[4]), false, found[3])
     ended = ended + 1
   else
     redis.call('ZREM', KEYS[2], id)

@@ -8,7 +8,8 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
-local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'created_at')
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'created_at',
+  'alloc')
 if not found[1] then
   return {'missing'}
 end
@@ -17,7 +18,7 @@ if found[1] == 'held' then
   local expires = tonumber(found[2])
   if now >= expires then
     end_hold(KEYS[2], ARGV[1], found[3], 'expired', now, ARGV[2], KEYS[3], KEYS[4],
-      tonumber(ARGV[3]), false)
+      tonumber(ARGV[3]), false, found[5])
   else
     local wanted = math.min(now + tonumber(ARGV[4]), tonumber(found[4]) + tonumber(ARGV[5]))
     if wanted > expires then

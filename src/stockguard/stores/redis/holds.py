@@ -9,6 +9,7 @@ empty or fenced Redis answers 503 and never sells.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from stockguard.domain import (
     Status,
     StockLevel,
 )
+from stockguard.domain.locations import ALLOCATION_POLICY_DEFAULT, Location, LocationLevel
+from stockguard.stores import located
 from stockguard.stores.redis.client import unavailable_on_error
 from stockguard.stores.redis.codec import (
     StreamId,
@@ -31,6 +34,7 @@ from stockguard.stores.redis.codec import (
     level_from,
     pairs,
     reservation_from_hash,
+    with_allocations,
     with_backordered,
 )
 from stockguard.stores.redis.keys import KeyLayout
@@ -83,10 +87,20 @@ class RedisHolds:
     # ------------------------------------------------------------------ holds
 
     async def reserve(
-        self, request: ReserveRequest, reservation_id: str
+        self,
+        request: ReserveRequest,
+        reservation_id: str,
+        policy_default: str = ALLOCATION_POLICY_DEFAULT.value,
     ) -> ReserveOutcome | KnownOrder:
+        """One hold; ``policy_default``: the shop's allocation policy, for a request that
+        names none (a SKU stocked at one location draws the same under any)."""
         k = self.keys
         lines = encode_lines(request.lines)
+        pins = "\n".join(
+            f"{line.sku}\t{line.location}"
+            for line in sorted(request.lines, key=lambda line: line.sku)
+            if line.location is not None
+        )
         reply = await self._run(
             "reserve",
             [k.loaded, k.order(request.order_id), k.reservation(reservation_id), k.due, k.events]
@@ -99,6 +113,9 @@ class RedisHolds:
                 lines,
                 k.reservation_prefix,
                 k.stock_prefix,
+                pins,
+                request.allocation_policy or policy_default,
+                "1" if request.split else "0",
             ],
         )
         verdict = reply[0]
@@ -110,8 +127,8 @@ class RedisHolds:
                 request.customer_id,
                 Status.HELD,
                 # The units the script put on the backorder allowance ('' for none:
-                # docs/design.md#backorders).
-                with_backordered(request.lines, reply[3]),
+                # docs/design.md#backorders), and where located lines drew from.
+                with_allocations(with_backordered(request.lines, reply[3]), reply[4] or None),
                 expires_at_ms,
                 created_at_ms,
             )
@@ -133,6 +150,8 @@ class RedisHolds:
         if verdict == "capped":
             sku, cap, have, wanted = reply[1], int(reply[2]), int(reply[3]), int(reply[4])
             raise domain.CustomerLimit(sku, request.customer_id or "", cap, have, wanted)
+        if verdict == "badpin":
+            raise domain.InvalidInput("location", f"unknown location {reply[1]!r}")
         if verdict == "nocustomer":
             raise domain.InvalidInput(
                 "customer_id", f"{reply[1]} is capped per customer: name the customer"
@@ -229,13 +248,24 @@ class RedisHolds:
         for start in range(0, len(wanted), READ_SKUS_MAX):
             chunk = wanted[start : start + READ_SKUS_MAX]
             reply = await self._run(
-                "levels", [self.keys.loaded] + [self.keys.stock(sku) for sku in chunk], []
+                "levels",
+                [self.keys.loaded] + [self.keys.stock(sku) for sku in chunk],
+                [self.keys.stock_prefix, *chunk],
             )
-            found.extend(
-                level_from(sku, values)
-                for sku, values in zip(chunk, reply[1], strict=True)
-                if values
-            )
+            places = _places(pairs(reply[2])) if len(reply) > 2 else {}
+            for sku, values in zip(chunk, reply[1], strict=True):
+                if not values:
+                    continue
+                level = level_from(sku, values)
+                if len(values) > 7 and values[6]:  # located (docs/locations.md#totals)
+                    level = dataclasses.replace(level, located=True)
+                    others = {
+                        code: _located_level(sku, code, text)
+                        for code, text in pairs(values[7]).items()
+                    }
+                    found.append(located.totals(level, others, places))
+                else:
+                    found.append(located.totals(level, {}, {}))
         return found
 
     async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> StockLevel:
@@ -254,6 +284,50 @@ class RedisHolds:
         if reply[0] == "below":
             raise domain.BelowReserved(level, on_hand)
         return level
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None,
+        safety_stock: int | None,
+        backorder_max: int | None,
+    ) -> None:
+        """A SKU's level at a location other than the default one (``set_location.lua``),
+        refused as ``stores.operations.set_level`` refuses it: the domain's own checks on
+        the level the script saw."""
+        k = self.keys
+        reply = await self._run(
+            "set_location",
+            [k.loaded, k.stock(sku), k.skus, k.events],
+            [
+                sku,
+                location,
+                str(on_hand),
+                _text(expected_on_hand),
+                _text(safety_stock),
+                _text(backorder_max),
+                k.stock_prefix,
+            ],
+        )
+        verdict = reply[0]
+        if verdict == "nolocation":
+            raise domain.UnknownLocation(location)
+        if verdict == "unknown":
+            raise domain.UnknownSku([sku])
+        before, reserved, version, safety, backorder = (int(x) for x in reply[1:6])
+        wanted_safety = safety if safety_stock is None else safety_stock
+        wanted_allowance = backorder if backorder_max is None else backorder_max
+        as_row = StockLevel(sku, before, reserved, version, wanted_safety, None, wanted_allowance)
+        if verdict in ("changed", "below"):
+            domain.check_on_hand_change(as_row, on_hand, expected_on_hand)  # raises
+        if verdict == "cut":
+            domain.check_backorder_cut(
+                as_row, domain.Policy(wanted_safety, wanted_allowance, None, None)
+            )  # raises
+        if verdict != "ok":
+            raise AssertionError(f"set_location.lua refused what the domain allows: {reply!r}")
 
     async def set_policy(
         self,
@@ -346,6 +420,21 @@ def replay_or_conflict(earlier: Reservation, request: ReserveRequest) -> Reserve
     if isinstance(answer, domain.IdempotencyConflict):
         raise answer
     return answer
+
+
+def _places(fields: Mapping[str, str]) -> dict[str, Location]:
+    """``KeyLayout.locations`` as locations (the name is not kept in Redis: the code)."""
+    found: dict[str, Location] = {}
+    for code, text in fields.items():
+        priority, active, _rank = text.split(" ")
+        found[code] = Location(code, code, int(priority), active == "1")
+    return found
+
+
+def _located_level(sku: str, code: str, text: str) -> LocationLevel:
+    """A field of ``KeyLayout.located`` (the Lua ``encode_level``) as a level."""
+    on_hand, reserved, version, safety, backorder = (int(x) for x in text.split(" "))
+    return LocationLevel(sku, code, on_hand, reserved, version, safety, backorder)
 
 
 def _text(value: int | None) -> str:

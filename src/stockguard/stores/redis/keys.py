@@ -73,6 +73,21 @@ class KeyLayout:
         ``backorder`` (docs/design.md#stock-policy, docs/design.md#backorders)."""
         return self.stock_prefix + sku
 
+    def located(self, sku: str) -> str:
+        """Hash location code -> that location's level of a located SKU
+        (docs/locations.md), for every location other than the default one (whose level
+        is the stock hash): ``on_hand reserved version safety backorder`` as one
+        space-separated value, so one HGETALL reads every level of the SKU. Exists only
+        while the stock hash says ``located`` (the Lua ``located_key`` builds the name)."""
+        return f"{self.tag}:ls:{sku}"
+
+    @property
+    def locations(self) -> str:
+        """Hash location code -> ``priority active rank``: what the allocation in
+        reserve.lua needs of every location (rank: the code's place in code order, so
+        Lua breaks ties without comparing strings). Rewritten whole on every change."""
+        return f"{self.tag}:locations"
+
     def customers(self, sku: str) -> str:
         """Hash customer_id -> units held or bought of a SKU with a per-customer cap
         (kept only while the cap is; the Lua ``customers_key`` builds the same name)."""
@@ -143,13 +158,20 @@ class KeyLayout:
     @property
     def strategy_patterns(self) -> tuple[str, ...]:
         """SCAN patterns of the redis strategy's per-SKU/order/reservation keys."""
-        return tuple(self.match(s) for s in (":s:*", ":r:*", ":o:*", ":cu:*"))
+        return tuple(self.match(s) for s in (":s:*", ":r:*", ":o:*", ":cu:*", ":ls:*"))
 
     @property
     def strategy_singletons(self) -> tuple[str, ...]:
         """The redis strategy's other keys. With ``strategy_patterns``: what a load from
         SQL replaces (not the dead-letter stream, kept for a human; not the load lock)."""
-        return (self.skus, self.due, self.events, self.persister_lease, self.loaded)
+        return (
+            self.skus,
+            self.due,
+            self.events,
+            self.persister_lease,
+            self.loaded,
+            self.locations,
+        )
 
 
 PERSIST_GROUP = "persister"

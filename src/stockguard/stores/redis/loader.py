@@ -19,6 +19,7 @@ means for answered reservations.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,9 @@ from sqlalchemy import func, select
 
 from stockguard import domain
 from stockguard.domain import Status
+from stockguard.domain.locations import Location, LocationLevel
 from stockguard.stores.redis.client import RedisClients, delete_matching, unavailable_on_error
-from stockguard.stores.redis.codec import encode_backordered, encode_lines
+from stockguard.stores.redis.codec import encode_allocations, encode_backordered, encode_lines
 from stockguard.stores.redis.keys import PERSIST_GROUP, KeyLayout
 from stockguard.stores.redis.lease import Lease
 from stockguard.stores.redis.sql_apply import read_offset, start_epoch
@@ -88,7 +90,9 @@ async def _load(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> Load
         now_ms = await tx.now_ms()
         previous = await read_offset(tx, keys.events, lock=True)
         await start_epoch(tx, keys.events, epoch, now_ms)
+        await write_locations(clients, keys, await tx.locations())
         skus = await _load_levels(tx, clients, keys)
+        await _load_located(tx, clients, keys)
         held = await _load_held(tx, clients, keys)
         orders = await _load_orders(tx, clients, keys)
         await tx.commit()
@@ -141,7 +145,64 @@ def level_fields(row: Any) -> dict[Any, Any]:
         fields["cap"] = row.customer_max
     if row.backorder_max:  # docs/design.md#backorders; absent = 0, like safety
         fields["backorder"] = row.backorder_max
+    if row.located:  # docs/locations.md: reserve.lua then reads the other locations
+        fields["located"] = 1
     return fields
+
+
+def located_value(level: LocationLevel) -> str:
+    """A level at another location as its field of ``KeyLayout.located`` (the Lua
+    ``decode_level`` reads it)."""
+    return (
+        f"{level.on_hand} {level.reserved} {level.version} {level.safety_stock}"
+        f" {level.backorder_max}"
+    )
+
+
+def locations_fields(locations: Mapping[str, Location]) -> dict[str, str]:
+    """Every location as ``KeyLayout.locations`` holds it: ``priority active rank``, the
+    rank being the code's place in code order (reserve.lua breaks ties on it, as
+    ``domain.locations`` does on the code, without comparing strings in Lua)."""
+    ranks = {code: rank for rank, code in enumerate(sorted(locations))}
+    return {
+        code: f"{place.priority} {1 if place.active else 0} {ranks[code]}"
+        for code, place in locations.items()
+    }
+
+
+async def write_locations(
+    clients: RedisClients, keys: KeyLayout, locations: Mapping[str, Location]
+) -> None:
+    """Replaces the Redis copy of the locations in one atomic step (MULTI): every script
+    sees the old set or the new one (docs/locations.md#deactivating)."""
+    pipe = clients.commands.pipeline(transaction=True)
+    pipe.delete(keys.locations)
+    pipe.hset(keys.locations, mapping=locations_fields(locations))  # type: ignore[arg-type]
+    await pipe.execute()
+
+
+async def _load_located(tx: Tx, clients: RedisClients, keys: KeyLayout) -> None:
+    """Every level at a location other than the default one (docs/locations.md)."""
+    after = ""
+    while True:
+        rows = (
+            await tx.connection.execute(
+                select(t.stock_levels.c.sku)
+                .where(t.stock_levels.c.located == True, t.stock_levels.c.sku > after)  # noqa: E712
+                .order_by(t.stock_levels.c.sku)
+                .limit(PAGE_ROWS)
+            )
+        ).all()
+        if not rows:
+            return
+        levels = await tx.location_levels([row.sku for row in rows])
+        pipe = clients.commands.pipeline(transaction=False)
+        for sku, by_code in levels.items():
+            if by_code:
+                mapping = {code: located_value(level) for code, level in by_code.items()}
+                pipe.hset(keys.located(sku), mapping=mapping)  # type: ignore[arg-type]
+        await pipe.execute()
+        after = rows[-1].sku
 
 
 async def sku_customer_counts(tx: Tx, sku: str) -> dict[Any, Any]:
@@ -184,6 +245,9 @@ def write_held(pipe: Any, keys: KeyLayout, reservation: domain.Reservation) -> N
     backordered = encode_backordered(reservation.lines)
     if backordered:
         fields["backordered"] = backordered
+    allocated = encode_allocations(reservation.lines)
+    if allocated:  # docs/locations.md#model: where located lines drew from
+        fields["alloc"] = allocated
     pipe.hset(keys.reservation(reservation.id), mapping=fields)
     pipe.zadd(keys.due, {reservation.id: reservation.expires_at_ms})
 

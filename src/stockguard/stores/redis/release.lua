@@ -7,7 +7,7 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unloaded'}
 end
-local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines')
+local found = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'lines', 'alloc')
 if not found[1] then
   return {'missing'}
 end
@@ -18,6 +18,6 @@ if found[1] == 'held' then
     status = 'expired'
   end
   end_hold(KEYS[2], ARGV[1], found[3], status, now, ARGV[2], KEYS[3], KEYS[4],
-    tonumber(ARGV[3]), false)
+    tonumber(ARGV[3]), false, found[4])
 end
 return {'found', redis.call('HGETALL', KEYS[2])}

@@ -23,6 +23,7 @@ NAMES = (
     "release_part",
     "expire",
     "set_on_hand",
+    "set_location",
     "adjust",
     "policy",
     "create_product",
