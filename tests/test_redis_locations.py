@@ -31,6 +31,7 @@ from stockguard.stores.redis.client import connect, drop_keyspace
 from stockguard.stores.redis.holds import RedisHolds
 from stockguard.stores.redis.keys import KeyLayout
 from stockguard.stores.redis.loader import locations_fields
+from stockguard.stores.redis.reconcile import reconcile
 from stockguard.strategies.redis import RedisStrategy
 
 
@@ -231,6 +232,31 @@ async def test_a_reload_from_sql_brings_back_levels_locations_and_allocations(
         with pytest.raises(domain.OutOfStock):  # B is still inactive after the reload
             await engine.reserve("r-2", [("R", 4)])
         await assert_sql_equals_redis(engine, ["R"])
+
+
+@pytest.mark.asyncio
+async def test_reconcile_checks_and_repairs_levels_at_locations_and_allocations(
+    db_url: str, redis_url: str
+) -> None:
+    async with redis_engine(db_url, redis_url) as engine:
+        await three_locations(engine, "C", 1, 2, 3)
+        held = (await engine.reserve("c", [("C", 4)])).reservation
+        await engine.settle()
+        strategy = redis_of(engine)
+        report = await reconcile(strategy.clients, engine.store, strategy.keys)
+        assert report.consistent, report.differences
+        r = strategy.clients.commands
+        await r.hset(strategy.keys.located("C"), "B", "9 0 0 0 0")
+        await r.hset(strategy.keys.reservation(held.id), "alloc", "C\tA\t4\t0")
+        report = await reconcile(strategy.clients, engine.store, strategy.keys)
+        assert {d.subject for d in report.differences} == {
+            "sku C at B",
+            f"allocations {held.id}",
+        }
+        report = await reconcile(strategy.clients, engine.store, strategy.keys, repair=True)
+        assert report.consistent, report.differences
+        await engine.confirm(held.id)
+        await assert_sql_equals_redis(engine, ["C"])
 
 
 # ---------------------------------------------------------------------------- Lua = domain

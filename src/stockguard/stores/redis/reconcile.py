@@ -30,11 +30,18 @@ from sqlalchemy import select
 from stockguard import domain
 from stockguard.domain import Reservation, Status
 from stockguard.stores.redis.client import RedisClients, unavailable_on_error
-from stockguard.stores.redis.codec import STREAM_START, decode_lines
+from stockguard.stores.redis.codec import (
+    STREAM_START,
+    decode_lines,
+    encode_allocations,
+    pairs,
+    with_allocations,
+)
 from stockguard.stores.redis.events import (
     Ended,
     Event,
     Extended,
+    LocationStockSet,
     PoisonEvent,
     ProductCreated,
     ReleasedPart,
@@ -48,6 +55,8 @@ from stockguard.stores.redis.scripts import script
 from stockguard.stores.redis.sql_apply import read_offset
 from stockguard.stores.sql import schema as t
 from stockguard.stores.sql.store import SqlStore
+
+DEFAULT = domain.DEFAULT_LOCATION_CODE
 
 Policy = tuple[int, int | None, int]
 """(safety_stock, customer_max, backorder_max): the policy fields in a stock hash."""
@@ -64,6 +73,11 @@ class View:
     policies: dict[str, Policy] = field(default_factory=dict)
     """sku → its policy fields, where they are not all default (docs/design.md#backorders:
     a lost ``backorder`` field would refuse holds SQL allows)."""
+    located: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    """(sku, location other than the default one) → (on_hand, reserved)
+    (docs/locations.md); the default location's level is ``levels``."""
+    located_policy: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    """(sku, location) → (safety_stock, backorder_max) of a level at another location."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +106,14 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
     """SQL's rows with the unpersisted events applied in order. Pure."""
     levels = dict(sql.levels)
     held = dict(sql.held)
+    located = dict(sql.located)
+    located_policy = dict(sql.located_policy)
 
-    def move(sku: str, on_hand: int, reserved: int) -> None:
+    def move(sku: str, on_hand: int, reserved: int, where: str = DEFAULT) -> None:
+        if where != DEFAULT:
+            at = located.get((sku, where), (0, 0))
+            located[(sku, where)] = (at[0] + on_hand, at[1] + reserved)
+            return
         current = levels.get(sku, (0, 0))
         levels[sku] = (current[0] + on_hand, current[1] + reserved)
 
@@ -101,12 +121,20 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
         if isinstance(event, Reserved):
             held[event.reservation.id] = event.reservation
             for line in event.reservation.lines:
-                move(line.sku, 0, line.quantity)
+                for a in line.drawn():
+                    move(line.sku, 0, a.quantity, a.location)
         elif isinstance(event, Ended):
             held.pop(event.reservation_id, None)
             sold = event.status is Status.CONFIRMED
             for line in event.lines:
-                move(line.sku, -line.quantity if sold else 0, -line.quantity)
+                for a in line.drawn():
+                    move(line.sku, -a.quantity if sold else 0, -a.quantity, a.location)
+        elif isinstance(event, LocationStockSet):
+            move(event.sku, event.delta, 0, event.location)
+            located_policy[(event.sku, event.location)] = (
+                event.safety_stock,
+                event.backorder_max,
+            )
         elif isinstance(event, Extended):
             if event.reservation_id in held:
                 held[event.reservation_id] = dataclasses.replace(
@@ -119,7 +147,9 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
                     before, lines=domain.remaining_lines(before.lines, event.lines)
                 )
             for line in event.lines:
-                move(line.sku, 0, -line.quantity)
+                at = {w: n for (sku, w), n in event.given_at.items() if sku == line.sku}
+                for where, units in (at or {DEFAULT: line.quantity}).items():
+                    move(line.sku, 0, -units, where)
         elif isinstance(event, StockChanged):
             if event.created:
                 levels[event.sku] = (event.on_hand_after, 0)
@@ -128,7 +158,7 @@ def expected(sql: View, tail: Sequence[Event]) -> View:
         elif isinstance(event, ProductCreated):
             for variant in event.variants:
                 levels[variant.sku] = (variant.on_hand, 0)
-    return View(levels, held, dict(sql.policies))
+    return View(levels, held, dict(sql.policies), located, located_policy)
 
 
 def differences(redis: View, wanted: View) -> list[Difference]:
@@ -142,6 +172,23 @@ def differences(redis: View, wanted: View) -> list[Difference]:
         want_policy = wanted.policies.get(sku, NO_POLICY)
         if have_policy != want_policy:
             found.append(Difference(f"policy {sku}", _policy(have_policy), _policy(want_policy)))
+    for key in sorted(set(redis.located) | set(wanted.located)):
+        have, want = redis.located.get(key), wanted.located.get(key)
+        if have != want:
+            found.append(Difference(f"sku {key[0]} at {key[1]}", _level(have), _level(want)))
+        elif redis.located_policy.get(key) != wanted.located_policy.get(key):
+            found.append(
+                Difference(
+                    f"policy {key[0]} at {key[1]}",
+                    str(redis.located_policy.get(key)),
+                    str(wanted.located_policy.get(key)),
+                )
+            )
+    for rid in sorted(set(redis.held) & set(wanted.held)):
+        have_drawn = _drawn(redis.held[rid])
+        want_drawn = _drawn(wanted.held[rid])
+        if have_drawn != want_drawn:
+            found.append(Difference(f"allocations {rid}", str(have_drawn), str(want_drawn)))
     for rid in sorted(set(redis.held) | set(wanted.held)):
         if (rid in redis.held) != (rid in wanted.held):
             found.append(
@@ -152,6 +199,11 @@ def differences(redis: View, wanted: View) -> list[Difference]:
                 )
             )
     return found
+
+
+def _drawn(reservation: Reservation) -> dict[str, tuple[Any, ...]]:
+    """SKU → where its line's units are held (docs/locations.md#model)."""
+    return {line.sku: line.allocations for line in reservation.lines if line.allocations}
 
 
 def _level(level: tuple[int, int] | None) -> str:
@@ -213,6 +265,12 @@ async def _pictures(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> 
             policy = _row_policy(row)
             if policy != NO_POLICY:
                 sql.policies[row.sku] = policy
+        for row in await tx.connection.execute(select(t.location_levels)):
+            sql.located[(row.sku, row.location)] = (int(row.on_hand), int(row.reserved))
+            sql.located_policy[(row.sku, row.location)] = (
+                int(row.safety_stock),
+                int(row.backorder_max),
+            )
         held_rows = (
             await tx.connection.execute(
                 select(t.reservations).where(t.reservations.c.status == Status.HELD.value)
@@ -226,16 +284,26 @@ async def _pictures(clients: RedisClients, store: SqlStore, keys: KeyLayout) -> 
         )
     epoch, levels, held, newest = snapshot
     redis = View()
-    for sku, on_hand, reserved, _version, safety, cap, backorder in levels:
+    for sku, on_hand, reserved, _version, safety, cap, backorder, others in levels:
         if on_hand != "":
             redis.levels[sku] = (int(on_hand), int(reserved))
             policy = (int(safety or 0), None if cap == "" else int(cap), int(backorder or 0))
             if policy != NO_POLICY:
                 redis.policies[sku] = policy
-    for rid, status, lines, expires_at in held:
+        for code, text in pairs(others).items():
+            at_on_hand, at_reserved, _v, at_safety, at_backorder = (int(x) for x in text.split())
+            redis.located[(sku, code)] = (at_on_hand, at_reserved)
+            redis.located_policy[(sku, code)] = (at_safety, at_backorder)
+    for rid, status, lines, expires_at, allocated in held:
         if status == Status.HELD.value:
             redis.held[rid] = Reservation(
-                rid, "", None, Status.HELD, decode_lines(lines), int(expires_at or 0), 0
+                rid,
+                "",
+                None,
+                Status.HELD,
+                with_allocations(decode_lines(lines), allocated or None),
+                int(expires_at or 0),
+                0,
             )
     sql_epoch = offset.epoch if offset is not None else ""
     after = offset.last_id if offset is not None and sql_epoch == epoch else STREAM_START
@@ -270,6 +338,24 @@ async def _repair(clients: RedisClients, keys: KeyLayout, redis: View, wanted: V
     for sku in sorted(set(redis.levels) & set(wanted.levels)):
         if redis.policies.get(sku, NO_POLICY) != wanted.policies.get(sku, NO_POLICY):
             fixes += 1  # written by _repair_policies, from SQL's row
+    for key in sorted(set(redis.located) | set(wanted.located)):
+        have, want = redis.located.get(key), wanted.located.get(key)
+        policy = wanted.located_policy.get(key)
+        if want is None or policy is None:
+            continue  # a level only Redis knows: reported, left for a human
+        if have != want or redis.located_policy.get(key) != policy:
+            sku, code = key
+            pipe.hset(keys.located(sku), code, f"{want[0]} {want[1]} 0 {policy[0]} {policy[1]}")
+            pipe.hset(keys.stock(sku), "located", 1)
+            fixes += 1
+    for rid in sorted(set(wanted.held) & set(redis.held)):
+        if _drawn(wanted.held[rid]) != _drawn(redis.held[rid]):
+            alloc = encode_allocations(wanted.held[rid].lines)
+            if alloc:
+                pipe.hset(keys.reservation(rid), "alloc", alloc)
+            else:
+                pipe.hdel(keys.reservation(rid), "alloc")
+            fixes += 1
     for rid in sorted(set(wanted.held) - set(redis.held)):
         _recreate(pipe, keys, wanted.held[rid])
         fixes += 1
