@@ -235,6 +235,20 @@ async def test_a_reload_from_sql_brings_back_levels_locations_and_allocations(
 
 
 @pytest.mark.asyncio
+async def test_an_expired_located_hold_gives_back_at_its_locations(
+    db_url: str, redis_url: str
+) -> None:
+    async with redis_engine(db_url, redis_url) as engine:
+        await three_locations(engine, "E", 1, 1, 1)
+        await engine.reserve("e", [("E", 3)], ttl_s=1)
+        await asyncio.sleep(1.1)
+        assert await engine.expire_due() == 1
+        shown = (await engine.stock(["E"]))[0]
+        assert counts(shown) == {"default": (1, 0), "A": (1, 0), "B": (1, 0)}
+        await assert_sql_equals_redis(engine, ["E"])
+
+
+@pytest.mark.asyncio
 async def test_reconcile_checks_and_repairs_levels_at_locations_and_allocations(
     db_url: str, redis_url: str
 ) -> None:
