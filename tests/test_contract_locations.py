@@ -23,6 +23,15 @@ from test_contract import assert_invariants
 pytestmark = [pytest.mark.asyncio, pytest.mark.memory]
 
 
+@pytest.fixture(autouse=True)
+def _locations_built(strategy: str, request: pytest.FixtureRequest) -> None:
+    sharded_case = request.node.name.startswith("test_sharded_")
+    if sharded_case and strategy != "sharded":
+        pytest.skip("a case of the sharded strategy alone")
+    if strategy == "sharded" and not sharded_case:
+        pytest.skip("sharded keeps stock at the default location only (docs/locations.md)")
+
+
 async def add_location(engine: Engine, code: str, priority: int) -> None:
     await engine.strategy.create_location(Location(code, code.title(), priority))
 
@@ -147,6 +156,22 @@ async def test_a_pinned_order_draws_only_from_its_location(engine: Engine) -> No
     plain = (await reserve(engine, "pin-4", [Line("PIN", 3)])).reservation
     assert drawn(plain, "PIN") == {"default": 3}
     assert await by_location(engine, "PIN") == {"default": (10, 3), "store-1": (2, 2)}
+    await assert_invariants(engine)
+
+
+async def test_sharded_refuses_stock_elsewhere_and_pins_elsewhere(engine: Engine) -> None:
+    """The sharded strategy keeps stock at the default location only: stock elsewhere is
+    refused before anything is written, and a line pinned elsewhere has 0 available."""
+    await engine.strategy.create_location(Location("store-1", "Store", 10))
+    with pytest.raises(domain.InvalidInput):
+        await engine.strategy.set_location_stock("SHARD", "store-1", 5)
+    await engine.strategy.set_location_stock("SHARD", "default", 5)
+    with pytest.raises(domain.OutOfStock) as refused:
+        await reserve(engine, "shard-1", [Line("SHARD", 1, location="store-1")])
+    assert refused.value.shortfalls == (domain.Shortfall("SHARD", 1, 0),)
+    held = (await reserve(engine, "shard-2", [Line("SHARD", 2)])).reservation
+    assert drawn(held, "SHARD") == {"default": 2}
+    assert await by_location(engine, "SHARD") == {"default": (5, 2)}
     await assert_invariants(engine)
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from stockguard import domain
 from stockguard.domain import Line, Product, ProductSpec, ReserveOutcome, ReserveRequest
 from stockguard.domain import StockLevel as Level
+from stockguard.stores import located
 from stockguard.stores.sql import buckets as b
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
@@ -84,6 +85,8 @@ class ShardedStrategy(Strategy):
     # ------------------------------------------------------------------ reserve
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
+        if located.pinned_elsewhere(request):  # stock lives at the default location only
+            return await self.refused(request, await self._pinned_refusal(request))
         await self.shard(request.skus)
         try:
             outcome = await self.store.run(lambda: self._attempt(request, spread_out=True))
@@ -212,6 +215,24 @@ class ShardedStrategy(Strategy):
         self.counters["sharded_rebalances"] += 1
         return plan
 
+    async def _pinned_refusal(self, request: ReserveRequest) -> domain.StockguardError:
+        """A line pinned to a location other than the default one: this strategy keeps no
+        stock there (``set_location_stock``), so that line has 0 available."""
+        levels = {level.sku: level for level in await self.stock(request.skus)}
+        missing = [sku for sku in request.skus if sku not in levels]
+        if missing:
+            return domain.UnknownSku(missing)
+        return domain.OutOfStock(
+            [
+                domain.Shortfall(line.sku, line.quantity, 0)
+                if line.location not in (None, domain.DEFAULT_LOCATION_CODE)
+                else domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
+                for line in request.lines
+                if line.location not in (None, domain.DEFAULT_LOCATION_CODE)
+                or levels[line.sku].available < line.quantity
+            ]
+        )
+
     async def _out_of_stock(self, request: ReserveRequest) -> domain.StockguardError:
         levels = {level.sku: level for level in await self.stock(request.skus)}
         return domain.refusal(levels, request.lines)
@@ -261,7 +282,7 @@ class ShardedStrategy(Strategy):
     async def stock(self, skus: Sequence[str]) -> list[Level]:
         async with self.store.transaction(read_only=True) as tx:
             levels = await b.totals(tx, skus)
-        return [levels[sku] for sku in sorted(levels)]
+        return [located.totals(levels[sku], {}, {}) for sku in sorted(levels)]
 
     async def confirm(self, reservation_id: str) -> domain.Reservation:
         return await self.writes.confirm(reservation_id)
@@ -295,6 +316,36 @@ class ShardedStrategy(Strategy):
 
     async def adjust(self, sku: str, delta: int, reason: str) -> Level:
         return await self.writes.set(sku, lambda current: current.on_hand + delta, None, reason)
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None = None,
+        safety_stock: int | None = None,
+        backorder_max: int | None = None,
+    ) -> Level:
+        """Only the default location here: a SKU's buckets split its one level, and stock
+        at other locations is not built for this strategy yet (docs/locations.md#built-and-
+        not-built). Refused before anything is written, rather than kept half right."""
+        if location != domain.DEFAULT_LOCATION_CODE:
+            raise domain.InvalidInput(
+                "location", "the sharded strategy keeps stock at the default location only"
+            )
+        if safety_stock is not None or backorder_max is not None:
+            current = await self.get_policy(sku)
+            await self.set_policy(
+                sku,
+                domain.Policy(
+                    current.safety_stock if safety_stock is None else safety_stock,
+                    current.backorder_max if backorder_max is None else backorder_max,
+                    current.customer_max,
+                    current.low_stock_threshold,
+                ),
+                None,
+            )
+        return await self.set_on_hand(sku, on_hand, expected_on_hand)
 
     async def create_product(self, spec: ProductSpec) -> Product:
         product = await self.store.create_product(spec)
