@@ -28,6 +28,7 @@ from stockguard.bench.runner import (
 )
 from stockguard.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS, WorkloadSpec
 from stockguard.domain.events import parse_event_types
+from stockguard.domain.locations import LOCATIONS_MAX
 from stockguard.stores.sql.backend import backend_for
 
 console = Console(stderr=True)
@@ -81,6 +82,19 @@ def bench(
             help="Event types written to the outbox with each change, as the [events] types "
             "setting (all, none, stock, or a comma-separated list); repeat to compare, e.g. "
             "--events all --events none (rows named STRATEGY+events:TYPES). Default: all.",
+        ),
+    ] = None,
+    locations: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--locations",
+            min=1,
+            max=LOCATIONS_MAX,
+            help="Locations each SKU's units are split over, evenly (docs/locations.md): 1 is "
+            "the default location alone; N adds N-1 locations in priority order. Repeat to "
+            "compare, e.g. --locations 1 --locations 3 (rows named STRATEGY+locations:N). "
+            "Default: 1. The sharded strategy keeps stock at one location: runs with more "
+            "are skipped for it.",
         ),
     ] = None,
     requests: Annotated[
@@ -177,7 +191,16 @@ def bench(
         except domain.InvalidInput as bad:
             raise typer.BadParameter(bad.reason, param_hint="--events") from None
     plan = Plan(
-        urls, chosen, workloads, modes, spec, redis, pool_size, gc_freeze, events or ["all"]
+        urls,
+        chosen,
+        workloads,
+        modes,
+        spec,
+        redis,
+        pool_size,
+        gc_freeze,
+        events or ["all"],
+        sorted(set(locations or [1])),
     )
     given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     command = " ".join(["stockguard bench", *(shlex.quote(arg) for arg in given)])
@@ -243,8 +266,8 @@ async def _run_with_progress(plan: Plan, json_output: bool) -> list[RunResult]:
         def describe() -> None:
             step = next(labels, None)
             if step is not None:
-                url, workload, strategy, admission, events = step
-                name = plan.label(strategy, admission, events)
+                url, workload, strategy, admission, events, places = step
+                name = plan.label(strategy, admission, events, places)
                 progress.update(
                     current,
                     description=f"{workload} {name} on {backend_name(url)}",
@@ -286,8 +309,8 @@ async def _run_with_plain_progress(plan: Plan, json_output: bool) -> list[RunRes
     def begin() -> None:
         step = next(steps, None)
         if step is not None:
-            n, (url, workload, strategy, admission, events) = step
-            name = plan.label(strategy, admission, events)
+            n, (url, workload, strategy, admission, events, places) = step
+            name = plan.label(strategy, admission, events, places)
             current[0] = f"{n}/{len(runs)} {workload} {name} on {backend_name(url)}"
             started[0] = time.monotonic()
             say(f"{current[0]}: {plan.spec.requests_of(workload):,} requests")

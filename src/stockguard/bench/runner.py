@@ -10,6 +10,7 @@ broken invariants are part of every result.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import tempfile
@@ -33,6 +34,7 @@ from stockguard.stores.sql.backend import backend_for
 
 ADMISSION_SUFFIX = "+admission"
 EVENTS_SUFFIX = "+events:"
+LOCATIONS_SUFFIX = "+locations:"
 JSON_FIELDS = (
     "strategy",
     "backend",
@@ -248,21 +250,27 @@ class Plan:
     gc_freeze: bool = True
     events: Sequence[str] = ("all",)
     """Outbox settings to compare (``[events] types``); more than one labels each row."""
+    locations: Sequence[int] = (1,)
+    """Location counts to compare (``WorkloadSpec.locations``); more than one labels each
+    row ``+locations:N``."""
 
-    def runs(self) -> list[tuple[str, str, str, bool, str]]:
+    def runs(self) -> list[tuple[str, str, str, bool, str, int]]:
         return [
-            (url, workload, strategy, admission, events)
+            (url, workload, strategy, admission, events, locations)
             for url in self.urls
             for workload in self.workloads
             for admission in self.admission
             for events in self.events
+            for locations in self.locations
             for strategy in self.strategies
+            if locations == 1 or strategy != "sharded"  # one location only (docs/locations.md)
         ]
 
-    def label(self, strategy: str, admission: bool, events: str) -> str:
-        """A row's name: the strategy, ``+events:<types>`` when several are compared, and
-        ``+admission`` last (the report pairs rows by that suffix)."""
+    def label(self, strategy: str, admission: bool, events: str, locations: int = 1) -> str:
+        """A row's name: the strategy, ``+events:<types>`` and ``+locations:N`` when several
+        are compared, and ``+admission`` last (the report pairs rows by that suffix)."""
         name = strategy + (f"{EVENTS_SUFFIX}{events}" if len(self.events) > 1 else "")
+        name += f"{LOCATIONS_SUFFIX}{locations}" if len(self.locations) > 1 else ""
         return name + (ADMISSION_SUFFIX if admission else "")
 
 
@@ -271,16 +279,16 @@ async def run_plan(
 ) -> list[RunResult]:
     results = []
     with tempfile.TemporaryDirectory(prefix="stockguard-bench-") as workdir:
-        for url, workload, strategy, admission, events in plan.runs():
+        for url, workload, strategy, admission, events, locations in plan.runs():
             done[0] = 0
             result = await run_one(
                 url,
                 strategy,
                 workload,
-                plan.spec,
+                dataclasses.replace(plan.spec, locations=locations),
                 admission=admission,
                 events=events,
-                label=plan.label(strategy, admission, events),
+                label=plan.label(strategy, admission, events, locations),
                 redis_url=plan.redis_url,
                 pool_size=plan.pool_size,
                 done=done,

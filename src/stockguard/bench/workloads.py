@@ -23,10 +23,11 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from stockguard import domain
+from stockguard.domain.locations import LOCATIONS_MAX, Location
 from stockguard.engine import Engine
 
 WORKLOADS = ("flash", "mixed", "drop")
@@ -56,8 +57,13 @@ class WorkloadSpec:
     seed: int = 2024
     mixed_requests: int = 2_000
     """mixed only: reservation requests (each also confirms, releases or expires)."""
+    locations: int = 1
+    """Locations each SKU's units are spread over (docs/locations.md): 1 is the default
+    location alone, as a shop that never names one; N > 1 adds N - 1 locations and splits
+    every SKU's units evenly, the default location keeping the remainder."""
 
     def __post_init__(self) -> None:
+        assert 1 <= self.locations <= LOCATIONS_MAX
         assert 1 <= self.requests <= 10_000_000
         assert 1 <= self.concurrency <= 100_000
         assert 0 <= self.units <= domain.ON_HAND_MAX
@@ -94,6 +100,30 @@ def is_rejection(outcome: str) -> bool:
     return outcome in _REJECTIONS
 
 
+def location_codes(count: int) -> list[str]:
+    """The locations a run with ``count`` locations stocks, in priority order."""
+    return [domain.DEFAULT_LOCATION_CODE] + [f"loc-{n}" for n in range(2, count + 1)]
+
+
+async def stock(engine: Engine, spec: WorkloadSpec, skus: Sequence[str], units: int) -> None:
+    """``units`` of each SKU: at the default location, or split evenly over
+    ``spec.locations`` locations (created on first use, priority in creation order)."""
+    if spec.locations == 1:
+        for sku in skus:
+            await engine.set_on_hand(sku, units)
+        return
+    codes = location_codes(spec.locations)
+    existing = {location.code for location in await engine.strategy.list_locations()}
+    for priority, code in enumerate(codes):
+        if code not in existing:
+            await engine.strategy.create_location(Location(code, code, priority * 10))
+    share = units // len(codes)
+    for sku in skus:
+        for code in codes:
+            here = units - share * (len(codes) - 1) if code == codes[0] else share
+            await engine.strategy.set_location_stock(sku, code, here)
+
+
 async def _timed(
     engine: Engine,
     order_id: str,
@@ -126,7 +156,7 @@ async def _drive(count: int, concurrency: int, one: Callable[[int], Awaitable[No
 
 
 async def flash(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
-    await engine.set_on_hand(FLASH_SKU, spec.units)
+    await stock(engine, spec, [FLASH_SKU], spec.units)
     latency = [0.0] * spec.requests
     outcome = [""] * spec.requests
 
@@ -153,8 +183,7 @@ def zipf_weights(count: int, s: float = ZIPF_S) -> list[float]:
 
 async def mixed(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
     skus = [f"MIX-{n:05d}" for n in range(spec.skus)]
-    for sku in skus:
-        await engine.set_on_hand(sku, spec.units)
+    await stock(engine, spec, skus, spec.units)
     rng = random.Random(spec.seed)
     weights = zipf_weights(len(skus))
     orders: list[tuple[list[tuple[str, int]], str]] = []
@@ -209,7 +238,7 @@ async def mixed(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
 async def drop(engine: Engine, spec: WorkloadSpec, done: list[int]) -> Samples:
     """Bots against a per-customer cap: request n is customer n mod DROP_CUSTOMERS's
     (n // DROP_CUSTOMERS)-th order, so every customer's orders race everyone else's."""
-    await engine.set_on_hand(DROP_SKU, spec.units)
+    await stock(engine, spec, [DROP_SKU], spec.units)
     await engine.set_policy(DROP_SKU, domain.Policy(customer_max=DROP_CAP))
     count = DROP_CUSTOMERS * DROP_ORDERS
     latency = [0.0] * count

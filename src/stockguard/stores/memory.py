@@ -131,9 +131,17 @@ class MemoryTx:
         recorder = self.recorder
         if recorder is not None and recorder.pending:
             recorder.learn(self.state.reservations[rid] for rid in recorder.unknown_lines())
+            # A located SKU is judged on its totals over active locations, as in SQL.
+            elsewhere = [
+                level
+                for (sku, code), level in self.state.location_levels.items()
+                if (place := self.state.locations.get(code)) is not None and place.active
+            ]
             after = {
                 sku: LevelAfter(
-                    level.on_hand, level.reserved, self.state.low_stock_thresholds.get(sku)
+                    level.on_hand + sum(lv.on_hand for lv in elsewhere if lv.sku == sku),
+                    level.reserved + sum(lv.reserved for lv in elsewhere if lv.sku == sku),
+                    self.state.low_stock_thresholds.get(sku),
                 )
                 for sku in recorder.skus()
                 if (level := self.state.levels.get(sku)) is not None

@@ -170,7 +170,8 @@ class StoreOperations:
                     assert ended == len(ids), "due rows were locked as held"
                     # Lock the stock rows in SKU order in one statement, then move them all
                     # in one more: the hot rows wait on no round trip per SKU in between.
-                    await tx.levels(list(totals), lock=True)
+                    rows = sorted(set(totals).union(sku for sku, _ in elsewhere))
+                    await tx.levels(rows, lock=True)
                     await tx.move_levels({sku: (0, -q) for sku, q in totals.items()}, now_ms)
                     if elsewhere:  # levels at other locations, after the rows (docs/locations.md)
                         await tx.location_levels(sorted({sku for sku, _ in elsewhere}), lock=True)
@@ -419,7 +420,7 @@ class StoreOperations:
             if found is None:
                 raise domain.ProductNotFound(product_id)
             name, options, variants = found
-            levels = await tx.levels([sku for sku, _ in variants])
+            levels = await shown_levels(tx, [sku for sku, _ in variants])
         return Product(
             product_id,
             name,

@@ -93,12 +93,29 @@ class Tx:
             await self.lock_for_events(skus)
         c = t.stock_levels.c
         found: dict[str, LevelAfter] = {}
+        located: list[str] = []
         for chunk in _chunks(sorted(set(skus))):
             rows = await self.connection.execute(
-                select(c.sku, c.on_hand, c.reserved, c.low_stock_threshold).where(c.sku.in_(chunk))
+                select(c.sku, c.on_hand, c.reserved, c.low_stock_threshold, c.located).where(
+                    c.sku.in_(chunk)
+                )
             )
             for row in rows:
                 found[row.sku] = LevelAfter(row.on_hand, row.reserved, row.low_stock_threshold)
+                if row.located:
+                    located.append(row.sku)
+        if located:
+            # A SKU stocked at several locations is judged on its totals over the active
+            # ones (docs/locations.md#totals), as stock reads show it.
+            active = {code for code, place in (await self.locations()).items() if place.active}
+            for sku, by_code in (await self.location_levels(located)).items():
+                extra = [level for code, level in by_code.items() if code in active]
+                at_default = found[sku]
+                found[sku] = LevelAfter(
+                    at_default.on_hand + sum(level.on_hand for level in extra),
+                    at_default.reserved + sum(level.reserved for level in extra),
+                    at_default.low_stock_threshold,
+                )
         if self.sharded and found:
             from stockguard.stores.sql.buckets import totals  # buckets imports this module
 
