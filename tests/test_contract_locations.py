@@ -24,12 +24,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.memory]
 
 
 @pytest.fixture(autouse=True)
-def _locations_built(strategy: str, request: pytest.FixtureRequest) -> None:
-    sharded_case = request.node.name.startswith("test_sharded_")
-    if sharded_case and strategy != "sharded":
+def _one_strategy_cases(strategy: str, request: pytest.FixtureRequest) -> None:
+    if request.node.name.startswith("test_sharded_") and strategy != "sharded":
         pytest.skip("a case of the sharded strategy alone")
-    if strategy == "sharded" and not sharded_case:
-        pytest.skip("sharded keeps stock at the default location only (docs/locations.md)")
 
 
 async def add_location(engine: Engine, code: str, priority: int) -> None:
@@ -159,19 +156,27 @@ async def test_a_pinned_order_draws_only_from_its_location(engine: Engine) -> No
     await assert_invariants(engine)
 
 
-async def test_sharded_refuses_stock_elsewhere_and_pins_elsewhere(engine: Engine) -> None:
-    """The sharded strategy keeps stock at the default location only: stock elsewhere is
-    refused before anything is written, and a line pinned elsewhere has 0 available."""
-    await engine.strategy.create_location(Location("store-1", "Store", 10))
-    with pytest.raises(domain.InvalidInput):
-        await engine.strategy.set_location_stock("SHARD", "store-1", 5)
-    await engine.strategy.set_location_stock("SHARD", "default", 5)
-    with pytest.raises(domain.OutOfStock) as refused:
-        await reserve(engine, "shard-1", [Line("SHARD", 1, location="store-1")])
-    assert refused.value.shortfalls == (domain.Shortfall("SHARD", 1, 0),)
-    held = (await reserve(engine, "shard-2", [Line("SHARD", 2)])).reservation
-    assert drawn(held, "SHARD") == {"default": 2}
-    assert await by_location(engine, "SHARD") == {"default": (5, 2)}
+async def test_sharded_folds_a_skus_buckets_when_it_is_stocked_elsewhere(
+    engine: Engine,
+) -> None:
+    """A sharded SKU with holds in its buckets is stocked at a second location: its
+    buckets fold into its row with their holds, which then settle on the row, and new
+    holds draw by the allocation policy from both."""
+    await engine.set_on_hand("SHARD", 10)
+    early = (await reserve(engine, "shard-1", [Line("SHARD", 3)])).reservation
+    kept = (await reserve(engine, "shard-2", [Line("SHARD", 2)])).reservation
+    await add_location(engine, "store-1", 10)
+    await stock(engine, "SHARD", store_1=5)
+    assert await by_location(engine, "SHARD") == {"default": (10, 5), "store-1": (5, 0)}
+    await assert_invariants(engine)
+
+    await engine.confirm(early.id)
+    await engine.release(kept.id)
+    assert await by_location(engine, "SHARD") == {"default": (7, 0), "store-1": (5, 0)}
+    split = (await reserve(engine, "shard-3", [Line("SHARD", 9)])).reservation
+    assert drawn(split, "SHARD") == {"default": 7, "store-1": 2}
+    await engine.adjust("SHARD", 1, "found")
+    assert await by_location(engine, "SHARD") == {"default": (8, 7), "store-1": (5, 2)}
     await assert_invariants(engine)
 
 

@@ -36,6 +36,7 @@ from stockguard import domain
 from stockguard.domain import Line, Product, ProductSpec, ReserveOutcome, ReserveRequest
 from stockguard.domain import StockLevel as Level
 from stockguard.stores import located
+from stockguard.stores.operations import customer_units, set_level, shown_levels
 from stockguard.stores.sql import buckets as b
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
@@ -52,7 +53,14 @@ class _FallBack:
 
 
 _FALL_BACK = _FallBack()
-_Attempt = ReserveOutcome | _FallBack | domain.StockguardError | None
+
+
+class _Relocated:
+    """A SKU of the request turned out to be stocked elsewhere too: decide it by location."""
+
+
+_RELOCATED = _Relocated()
+_Attempt = ReserveOutcome | _FallBack | _Relocated | domain.StockguardError | None
 
 
 class ShardedStrategy(Strategy):
@@ -85,11 +93,14 @@ class ShardedStrategy(Strategy):
     # ------------------------------------------------------------------ reserve
 
     async def reserve(self, request: ReserveRequest) -> ReserveOutcome:
-        if located.pinned_elsewhere(request):  # stock lives at the default location only
-            return await self.refused(request, await self._pinned_refusal(request))
         await self.shard(request.skus)
         try:
-            outcome = await self.store.run(lambda: self._attempt(request, spread_out=True))
+            if located.pinned_elsewhere(request) or self._any_located(request):
+                outcome = await self.store.run(lambda: self._attempt_located(request))
+            else:
+                outcome = await self.store.run(lambda: self._attempt(request, spread_out=True))
+            if outcome is _RELOCATED:
+                outcome = await self.store.run(lambda: self._attempt_located(request))
             if outcome is _FALL_BACK:
                 self.counters["sharded_fallbacks"] += 1
                 outcome = await self.store.run(lambda: self._attempt(request, spread_out=False))
@@ -121,6 +132,13 @@ class ShardedStrategy(Strategy):
             unknown = [sku for sku in request.skus if sku not in self._bucket_counts]
             if unknown:  # shard() just met every SKU that exists
                 return domain.UnknownSku(unknown)
+            if any(level.located for level in policies.values()):
+                # Another process stocked it elsewhere (and folded its buckets) since
+                # this one met it: from now on it is decided by the allocation policy.
+                for sku, level in policies.items():
+                    if level.located:
+                        self._bucket_counts[sku] = 0
+                return _RELOCATED
             backordered: dict[str, int] = {}
             for line in request.lines:
                 count = self._bucket_counts[line.sku]
@@ -144,6 +162,74 @@ class ShardedStrategy(Strategy):
                 if capped is not None:
                     return capped
             reservation = domain.new_reservation(request, self.store.new_id(), now_ms, backordered)
+            await tx.insert_reservations([reservation])
+            await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
+            await tx.commit()
+            return ReserveOutcome(reservation, created=True)
+
+    def _any_located(self, request: ReserveRequest) -> bool:
+        return any(self._bucket_counts.get(sku) == 0 for sku in request.skus)
+
+    async def _attempt_located(self, request: ReserveRequest) -> _Attempt:
+        """A request with a SKU stocked at several locations, or a line pinned elsewhere
+        (docs/locations.md#how-each-strategy-uses-it). Such a SKU has no buckets (they
+        were folded into its row when it was first stocked elsewhere): its levels are
+        locked, rows then other locations, and the allocation policy decides on them.
+        The request's other lines take their buckets first, as every sharded hold does
+        (buckets before rows, the lock order of every sharded writer). One transaction."""
+        async with self.store.transaction() as tx:
+            now_ms = await tx.now_ms()
+            unknown = [sku for sku in request.skus if sku not in self._bucket_counts]
+            if unknown:
+                return domain.UnknownSku(unknown)
+            is_located = {sku for sku in request.skus if self._bucket_counts[sku] == 0}
+            short: list[domain.Shortfall] = []
+            parts: list[tuple[str, int, int]] = []
+            backordered: dict[str, int] = {}
+            for line in request.lines:
+                if line.sku in is_located:
+                    continue
+                if line.location not in (None, domain.DEFAULT_LOCATION_CODE):
+                    short.append(domain.Shortfall(line.sku, line.quantity, 0))
+                    continue
+                filled = await self._fill(tx, line, backordered)
+                if filled is None:
+                    return None
+                parts.extend((line.sku, bucket, units) for bucket, units in filled)
+            if short:
+                return domain.OutOfStock(short)
+            levels = await tx.levels(sorted(is_located), lock=True)
+            sub = domain.ReserveRequest(
+                request.order_id,
+                tuple(line for line in request.lines if line.sku in is_located),
+                request.ttl_s,
+                request.customer_id,
+                request.allocation_policy,
+                request.split,
+            )
+            allocations: dict[str, tuple[domain.Allocation, ...]] = {}
+            if sub.lines:
+                before = await located.by_location(tx, levels, lock=True)
+                units = await customer_units(tx, levels, [sub])
+                after, (decision,) = located.decide(
+                    levels,
+                    before,
+                    await tx.locations(),
+                    [sub],
+                    self.store.allocation_policy,
+                    units,
+                )
+                if not decision.held:
+                    return located.refusal(decision)
+                await located.write(tx, *located.deltas(before, after), now_ms)
+                allocations = dict(decision.allocations)
+            if parts:  # the located lines' caps were checked with their decision
+                capped = await self._cap_refusal(tx, request)
+                if capped is not None:
+                    return capped
+            reservation = domain.new_reservation(
+                request, self.store.new_id(), now_ms, backordered, allocations
+            )
             await tx.insert_reservations([reservation])
             await b.record_parts(tx, [b.Part(reservation.id, *part) for part in parts])
             await tx.commit()
@@ -215,24 +301,6 @@ class ShardedStrategy(Strategy):
         self.counters["sharded_rebalances"] += 1
         return plan
 
-    async def _pinned_refusal(self, request: ReserveRequest) -> domain.StockguardError:
-        """A line pinned to a location other than the default one: this strategy keeps no
-        stock there (``set_location_stock``), so that line has 0 available."""
-        levels = {level.sku: level for level in await self.stock(request.skus)}
-        missing = [sku for sku in request.skus if sku not in levels]
-        if missing:
-            return domain.UnknownSku(missing)
-        return domain.OutOfStock(
-            [
-                domain.Shortfall(line.sku, line.quantity, 0)
-                if line.location not in (None, domain.DEFAULT_LOCATION_CODE)
-                else domain.Shortfall(line.sku, line.quantity, levels[line.sku].available)
-                for line in request.lines
-                if line.location not in (None, domain.DEFAULT_LOCATION_CODE)
-                or levels[line.sku].available < line.quantity
-            ]
-        )
-
     async def _out_of_stock(self, request: ReserveRequest) -> domain.StockguardError:
         levels = {level.sku: level for level in await self.stock(request.skus)}
         return domain.refusal(levels, request.lines)
@@ -252,6 +320,9 @@ class ShardedStrategy(Strategy):
                 counts = await b.bucket_counts(tx, list(rows))
                 for sku, level in rows.items():
                     if sku in counts:
+                        continue
+                    if level.located:  # stocked elsewhere too: no buckets (docs/locations.md)
+                        counts[sku] = 0
                         continue
                     empty = [Bucket(sku, n, 0, 0) for n in range(self.buckets_for(sku))]
                     # Safety stock stays on the row, never spread into the buckets holds
@@ -282,7 +353,14 @@ class ShardedStrategy(Strategy):
     async def stock(self, skus: Sequence[str]) -> list[Level]:
         async with self.store.transaction(read_only=True) as tx:
             levels = await b.totals(tx, skus)
-        return [located.totals(levels[sku], {}, {}) for sku in sorted(levels)]
+            if any(level.located for level in levels.values()):
+                levels |= await shown_levels(
+                    tx, [sku for sku, level in levels.items() if level.located]
+                )
+        return [
+            level if level.locations else located.totals(level, {}, {})
+            for sku, level in sorted(levels.items())
+        ]
 
     async def confirm(self, reservation_id: str) -> domain.Reservation:
         return await self.writes.confirm(reservation_id)
@@ -300,7 +378,20 @@ class ShardedStrategy(Strategy):
         return await self.writes.expire_due()
 
     async def set_on_hand(self, sku: str, on_hand: int, expected_on_hand: int | None) -> Level:
+        if await self._is_located(sku):
+            return await self.store.set_on_hand(sku, on_hand, expected_on_hand)
         return await self.writes.set(sku, lambda _: on_hand, expected_on_hand, "set", create=True)
+
+    async def _is_located(self, sku: str) -> bool:
+        """Stocked elsewhere too, hence without buckets: its admin edits are the store's."""
+        if self._bucket_counts.get(sku) == 0:
+            return True
+        async with self.store.transaction(read_only=True) as tx:
+            level = (await tx.levels([sku])).get(sku)
+        if level is not None and level.located:
+            self._bucket_counts[sku] = 0
+            return True
+        return False
 
     async def set_policy(
         self, sku: str, policy: domain.Policy, expected: domain.Policy | None
@@ -309,12 +400,16 @@ class ShardedStrategy(Strategy):
         stock moves units from the buckets back onto the row before any hold can take
         them (``ShardedWrites.set``, which locks every bucket and the row)."""
         await self.shard([sku])
+        if await self._is_located(sku):
+            return await self.store.set_policy(sku, policy, expected)
         await self.writes.set(
             sku, lambda current: current.on_hand, None, "", policy=(policy, expected)
         )
         return policy
 
     async def adjust(self, sku: str, delta: int, reason: str) -> Level:
+        if await self._is_located(sku):
+            return await self.store.adjust(sku, delta, reason)
         return await self.writes.set(sku, lambda current: current.on_hand + delta, None, reason)
 
     async def set_location_stock(
@@ -326,26 +421,55 @@ class ShardedStrategy(Strategy):
         safety_stock: int | None = None,
         backorder_max: int | None = None,
     ) -> Level:
-        """Only the default location here: a SKU's buckets split its one level, and stock
-        at other locations is not built for this strategy yet (docs/locations.md#built-and-
-        not-built). Refused before anything is written, rather than kept half right."""
-        if location != domain.DEFAULT_LOCATION_CODE:
-            raise domain.InvalidInput(
-                "location", "the sharded strategy keeps stock at the default location only"
-            )
-        if safety_stock is not None or backorder_max is not None:
-            current = await self.get_policy(sku)
-            await self.set_policy(
-                sku,
-                domain.Policy(
-                    current.safety_stock if safety_stock is None else safety_stock,
-                    current.backorder_max if backorder_max is None else backorder_max,
-                    current.customer_max,
-                    current.low_stock_threshold,
-                ),
-                None,
-            )
-        return await self.set_on_hand(sku, on_hand, expected_on_hand)
+        """A SKU's stock at one location (``StoreOperations.set_location_stock``). The first
+        time a sharded SKU is stocked elsewhere, its buckets are folded back into its row
+        in the same transaction: every held unit of a bucket moves onto the row with the
+        record of it (a line without bucket records is held on the row), so nothing held
+        changes, and from then on the SKU is decided by the allocation policy on its
+        locked levels (docs/locations.md#how-each-strategy-uses-it)."""
+        if location == domain.DEFAULT_LOCATION_CODE and not await self._is_located(sku):
+            if safety_stock is not None or backorder_max is not None:
+                await self.shard([sku])
+                current = await self.get_policy(sku)
+                await self.set_policy(
+                    sku,
+                    domain.Policy(
+                        current.safety_stock if safety_stock is None else safety_stock,
+                        current.backorder_max if backorder_max is None else backorder_max,
+                        current.customer_max,
+                        current.low_stock_threshold,
+                    ),
+                    None,
+                )
+            return await self.set_on_hand(sku, on_hand, expected_on_hand)
+
+        async def work() -> Level:
+            async with self.store.transaction() as tx:
+                now_ms = await tx.now_ms()
+                if location not in await tx.locations():
+                    raise domain.UnknownLocation(location)
+                await b.fold(tx, sku, now_ms)  # buckets first, then the row: every writer's order
+                await set_level(
+                    tx,
+                    sku,
+                    location,
+                    on_hand,
+                    expected_on_hand,
+                    safety_stock,
+                    backorder_max,
+                    now_ms,
+                )
+                after = (await shown_levels(tx, [sku]))[sku]
+                await tx.commit()
+                return after
+
+        try:
+            level = await self.store.run(work)
+        except DuplicateKey:  # created concurrently by another admin: now it exists
+            level = await self.store.run(work)
+        if level.located:
+            self._bucket_counts[sku] = 0
+        return level
 
     async def create_product(self, spec: ProductSpec) -> Product:
         product = await self.store.create_product(spec)

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from stockguard import domain
 from stockguard.domain import Line, Movement, Reservation, Status, StockLevel
+from stockguard.stores import located
 from stockguard.stores.contract import StoreTx
-from stockguard.stores.operations import extend_once, release_part_once
+from stockguard.stores.operations import extend_once, given_back, release_part_once
 from stockguard.stores.sql import buckets as b
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import EXPIRE_BATCH_MAX, DuplicateKey, SqlStore
@@ -93,7 +94,14 @@ class ShardedWrites:
         to_buckets: dict[tuple[str, int], tuple[int, int]] = {}
         to_rows: dict[str, int] = {}
         shrunk: list[b.Part] = []
+        # A located line (no buckets) gives back per allocation (docs/locations.md#settling).
+        allocated = {line.sku for line in held.lines if line.allocations}
+        at_default, elsewhere = given_back(held, [line for line in given if line.sku in allocated])
+        for sku, change in at_default.items():
+            to_rows[sku] = change[1]
         for line in given:
+            if line.sku in allocated:
+                continue
             on_buckets = [p for p in parts if p.sku == line.sku]
             plan = b.take_back(on_buckets, line.quantity)
             for part, units in plan:
@@ -108,20 +116,45 @@ class ShardedWrites:
         if to_rows:
             await tx.levels(list(to_rows), lock=True)
             await tx.add_reserved(to_rows, now_ms)
+        await self._give_back_elsewhere(tx, elsewhere, now_ms)
 
     async def _end_held(self, tx: Tx, held: Reservation, target: Status, now_ms: int) -> None:
         ended = await tx.end_reservations([held.id], target, now_ms)
         assert ended == 1, "the row was locked as held"
-        quantities = {line.sku: line.quantity for line in held.lines}
-        await self._give_back(tx, [held.id], quantities, now_ms, sold=target is Status.CONFIRMED)
-        if target is Status.CONFIRMED:
+        sold = target is Status.CONFIRMED
+        # Units held at the default location (its buckets and row) and elsewhere, for a
+        # SKU stocked at several locations (docs/locations.md#settling).
+        at_default, elsewhere = located.settled((line, sold) for line in held.lines)
+        quantities = {sku: -change[1] for sku, change in at_default.items()}
+        await self._give_back(tx, [held.id], quantities, now_ms, sold=sold)
+        await self._give_back_elsewhere(tx, elsewhere, now_ms)
+        if sold:
             after = await b.totals(tx, list(quantities))
-            await tx.record_movements(
-                [
-                    Movement(now_ms, sku, -quantity, after[sku].on_hand, "sale", held.id)
-                    for sku, quantity in sorted(quantities.items())
+            movements = [
+                Movement(now_ms, sku, -quantity, after[sku].on_hand, "sale", held.id)
+                for sku, quantity in sorted(quantities.items())
+            ]
+            if elsewhere:
+                levels = await tx.location_levels(sorted({sku for sku, _ in elsewhere}))
+                movements += [
+                    Movement(
+                        now_ms, sku, change[0], levels[sku][code].on_hand, "sale", held.id, code
+                    )
+                    for (sku, code), change in sorted(elsewhere.items())
                 ]
-            )
+            await tx.record_movements(movements)
+
+    async def _give_back_elsewhere(
+        self, tx: Tx, elsewhere: located.LocationDeltas, now_ms: int
+    ) -> None:
+        """Units held at locations other than the default one: their SKU rows are locked
+        (after any bucket), then those levels, then moved."""
+        if not elsewhere:
+            return
+        skus = sorted({sku for sku, _ in elsewhere})
+        await b.lock_levels(tx, skus)
+        await tx.location_levels(skus, lock=True)
+        await tx.move_location_levels(elsewhere, now_ms)
 
     async def _give_back(
         self,
@@ -162,9 +195,13 @@ class ShardedWrites:
                     if not ids:
                         return 0
                     quantities = await tx.held_quantity_by_sku(ids)
+                    elsewhere = await tx.held_elsewhere(ids)
                     ended = await tx.end_reservations(ids, Status.EXPIRED, now_ms)
                     assert ended == len(ids), "due rows were locked as held"
                     await self._give_back(tx, ids, quantities, now_ms, sold=False)
+                    await self._give_back_elsewhere(
+                        tx, {key: (0, -q) for key, q in elsewhere.items()}, now_ms
+                    )
                     await tx.commit()
                     return ended
 

@@ -290,3 +290,22 @@ def fill(
             plan.append((row.bucket, units))
             left -= units
     return plan if left == 0 or partial else None
+
+
+async def fold(tx: Tx, sku: str, now_ms: int) -> None:
+    """Moves a SKU's buckets back into its row, for good (docs/locations.md): the row takes
+    their on_hand and reserved, and the held lines' bucket records go, so each such line
+    is then held on the row, which is what a line without records means. The buckets are
+    locked first, then the row (the order of every sharded writer); I1 holds on the row
+    because it held on every bucket."""
+    rows = (await buckets(tx, [sku], lock=True)).get(sku, [])
+    await tx.levels([sku], lock=True)
+    if not rows:
+        return
+    await tx.move_levels(
+        {sku: (sum(r.on_hand for r in rows), sum(r.reserved for r in rows))}, now_ms
+    )
+    await tx.connection.execute(
+        delete(t.reservation_buckets).where(t.reservation_buckets.c.sku == sku)
+    )
+    await tx.connection.execute(delete(t.stock_buckets).where(t.stock_buckets.c.sku == sku))

@@ -119,7 +119,8 @@ class Tx:
         if self.sharded and found:
             from stockguard.stores.sql.buckets import totals  # buckets imports this module
 
-            for sku, level in (await totals(self, list(found))).items():
+            plain = [sku for sku in found if sku not in located]  # located: no buckets
+            for sku, level in (await totals(self, plain)).items():
                 found[sku] = LevelAfter(
                     level.on_hand, level.reserved, found[sku].low_stock_threshold
                 )
