@@ -20,7 +20,7 @@ import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -43,6 +43,7 @@ from stockguard import admission, strategies
 from stockguard.admission import AdmissionLimits
 from stockguard.domain import InvalidInput
 from stockguard.domain.events import EventType, parse_event_types
+from stockguard.domain.locations import AllocationPolicy
 from stockguard.engine import DEFAULT_DATABASE_URL
 from stockguard.stores.redis.keys import PREFIX_DEFAULT
 from stockguard.tracing import TracesMode
@@ -58,6 +59,9 @@ CONFIG_ENV = "STOCKGUARD_CONFIG"
 SETTINGS_FILE_ENV = "STOCKGUARD_SETTINGS_FILE"
 """Set by ``serve`` for its workers: the resolved settings, readable by the owner only."""
 LogFormat = Literal["json", "logfmt"]
+AllocationPolicyName = Literal["priority", "most_available"]
+"""``domain.locations.AllocationPolicy``'s names (docs/locations.md#allocation-policy)."""
+assert set(get_args(AllocationPolicyName)) == {policy.value for policy in AllocationPolicy}
 
 _config_file: ContextVar[Path | None] = ContextVar("stockguard_config_file", default=None)
 
@@ -234,6 +238,11 @@ class Settings(BaseSettings):
     database_wait_s: float = Field(default=10.0, ge=0, le=TIMEOUT_S_MAX)
     """How long ``serve`` waits at start for a database that is not up yet (refused, not
     found, timed out), counting down on stderr; one that refuses the login fails at once."""
+    allocation_policy: AllocationPolicyName = "priority"
+    """How a line of a SKU stocked at several locations draws when its request names no
+    ``allocation_policy`` (docs/locations.md#allocation-policy): ``priority`` fills from
+    the location with the lowest priority number first, ``most_available`` from the one
+    with the most available first."""
     migrate: bool = True
     """Migrate on startup. ``serve`` migrates once in its parent and turns this off for
     its workers, so N workers never race on the schema."""
@@ -309,6 +318,7 @@ class Settings(BaseSettings):
             "redis_url": self.redis_url,
             "admission": self.admission.limits(),
             "events": self.events.recorded(),
+            "allocation_policy": self.allocation_policy,
             **self.strategy_options.for_strategy(self.strategy),
         }
         if "redis" in strategies.strategy_class(self.strategy).requires:

@@ -28,6 +28,12 @@ from stockguard.domain import (
 )
 from stockguard.domain.events import EVENT_TYPES_ALL, EventType, StoredEvent
 from stockguard.domain.kits import Kit, expand, kit_available, validate_kit
+from stockguard.domain.locations import (
+    ALLOCATION_POLICY_DEFAULT,
+    AllocationPolicy,
+    Location,
+    validate_location,
+)
 from stockguard.stores.contract import Store
 from stockguard.stores.memory import MemoryStore
 from stockguard.stores.sql.audit import AuditReport, audit
@@ -77,18 +83,23 @@ class Engine:
         redis_url: str | None = None,
         admission: AdmissionLimits | None = None,
         events: frozenset[EventType] = EVENT_TYPES_ALL,
+        allocation_policy: AllocationPolicy | str = ALLOCATION_POLICY_DEFAULT,
         **strategy_options: Any,
     ) -> Engine:
         """Connects, migrates the schema (unless told not to) and starts the strategy.
 
         ``memory://`` keeps everything in this process (``stores/memory.py``) for the
-        strategies that need nothing but the store contract (``MEMORY_STRATEGIES``)."""
+        strategies that need nothing but the store contract (``MEMORY_STRATEGIES``).
+        ``allocation_policy``: how a line of a SKU stocked at several locations draws when
+        its request names no policy (docs/locations.md#allocation-policy)."""
+        policy = AllocationPolicy(allocation_policy)  # ValueError before connecting
         store: Store
         if url.startswith("memory:"):  # in process, for tests and trying it out
             store = MemoryStore.open(url)
         else:
             store = SqlStore.open(url, **({} if pool_size is None else {"pool_size": pool_size}))
         store.recorded_events = events  # docs/events.md: written with each change
+        store.allocation_policy = policy
         try:
             if migrate:
                 await store.migrate()
@@ -171,14 +182,23 @@ class Engine:
         lines: Sequence[Line] | Sequence[tuple[str, int]],
         ttl_s: int = domain.TTL_S_DEFAULT,
         customer_id: str | None = None,
+        allocation_policy: str | None = None,
+        split: bool = True,
     ) -> ReserveOutcome:
         """Holds every line or none; the same order_id and lines replay the same hold.
+
+        For a SKU stocked at several locations, ``allocation_policy`` (``priority`` or
+        ``most_available``; None: the shop's) and ``split`` choose where a line draws from,
+        and ``Line(sku, quantity, location=code)`` pins a line to one location
+        (docs/locations.md#allocation-policy); the held lines tell their ``allocations``.
 
         A kit line holds its components (``domain.kits.expand``). A kit this process has
         not met yet reaches the strategy as an unknown SKU (or, replayed, as a conflict
         with its stored component lines): only then are the kits table read and the
         request expanded and run again, so a shop without kits pays nothing for them."""
-        request = domain.validate_reserve(order_id, lines, ttl_s, customer_id)
+        request = domain.validate_reserve(
+            order_id, lines, ttl_s, customer_id, allocation_policy, split
+        )
         if self.kits_seen and not self.kits_seen.keys().isdisjoint(request.skus):
             request = expand(request, self.kits_seen)
         if self.watched and not self.watched.isdisjoint(request.skus):
@@ -376,6 +396,87 @@ class Engine:
             raise domain.DuplicateSku([sku])  # a kit has no stock of its own
         try:
             return await self.strategy.set_on_hand(sku, on_hand, expected_on_hand)
+        finally:
+            self.admission.stock_may_have_returned([sku])
+
+    # ------------------------------------------------------------------ locations
+
+    async def list_locations(self) -> list[Location]:
+        """Every location in priority order, ``default`` included (docs/locations.md)."""
+        return await self.strategy.list_locations()
+
+    async def create_location(
+        self, code: str, name: str, priority: int = 0, active: bool = True
+    ) -> Location:
+        """A new location (``DuplicateLocation`` if the code is taken)."""
+        location = validate_location(code, name, priority, active)
+        return await self.strategy.create_location(location)
+
+    async def update_location(
+        self,
+        code: str,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        active: bool | None = None,
+    ) -> Location:
+        """A location's name, priority or active flag (None: unchanged). Deactivating
+        stops its selling and keeps its holds (docs/locations.md#deactivating); the
+        default location cannot be deactivated (``InvalidInput``)."""
+        domain.validate_sku(code, "code")
+        # Each given field checked as a location's (the store checks the merged one again).
+        validate_location(
+            code,
+            "-" if name is None else name,
+            0 if priority is None else priority,
+            True if active is None else active,
+        )
+        try:
+            return await self.strategy.update_location(
+                code, name=name, priority=priority, active=active
+            )
+        finally:
+            if active is not None:
+                self.admission.stock_may_have_returned()  # its stock joins or leaves totals
+
+    async def set_location_stock(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        expected_on_hand: int | None = None,
+        safety_stock: int | None = None,
+        backorder_max: int | None = None,
+    ) -> StockLevel:
+        """Sets one location's on_hand of ``sku`` if still ``expected_on_hand``, when
+        given (the compare-and-set of ``set_on_hand``, on that level), and that location's
+        ``safety_stock`` and ``backorder_max`` when given. Answers the SKU as shown: totals
+        and the level at every location."""
+        domain.validate_sku(sku)
+        domain.validate_sku(location, "location")
+        domain.validate_on_hand(on_hand)
+        if expected_on_hand is not None:
+            domain.validate_on_hand(expected_on_hand, "expected_on_hand")
+        if safety_stock is not None:
+            domain.validate_on_hand(safety_stock, "safety_stock")
+        if backorder_max is not None:
+            domain.validate_on_hand(backorder_max, "backorder_max")
+        if sku in self.kits_seen or await self.store.kits([sku]):
+            raise domain.DuplicateSku([sku])  # a kit has no stock of its own
+        try:
+            return await self.strategy.set_location_stock(
+                sku, location, on_hand, expected_on_hand, safety_stock, backorder_max
+            )
+        except (domain.StockChanged, domain.BelowReserved) as refused:
+            # Decided on the one level; the answer shows the SKU as stock reads do (totals
+            # and every location), and the detail names the location.
+            shown = await self.strategy.stock([sku])
+            if shown:
+                refused.current = shown[0]
+            detail = str(refused)
+            if detail.startswith(f"{sku}: "):
+                refused.args = (f"{sku} at {location}: {detail[len(sku) + 2 :]}",)
+            raise
         finally:
             self.admission.stock_may_have_returned([sku])
 

@@ -203,3 +203,20 @@ def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> 
     finally:
         if served.process.poll() is None:
             served.stop()
+
+
+def at_default(
+    on_hand: int, reserved: int, version: int, safety_stock: int = 0, backorder_max: int = 0
+) -> list[dict[str, Any]]:
+    """A stock body's ``locations`` for a SKU stocked only at the default location."""
+    return [
+        {
+            "location": "default",
+            "on_hand": on_hand,
+            "reserved": reserved,
+            "available": on_hand + backorder_max - reserved - safety_stock,
+            "version": version,
+            "safety_stock": safety_stock,
+            "backorder_max": backorder_max,
+        }
+    ]

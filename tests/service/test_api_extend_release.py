@@ -78,11 +78,28 @@ async def test_release_with_items_gives_back_those_units_only(api: Api) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "held"
     assert answer.json()["items"] == [
-        {"sku": "A", "quantity": 3, "backordered": 0},
-        {"sku": "B", "quantity": 2, "backordered": 0},
+        {
+            "sku": "A",
+            "quantity": 3,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 3, "backordered": 0}],
+        },
+        {
+            "sku": "B",
+            "quantity": 2,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 2, "backordered": 0}],
+        },
     ]
     answer = await api.client.post(url, json={"items": [{"sku": "B", "quantity": 2}]})
-    assert answer.json()["items"] == [{"sku": "A", "quantity": 3, "backordered": 0}]
+    assert answer.json()["items"] == [
+        {
+            "sku": "A",
+            "quantity": 3,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 3, "backordered": 0}],
+        }
+    ]
     assert (await api.stock("A"))["reserved"] == 3
     assert (await api.stock("B"))["reserved"] == 0
 
@@ -97,7 +114,14 @@ async def test_release_with_items_gives_back_those_units_only(api: Api) -> None:
     assert (await api.stock("A"))["reserved"] == 3
 
     confirmed = await api.client.post(f"/v1/reservations/{hold['id']}/confirm")
-    assert confirmed.json()["items"] == [{"sku": "A", "quantity": 3, "backordered": 0}]
+    assert confirmed.json()["items"] == [
+        {
+            "sku": "A",
+            "quantity": 3,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 3, "backordered": 0}],
+        }
+    ]
     assert (await api.stock("A"))["on_hand"] == 7
     assert_problem(
         await api.client.post(url, json={"items": [{"sku": "A", "quantity": 1}]}),
@@ -116,7 +140,14 @@ async def test_release_without_a_body_is_the_full_release_as_before(api: Api) ->
         answer = await api.client.post(url)
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "released"
-        assert answer.json()["items"] == [{"sku": "A", "quantity": 3, "backordered": 0}]
+        assert answer.json()["items"] == [
+            {
+                "sku": "A",
+                "quantity": 3,
+                "backordered": 0,
+                "allocations": [{"location": "default", "quantity": 3, "backordered": 0}],
+            }
+        ]
     assert (await api.stock("A"))["reserved"] == 0
 
 

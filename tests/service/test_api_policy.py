@@ -93,7 +93,14 @@ async def test_a_backordered_hold_says_so_and_its_sale_takes_on_hand_below_zero(
 
     held = await api.reserve("bo-1", {"BO": 3})
     assert held.status_code == 201, held.text
-    assert held.json()["items"] == [{"sku": "BO", "quantity": 3, "backordered": 2}]
+    assert held.json()["items"] == [
+        {
+            "sku": "BO",
+            "quantity": 3,
+            "backordered": 2,
+            "allocations": [{"location": "default", "quantity": 3, "backordered": 2}],
+        }
+    ]
     replay = await api.reserve("bo-1", {"BO": 3})
     assert replay.status_code == 200 and replay.json()["items"] == held.json()["items"]
     read = await api.client.get(f"/v1/reservations/{held.json()['id']}")
@@ -110,4 +117,11 @@ async def test_a_backordered_hold_says_so_and_its_sale_takes_on_hand_below_zero(
     # A plain SKU's items say 0.
     await api.set_stock("PLAIN", 5)
     plain = await api.reserve("plain-1", {"PLAIN": 1})
-    assert plain.json()["items"] == [{"sku": "PLAIN", "quantity": 1, "backordered": 0}]
+    assert plain.json()["items"] == [
+        {
+            "sku": "PLAIN",
+            "quantity": 1,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 1, "backordered": 0}],
+        }
+    ]

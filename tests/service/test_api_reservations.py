@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from .support import ADMIN_TOKEN, Api, AppFactory, assert_problem, bearer
+from .support import ADMIN_TOKEN, Api, AppFactory, assert_problem, at_default, bearer
 
 
 def parse_time(text: str) -> datetime:
@@ -31,11 +31,19 @@ async def test_reserve_holds_stock_and_answers_201_with_the_reservation(api: Api
     assert body["order_id"] == "order-1"
     assert body["customer_id"] == "customer-7"
     assert body["status"] == "held"
-    assert body["items"] == [{"sku": "TEE-S-RED", "quantity": 3, "backordered": 0}]
+    assert body["items"] == [
+        {
+            "sku": "TEE-S-RED",
+            "quantity": 3,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 3, "backordered": 0}],
+        }
+    ]
     held_for = parse_time(body["expires_at"]) - parse_time(body["created_at"])
     assert held_for == timedelta(seconds=600)
     assert await api.stock("TEE-S-RED") == {
-        "sku": "TEE-S-RED", "on_hand": 10, "reserved": 3, "available": 7, "version": 1
+        "sku": "TEE-S-RED", "on_hand": 10, "reserved": 3, "available": 7, "version": 1,
+        "locations": at_default(10, 3, 1),
     }  # fmt: skip
 
 
@@ -278,7 +286,14 @@ async def test_a_quantity_written_as_an_integral_number_like_2_0_is_2(api: Api) 
     )
 
     assert whole.status_code == 201
-    assert whole.json()["items"] == [{"sku": "A", "quantity": 2, "backordered": 0}]
+    assert whole.json()["items"] == [
+        {
+            "sku": "A",
+            "quantity": 2,
+            "backordered": 0,
+            "allocations": [{"location": "default", "quantity": 2, "backordered": 0}],
+        }
+    ]
     assert_problem(fraction, 422, "invalid-input")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import Api, assert_problem
+from .support import Api, assert_problem, at_default
 
 
 async def test_get_stock_answers_the_level_and_404_for_an_unknown_sku(api: Api) -> None:
@@ -15,7 +15,10 @@ async def test_get_stock_answers_the_level_and_404_for_an_unknown_sku(api: Api) 
     missing = await api.client.get("/v1/stock/NOPE")
 
     assert found.status_code == 200
-    assert found.json() == {"sku": "A", "on_hand": 7, "reserved": 2, "available": 5, "version": 1}
+    assert found.json() == {
+        "sku": "A", "on_hand": 7, "reserved": 2, "available": 5, "version": 1,
+        "locations": at_default(7, 2, 1),
+    }  # fmt: skip
     assert assert_problem(missing, 404, "unknown-sku")["skus"] == ["NOPE"]
 
 
@@ -43,7 +46,8 @@ async def test_put_stock_creates_a_missing_sku_then_sets_its_on_hand(api: Api) -
     assert created.status_code == changed.status_code == 200
     assert created.json()["on_hand"] == 4
     assert changed.json() == {
-        "sku": "NEW", "on_hand": 9, "reserved": 0, "available": 9, "version": 1
+        "sku": "NEW", "on_hand": 9, "reserved": 0, "available": 9, "version": 1,
+        "locations": at_default(9, 0, 1),
     }  # fmt: skip
 
 
@@ -59,7 +63,8 @@ async def test_put_stock_with_a_stale_expectation_is_stock_changed_with_the_curr
 
     problem = assert_problem(answer, 409, "stock-changed")
     assert problem["current"] == {
-        "sku": "A", "on_hand": 10, "reserved": 3, "available": 7, "version": 1
+        "sku": "A", "on_hand": 10, "reserved": 3, "available": 7, "version": 1,
+        "locations": at_default(10, 3, 1),
     }  # fmt: skip
     assert (await api.stock("A"))["on_hand"] == 10
 
@@ -121,8 +126,10 @@ async def test_adjustments_add_and_remove_units_but_never_below_reserved(api: Ap
 
     assert added.status_code == removed.status_code == 200
     assert added.json()["on_hand"] == 15
+    version = removed.json()["version"]
     assert removed.json() == {"sku": "A", "on_hand": 4, "reserved": 4, "available": 0,
-                              "version": removed.json()["version"]}  # fmt: skip
+                              "version": version,
+                              "locations": at_default(4, 4, version)}  # fmt: skip
     assert_problem(too_many, 409, "below-reserved")
     assert (await api.stock("A"))["on_hand"] == 4
 

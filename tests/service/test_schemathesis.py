@@ -141,6 +141,27 @@ DOMAIN_RULES = (
         "KitIn",
     ),
     DomainRule(
+        ("POST", "/v1/reservations"),
+        r"(items\[\d+\]\.)?location",
+        "unknown location",
+        "An item's `location` that names no location is\nrefused with 422",
+        "ReserveIn",
+    ),
+    DomainRule(
+        ("POST", "/v1/locations"),
+        r"code",
+        r"at most \d+ locations",
+        "a shop has at most 100 locations (422 invalid-input)",
+        "LocationIn",
+    ),
+    DomainRule(
+        ("PATCH", "/v1/locations/{code}"),
+        r"active",
+        "cannot be deactivated",
+        "The default\nlocation cannot be deactivated (422 invalid-input)",
+        "LocationPatchIn",
+    ),
+    DomainRule(
         ("GET", "/v1/products"),
         r"cursor",
         "names no product",

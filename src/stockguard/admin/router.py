@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from stockguard import domain
-from stockguard.admin import api, drop, forms, kits, sku, views, web, webhooks
+from stockguard.admin import api, drop, forms, kits, locations, sku, views, web, webhooks
 from stockguard.admin.session import Flash, Session, same_origin
 from stockguard.domain import ORDER_ID_LEN_MAX, Product, Status, StockLevel
 
@@ -52,6 +52,9 @@ def admin_router() -> APIRouter:
     router.add_api_route("/products", create_product, methods=["POST"])
     router.add_api_route("/kits", kits.kits_page, methods=["GET"])
     router.add_api_route("/kits", kits.define_kit, methods=["POST"])
+    router.add_api_route("/locations", locations.locations_page, methods=["GET"])
+    router.add_api_route("/locations", locations.create_location, methods=["POST"])
+    router.add_api_route("/locations/update", locations.update_location, methods=["POST"])
     router.add_api_route("/reservations/release", release, methods=["POST"])
     router.add_api_route("/webhooks", webhooks.webhooks_page, methods=["GET"])
     router.add_api_route("/webhooks/redeliver", webhooks.redeliver, methods=["POST"])

@@ -1,4 +1,10 @@
-"""The SKU page (``/admin/sku?sku=…``): its stock row, its stock policy, its ledger.
+"""The SKU page (``/admin/sku?sku=…``): its stock row, its stock per location, its stock
+policy, its ledger.
+
+Stock per location (docs/locations.md) is a table of the SKU's level at every location;
+each row's on hand is edited in the stock edit's dialog, with the same compare-and-set on
+that location's level and the same "stock changed while you were editing" dialog
+(``api.set_on_hand`` with a ``location``).
 
 The stock policy card (docs/design.md#stock-policy) is a plain server-rendered form that
 posts to ``/admin/sku/policy`` and redirects back with a message (post/redirect/get, as
@@ -75,6 +81,7 @@ async def _page(
         policy = await engine.get_policy(sku)
         movements, next_cursor = await engine.movements(sku, limit=LEDGER_PAGE, cursor=cursor)
         held, _ = await engine.list_reservations(status=Status.HELD, sku=sku, limit=1)
+        places = {place.code: place for place in await engine.list_locations()}
     except domain.StockguardError as error:
         return web.domain_error_page(request, error)
     return web.page(
@@ -83,6 +90,12 @@ async def _page(
         {
             "level": level,
             "state": views.stock_state(level.available),
+            "location_rows": views.location_rows(level, places),
+            "other_locations": [
+                (place.code, place.name)
+                for place in places.values()
+                if views.level_at(level, place.code) is None
+            ],
             "movements": [
                 {
                     "when": views.when(m.at_ms),

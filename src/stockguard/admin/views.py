@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 
 from stockguard import domain, problems
 from stockguard.domain import Reservation, Status, StockLevel
+from stockguard.domain.locations import Location, LocationLevel
+from stockguard.service.models import breakdown
 
 LOW_STOCK_AVAILABLE_MAX = 5
 """At most this many units available (and more than none): marked "low stock"."""
@@ -71,7 +73,42 @@ def stock_json(level: StockLevel) -> dict[str, Any]:
         "state": state,
         "state_label": STATE_LABELS[state],
         **backorder_of(level),
+        "locations": [location_json(at) for at in breakdown(level)],
     }
+
+
+def location_json(level: LocationLevel) -> dict[str, Any]:
+    """One location's figures of a SKU as the SKU page's location rows read them."""
+    return {
+        "sku": level.sku,
+        "location": level.location,
+        "on_hand": level.on_hand,
+        "reserved": level.reserved,
+        "available": level.available,
+        "version": level.version,
+        "safety_stock": level.safety_stock,
+        "backorder_max": level.backorder_max,
+    }
+
+
+def location_rows(level: StockLevel, locations: Mapping[str, Location]) -> list[dict[str, Any]]:
+    """The SKU page's stock per location (docs/locations.md): every level, the default
+    one first, with its location's name and whether it sells (inactive: out of totals)."""
+    rows = []
+    for at in breakdown(level):
+        place = locations.get(at.location)
+        rows.append(
+            {
+                **location_json(at),
+                "name": place.name if place is not None else at.location,
+                "active": place.active if place is not None else True,
+            }
+        )
+    return rows
+
+
+def level_at(level: StockLevel, location: str) -> LocationLevel | None:
+    return next((at for at in breakdown(level) if at.location == location), None)
 
 
 status_of = problems.status_of
@@ -97,6 +134,11 @@ _FIELD_NAMES = {
     "backorder_max": "Backorder allowance",
     "customer_max": "Per-customer cap",
     "low_stock_threshold": "Low-stock threshold",
+    "location": "Location",
+    "code": "Location code",
+    "location_name": "Location name",
+    "priority": "Priority",
+    "active": "Active",
 }
 for _name in ("safety_stock", "backorder_max", "customer_max", "low_stock_threshold"):
     _FIELD_NAMES[f"expected_{_name}"] = f"{_FIELD_NAMES[_name]} when the form opened"
@@ -139,6 +181,10 @@ def explain(error: domain.StockguardError) -> str:
             f"{error.current.sku}: stock changed while you were editing "
             f"(on hand is now {error.current.on_hand}, not {error.expected_on_hand})."
         )
+    if isinstance(error, domain.UnknownLocation):
+        return f"No location {error.code} exists."
+    if isinstance(error, domain.DuplicateLocation):
+        return f"A location {error.code} already exists; choose another code."
     if isinstance(error, domain.InvalidState):
         return f"That reservation is already {error.status}; nothing was changed."
     if isinstance(error, domain.ReservationNotFound):

@@ -33,6 +33,7 @@ from stockguard.service import (
     routes_audit,
     routes_events,
     routes_kits,
+    routes_locations,
     routes_ops,
     routes_products,
     routes_reservations,
@@ -145,6 +146,7 @@ def create_app(
         routes_kits,
         routes_audit,
         routes_events,
+        routes_locations,
     ):
         app.include_router(module.api_router, **api)
         app.include_router(module.admin_router, **admin_only)

@@ -30,6 +30,13 @@ EngineDep = Annotated[Engine, Depends(engine_of)]
 SkuPath = Annotated[
     str, Path(min_length=1, max_length=SKU_LEN_MAX, pattern=NO_CONTROL_CHARS, description="SKU")
 ]
+LocationPath = Annotated[
+    str,
+    Path(
+        min_length=1, max_length=SKU_LEN_MAX, pattern=NO_CONTROL_CHARS, description="Location code"
+    ),
+]
+"""A location code: a SKU's rules (domain.locations.LOCATION_CODE_LEN_MAX is SKU_LEN_MAX)."""
 IdPath = Annotated[str, Path(min_length=1, max_length=ID_LEN_MAX, pattern=NO_CONTROL_CHARS)]
 
 

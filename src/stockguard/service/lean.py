@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.types import Message, Scope, Send
@@ -32,6 +32,7 @@ from stockguard import domain
 from stockguard.engine import Engine
 from stockguard.service import errors
 from stockguard.service.auth import Tokens
+from stockguard.service.models import breakdown
 
 logger = logging.getLogger("stockguard.service")
 
@@ -39,6 +40,7 @@ _TEXT = f"^[^{domain.TEXT_FORBIDDEN}]+\\Z"
 """models.NO_CONTROL_CHARS in Python's ``re`` dialect: ``$`` would also match before a
 final newline, which the schema's (and pydantic's) end anchor does not."""
 _NO_CONTROL_CHARS = re.compile(f"[{domain.TEXT_FORBIDDEN}]")
+DEFAULT_LOCATION = domain.DEFAULT_LOCATION_CODE
 
 
 def _text(length_max: int) -> msgspec.Meta:
@@ -48,6 +50,7 @@ def _text(length_max: int) -> msgspec.Meta:
 class _ItemIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: Annotated[str, _text(domain.SKU_LEN_MAX)]
     quantity: Annotated[int, msgspec.Meta(ge=1, le=domain.QUANTITY_MAX)]
+    location: Annotated[str, _text(domain.SKU_LEN_MAX)] | None = None
 
 
 class _ReserveIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,6 +62,8 @@ class _ReserveIn(msgspec.Struct, forbid_unknown_fields=True):
         domain.TTL_S_DEFAULT
     )
     customer_id: Annotated[str, _text(domain.CUSTOMER_ID_LEN_MAX)] | None = None
+    allocation_policy: Literal["priority", "most_available"] | None = None
+    split: bool = True
 
 
 _decode_reserve = msgspec.json.Decoder(_ReserveIn).decode
@@ -91,7 +96,27 @@ def reservation_json(reservation: domain.Reservation) -> bytes:
             "customer_id": reservation.customer_id,
             "status": reservation.status.value,
             "items": [
-                {"sku": line.sku, "quantity": line.quantity, "backordered": line.backordered}
+                {
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "backordered": line.backordered,
+                    "allocations": [
+                        {
+                            "location": a.location,
+                            "quantity": a.quantity,
+                            "backordered": a.backordered,
+                        }
+                        for a in line.allocations
+                    ]
+                    if line.allocations
+                    else [
+                        {
+                            "location": DEFAULT_LOCATION,
+                            "quantity": line.quantity,
+                            "backordered": line.backordered,
+                        }
+                    ],
+                }
                 for line in reservation.lines
             ],
             "expires_at": rfc3339_ms(reservation.expires_at_ms),
@@ -109,6 +134,18 @@ def stock_json(level: domain.StockLevel) -> bytes:
             "reserved": level.reserved,
             "available": level.available,
             "version": level.version,
+            "locations": [
+                {
+                    "location": at.location,
+                    "on_hand": at.on_hand,
+                    "reserved": at.reserved,
+                    "available": at.available,
+                    "version": at.version,
+                    "safety_stock": at.safety_stock,
+                    "backorder_max": at.backorder_max,
+                }
+                for at in breakdown(level)
+            ],
         }
     )
 
@@ -127,11 +164,17 @@ async def _reserve(engine: Engine, _param: str, body: bytes) -> Answer:
         given = _decode_reserve(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise _NotMine from None
+    items = given.items
+    lines: list[tuple[str, int]] | list[domain.Line] = [(item.sku, item.quantity) for item in items]
+    if any(item.location is not None for item in items):
+        lines = [domain.Line(item.sku, item.quantity, 0, item.location) for item in items]
     outcome = await engine.reserve(
         given.order_id,
-        [(item.sku, item.quantity) for item in given.items],
+        lines,
         given.ttl_seconds,
         given.customer_id,
+        given.allocation_policy,
+        given.split,
     )
     held = outcome.reservation
     return (201 if outcome.created else 200), reservation_json(held), held.order_id

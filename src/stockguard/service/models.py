@@ -9,7 +9,7 @@ built from domain values with ``of``; times leave as RFC 3339 UTC with milliseco
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -42,6 +42,13 @@ from stockguard.domain import (
     Status,
 )
 from stockguard.domain.kits import KIT_COMPONENTS_MAX, Kit
+from stockguard.domain.locations import (
+    LOCATION_CODE_LEN_MAX,
+    LOCATION_NAME_LEN_MAX,
+    LOCATION_PRIORITY_MAX,
+    Location,
+    LocationLevel,
+)
 
 CURSOR_PATTERN = f"^[0-9]{{1,{CURSOR_DIGITS_MAX}}}$"
 """The form of the page cursors this service hands out (opaque to clients, who only
@@ -58,6 +65,10 @@ def _text(length_max: int) -> object:
 
 
 Sku = Annotated[str, _text(SKU_LEN_MAX)]
+LocationCode = Annotated[str, _text(LOCATION_CODE_LEN_MAX)]
+LocationName = Annotated[str, _text(LOCATION_NAME_LEN_MAX)]
+AllocationPolicyName = Literal["priority", "most_available"]
+"""``domain.locations.AllocationPolicy``'s names (docs/locations.md#allocation-policy)."""
 OrderId = Annotated[str, _text(ORDER_ID_LEN_MAX)]
 CustomerId = Annotated[str, _text(CUSTOMER_ID_LEN_MAX)]
 ProductCursor = Annotated[str, _text(domain.ID_LEN_MAX)]
@@ -81,6 +92,7 @@ OnHand = Annotated[int, Field(ge=0, le=ON_HAND_MAX), INTEGRAL]
 Quantity = Annotated[int, Field(ge=1, le=QUANTITY_MAX), INTEGRAL]
 TtlSeconds = Annotated[int, Field(ge=TTL_S_MIN, le=TTL_S_MAX), INTEGRAL]
 Delta = Annotated[int, Field(ge=-ON_HAND_MAX, le=ON_HAND_MAX), INTEGRAL]
+Priority = Annotated[int, Field(ge=0, le=LOCATION_PRIORITY_MAX), INTEGRAL]
 
 
 def _text_schema(length_max: int) -> dict[str, object]:
@@ -152,15 +164,41 @@ class ReserveItemIn(_Request):
     quantity: Quantity
 
 
+class ReserveLineIn(ReserveItemIn):
+    """An item of a hold: a SKU, its quantity, and optionally the one location it may
+    draw from."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
+
+    location: LocationCode | None = None
+    """The only location this item may draw from (click-and-collect;
+    docs/locations.md#allocation-policy); null: any active one. A code that is no
+    location is 422 invalid-input; an inactive or empty one is refused as out of stock."""
+
+
 class ReserveIn(_Request):
     """Each SKU appears in at most one item (give one item its total quantity): a SKU
     named twice is refused with 422 invalid-input (JSON Schema cannot require items to be
-    unique by one of their members)."""
+    unique by one of their members). An item's `location` that names no location is
+    refused with 422 invalid-input (the locations are the shop's, not the schema's)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
 
     order_id: OrderId
-    items: Annotated[list[ReserveItemIn], Field(min_length=1, max_length=LINES_MAX)]
+    items: Annotated[list[ReserveLineIn], Field(min_length=1, max_length=LINES_MAX)]
     ttl_seconds: TtlSeconds = TTL_S_DEFAULT
     customer_id: CustomerId | None = None
+    allocation_policy: AllocationPolicyName | None = None
+    """Where a SKU stocked at several locations draws from: ``priority`` (the lowest
+    priority number first) or ``most_available``; null: the shop's
+    (``STOCKGUARD_ALLOCATION_POLICY``). docs/locations.md#allocation-policy"""
+    split: bool = True
+    """false: each item from one location alone (refused when no one location can
+    fill it, even if several together could)."""
 
 
 class ExtendIn(_Request):
@@ -181,6 +219,58 @@ class ReleaseIn(_Request):
 class StockSetIn(_Request):
     on_hand: OnHand
     expected_on_hand: OnHand | None = None
+
+
+class LocationIn(_Request):
+    """A new location (docs/locations.md#model). A code already taken is 409
+    duplicate-location; a shop has at most 100 locations (422 invalid-input)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
+
+    code: LocationCode
+    """The key: a SKU's character rules; never changes."""
+    name: LocationName
+    priority: Priority = 0
+    """Sort order: 0 is drawn from first under the ``priority`` policy."""
+    active: bool = True
+    """false: the location sells nothing (its stock leaves the totals) but keeps its holds."""
+
+
+class LocationPatchIn(_Request):
+    """The fields to change; omitted (or null) fields stay as they are. The default
+    location cannot be deactivated (422 invalid-input)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
+
+    name: LocationName | None = None
+    priority: Priority | None = None
+    active: bool | None = None
+    """false stops the location selling at once and keeps its holds; true puts its stock
+    back in the sale (docs/locations.md#deactivating)."""
+
+
+class LocationStockIn(_Request):
+    """One location's stock of a SKU: ``on_hand`` with the compare-and-set of ``PUT
+    /v1/stock/{sku}`` on that level (the level, and the SKU, are created when absent and
+    not expected), and that location's ``safety_stock`` and ``backorder_max`` when given
+    (docs/locations.md#policy-per-location)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
+
+    on_hand: OnHand
+    expected_on_hand: OnHand | None = None
+    """The level's on_hand as last read; a different one is 409 stock-changed."""
+    safety_stock: OnHand | None = None
+    """Units of this location never held; null: unchanged (0 for a new level)."""
+    backorder_max: OnHand | None = None
+    """Units this location may hold beyond its on_hand; null: unchanged (0 for a new
+    level). Cutting it below what is already held beyond on_hand is 409 below-reserved."""
 
 
 class PolicyFields(BaseModel):
@@ -281,6 +371,14 @@ class KitIn(_Request):
 # ---------------------------------------------------------------------------- responses
 
 
+class AllocationOut(BaseModel):
+    """Units of an item drawn from one location (docs/locations.md#model)."""
+
+    location: str
+    quantity: int
+    backordered: int
+
+
 class ItemOut(BaseModel):
     sku: str
     quantity: int
@@ -289,6 +387,24 @@ class ItemOut(BaseModel):
         description="Units of `quantity` held beyond the physical stock, on the SKU's"
         " backorder allowance (policy `backorder_max`); 0 when the shelf covers the line.",
     )
+    allocations: list[AllocationOut] = Field(
+        default_factory=list,
+        description="Where the units are held, at most one entry per location: their"
+        " `quantity` sums to the item's and their `backordered` to its `backordered`. A"
+        " shop that never names a location sees one entry at `default`.",
+    )
+
+    @classmethod
+    def of(cls, line: domain.Line) -> ItemOut:
+        return cls(
+            sku=line.sku,
+            quantity=line.quantity,
+            backordered=line.backordered,
+            allocations=[
+                AllocationOut(location=a.location, quantity=a.quantity, backordered=a.backordered)
+                for a in line.drawn()
+            ],
+        )
 
 
 class ReservationOut(BaseModel):
@@ -307,10 +423,7 @@ class ReservationOut(BaseModel):
             order_id=reservation.order_id,
             customer_id=reservation.customer_id,
             status=reservation.status,
-            items=[
-                ItemOut(sku=line.sku, quantity=line.quantity, backordered=line.backordered)
-                for line in reservation.lines
-            ],
+            items=[ItemOut.of(line) for line in reservation.lines],
             expires_at=from_ms(reservation.expires_at_ms),
             created_at=from_ms(reservation.created_at_ms),
         )
@@ -349,12 +462,61 @@ class KitPage(BaseModel):
     """The last kit's SKU when more may follow: pass it as ``after``."""
 
 
+class LocationLevelOut(BaseModel):
+    """A SKU's stock at one location (docs/locations.md#model)."""
+
+    location: str
+    on_hand: int
+    reserved: int
+    available: int
+    """on_hand + backorder_max - reserved - safety_stock at this location (may be < 0)."""
+    version: int
+    safety_stock: int
+    backorder_max: int
+
+    @classmethod
+    def of(cls, level: LocationLevel) -> LocationLevelOut:
+        return cls(
+            location=level.location,
+            on_hand=level.on_hand,
+            reserved=level.reserved,
+            available=level.available,
+            version=level.version,
+            safety_stock=level.safety_stock,
+            backorder_max=level.backorder_max,
+        )
+
+
+def breakdown(level: domain.StockLevel) -> tuple[LocationLevel, ...]:
+    """The level at every location, the default one first: what the stock read gave, or,
+    from a strategy that keeps no locations, the SKU's level as the default location's."""
+    if level.locations:
+        return level.locations
+    return (
+        LocationLevel(
+            level.sku,
+            domain.DEFAULT_LOCATION_CODE,
+            level.on_hand,
+            level.reserved,
+            level.version,
+            level.safety_stock,
+            level.backorder_max,
+        ),
+    )
+
+
 class StockOut(BaseModel):
     sku: str
     on_hand: int
     reserved: int
     available: int
     version: int
+    locations: list[LocationLevelOut] = Field(
+        default_factory=list,
+        description="The level at every location that stocks the SKU, `default` first."
+        " `on_hand`, `reserved` and `available` above are the totals over the active ones"
+        " (docs/locations.md#totals); a shop that never names a location sees one entry.",
+    )
 
     @classmethod
     def of(cls, level: domain.StockLevel) -> StockOut:
@@ -364,6 +526,23 @@ class StockOut(BaseModel):
             reserved=level.reserved,
             available=level.available,
             version=level.version,
+            locations=[LocationLevelOut.of(at) for at in breakdown(level)],
+        )
+
+
+class LocationOut(BaseModel):
+    code: str
+    name: str
+    priority: int
+    active: bool
+
+    @classmethod
+    def of(cls, location: Location) -> LocationOut:
+        return cls(
+            code=location.code,
+            name=location.name,
+            priority=location.priority,
+            active=location.active,
         )
 
 

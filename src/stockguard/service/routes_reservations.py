@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import status as http_status
 
-from stockguard.domain import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Status
+from stockguard.domain import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Line, Status
 from stockguard.service.deps import EngineDep, IdPath, note_order
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
@@ -45,17 +45,25 @@ admin_router = APIRouter(tags=["reservations"])
     summary="Hold every item or none",
     description="Each SKU may appear in only one item; a repeated SKU is refused with 422 "
     "invalid-input. The same order_id with the same items replays the original hold (200); "
-    "with other items it is 409 idempotency-conflict.",
+    "with other items it is 409 idempotency-conflict. For a SKU stocked at several "
+    "locations, `allocation_policy`, `split` and an item's `location` choose where its "
+    "units are drawn from (docs/locations.md#allocation-policy); each item of the answer "
+    "tells its `allocations`.",
 )
 async def reserve(
     body: ReserveIn, engine: EngineDep, request: Request, response: Response
 ) -> ReservationOut:
     note_order(request, body.order_id)
+    lines: list[tuple[str, int]] | list[Line] = [(item.sku, item.quantity) for item in body.items]
+    if any(item.location is not None for item in body.items):
+        lines = [Line(item.sku, item.quantity, 0, item.location) for item in body.items]
     outcome = await engine.reserve(
         body.order_id,
-        [(item.sku, item.quantity) for item in body.items],
+        lines,
         body.ttl_seconds,
         body.customer_id,
+        body.allocation_policy,
+        body.split,
     )
     if not outcome.created:
         response.status_code = http_status.HTTP_200_OK

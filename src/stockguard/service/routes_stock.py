@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from stockguard.domain import ON_HAND_MAX, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, STOCK_QUERY_SKUS_MAX
-from stockguard.service.deps import EngineDep, SkuPath
+from stockguard.service.deps import EngineDep, LocationPath, SkuPath
 from stockguard.service.errors import STORE_KINDS, declared
 from stockguard.service.models import (
     CURSOR_PATTERN,
     AdjustmentIn,
+    LocationStockIn,
     MovementOut,
     MovementPage,
     PolicyIn,
@@ -60,6 +61,41 @@ async def stock_of_many(
 )
 async def set_on_hand(sku: SkuPath, body: StockSetIn, engine: EngineDep) -> StockOut:
     level = await engine.set_on_hand(sku, body.on_hand, body.expected_on_hand)
+    return StockOut.of(level)
+
+
+@admin_router.put(
+    "/v1/stock/{sku}/locations/{code}",
+    responses=declared(
+        "unknown-location",
+        "unknown-sku",
+        "stock-changed",
+        "below-reserved",
+        "invalid-input",
+        "body-too-large",
+        *STORE_KINDS,
+    ),
+    summary="Set one location's on_hand of a SKU; with expected_on_hand only if it is still "
+    "that (admin)",
+    description="docs/locations.md#api. The compare-and-set of `PUT /v1/stock/{sku}` on the "
+    "level at location `code` (created, and the SKU too, when absent and no "
+    "`expected_on_hand` is given; 404 unknown-sku when one is), plus that location's "
+    "`safety_stock` and `backorder_max` when given. 409 stock-changed when the level's "
+    "on_hand is no longer `expected_on_hand`, 409 below-reserved below what it holds; "
+    "`current` is then the SKU as it is now. Answers the SKU's stock: totals and every "
+    "location.",
+)
+async def set_location_stock(
+    sku: SkuPath, code: LocationPath, body: LocationStockIn, engine: EngineDep
+) -> StockOut:
+    level = await engine.set_location_stock(
+        sku,
+        code,
+        body.on_hand,
+        body.expected_on_hand,
+        body.safety_stock,
+        body.backorder_max,
+    )
     return StockOut.of(level)
 
 

@@ -30,16 +30,44 @@
     return "in-stock";
   }
 
+  // A stock row (data-sku) or a location row of the SKU page (data-location-sku and
+  // data-location: that location's level, docs/locations.md).
   function figuresOf(row) {
     return {
-      sku: row.dataset.sku,
+      sku: row.dataset.sku || row.dataset.locationSku,
+      location: row.dataset.location || "",
       on_hand: Number(row.dataset.onHand),
       reserved: Number(row.dataset.reserved),
       available: Number(row.dataset.available),
     };
   }
 
+  // One location's level, into its row of the SKU page (never stepping back a version).
+  function applyLocation(level) {
+    for (const row of $$("tr[data-location-sku]")) {
+      if (row.dataset.locationSku !== level.sku || row.dataset.location !== level.location) continue;
+      if (Number(level.version) < Number(row.dataset.version || 0)) continue;
+      const changed = ["on_hand", "reserved", "available"].some(
+        (field) => Number(row.dataset[field === "on_hand" ? "onHand" : field]) !== level[field],
+      );
+      row.dataset.version = level.version;
+      row.dataset.onHand = level.on_hand;
+      row.dataset.reserved = level.reserved;
+      row.dataset.available = level.available;
+      for (const field of ["on_hand", "reserved", "available", "safety_stock", "backorder_max"]) {
+        const cell = $(`[data-field="${field}"]`, row);
+        if (cell) cell.textContent = String(level[field]);
+      }
+      if (changed) {
+        row.classList.remove("changed");
+        void row.offsetWidth;
+        row.classList.add("changed");
+      }
+    }
+  }
+
   function applyStock(stock) {
+    if (stock.locations) stock.locations.forEach(applyLocation);
     for (const row of stockRows()) {
       if (row.dataset.sku !== stock.sku) continue;
       const before = figuresOf(row);
@@ -226,7 +254,9 @@
     const form = $("form", editDialog);
     form.reset();
     fill(editDialog, openedWith);
+    fill(editDialog, { where: openedWith.location ? ` at ${openedWith.location}` : "" });
     form.elements.sku.value = openedWith.sku;
+    form.elements.location.value = openedWith.location;
     form.elements.expected_on_hand.value = String(openedWith.on_hand);
     form.elements.on_hand.value = String(openedWith.on_hand);
     showError(editDialog, "");
@@ -234,10 +264,20 @@
     form.elements.on_hand.select();
   }
 
+  // Stock a SKU at a location it has no level at yet: a level of 0 (docs/locations.md).
+  function openNewLocation(form) {
+    const sku = $("tr[data-location-sku]").dataset.locationSku;
+    const location = form.elements.location.value;
+    if (!location) return;
+    const row = document.createElement("tr");
+    Object.assign(row.dataset, { locationSku: sku, location, onHand: "0", reserved: "0", available: "0" });
+    openEdit(row);
+  }
+
   function openConflict(current, intended) {
     const form = $("form", conflictDialog);
     fill(conflictDialog, {
-      sku: current.sku,
+      sku: current.location ? `${current.sku} at ${current.location}` : current.sku,
       was_on_hand: openedWith.on_hand,
       was_reserved: openedWith.reserved,
       was_available: openedWith.available,
@@ -248,10 +288,12 @@
       intended,
     });
     form.elements.sku.value = current.sku;
+    form.elements.location.value = current.location || "";
     form.elements.expected_on_hand.value = String(current.on_hand);
     form.elements.on_hand.value = intended;
     showError(conflictDialog, "");
-    applyStock(current);
+    if (current.location) applyLocation(current);
+    else applyStock(current);
     if (!conflictDialog.open) conflictDialog.showModal();
   }
 
@@ -262,12 +304,18 @@
     if (answer.ok) {
       dialog.close();
       applyStock(answer.stock);
+      if (answer.level && !$(`tr[data-location-sku][data-location="${CSS.escape(answer.level.location)}"]`)) {
+        window.location.reload(); // a location newly stocked: its row is drawn by the server
+        return;
+      }
       toast(answer.message);
-    } else if (answer.kind === "stock-changed") {
+    } else if (answer.kind === "stock-changed" && answer.current) {
       if (dialog !== conflictDialog) dialog.close();
+      if (answer.stock) applyStock(answer.stock);
       openConflict(answer.current, intended);
     } else {
-      if (answer.current) applyStock(answer.current);
+      if (answer.stock) applyStock(answer.stock);
+      else if (answer.current) applyStock(answer.current);
       showError(dialog, answer.message);
     }
   }
@@ -303,6 +351,8 @@
         const row = button.closest("tr[data-sku]");
         if (button.dataset.action === "edit") openEdit(row);
         if (button.dataset.action === "adjust") openAdjust(row);
+        if (button.dataset.action === "edit-location") openEdit(button.closest("tr[data-location-sku]"));
+        if (button.dataset.action === "add-location") openNewLocation(button.closest("form"));
       }
       const closer = event.target.closest("[data-close]");
       if (closer) closer.closest("dialog").close();
