@@ -13,22 +13,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from stockguard.domain.locations import Location
-
 from .conftest import SQLITE_ONLY
 from .support import ADMIN_TOKEN, Shop
 
 pytestmark = [pytest.mark.asyncio, SQLITE_ONLY]
-
-
-@pytest.fixture(autouse=True)
-async def default_location(databases: Any, backend: str, db_url: str) -> None:
-    """The suite's table cleaning (tests/conftest.py) empties ``locations`` too: put the
-    default location, which the migration inserts, back."""
-    async with databases.stores[backend].transaction() as tx:
-        if "default" not in await tx.locations():
-            await tx.insert_location(Location("default", "Default", 0, True), 0)
-            await tx.commit()
 
 
 async def add_location(shop: Shop, code: str, priority: int = 10) -> None:

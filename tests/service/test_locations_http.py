@@ -8,19 +8,7 @@ from typing import Any
 
 import pytest
 
-from stockguard.domain.locations import Location
-
 from .support import Api, AppFactory, assert_problem, bearer
-
-
-@pytest.fixture(autouse=True)
-async def default_location(databases: Any, backend: str, db_url: str) -> None:
-    """The migration inserts the default location; the suite's table cleaning (tests/
-    conftest.py) empties ``locations`` with every other table, so put it back."""
-    async with databases.stores[backend].transaction() as tx:
-        if "default" not in await tx.locations():
-            await tx.insert_location(Location("default", "Default", 0, True), 0)
-            await tx.commit()
 
 
 async def add_location(api: Api, code: str, priority: int = 10, **extra: Any) -> dict[str, Any]:

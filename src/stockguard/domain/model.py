@@ -125,7 +125,7 @@ class StockLevel:
     only the default location's, and holds go through the allocation policy
     (docs/locations.md#how-each-strategy-uses-it). Read with the level, so a shop without
     locations pays no query for it."""
-    locations: tuple[LocationLevel, ...] = field(default=(), compare=False)
+    locations: tuple[LocationLevel, ...] = field(default=(), compare=False, repr=False)
     """Filled by stock reads (not by a strategy's locked reads): the level at every
     location, the default one first; the counts above are then the totals over the active
     ones (docs/locations.md#totals)."""
