@@ -138,18 +138,23 @@ class ConditionalStrategy(Strategy):
     async def _write_allocations(
         self, tx: StoreTx, decision: LocationDecision, now_ms: int
     ) -> bool:
-        for sku in sorted(decision.allocations):
-            for allocation in sorted(decision.allocations[sku], key=lambda a: a.location):
-                if allocation.backordered:
-                    return False  # how many are backordered is exact only on locked rows
-                if allocation.location == located.DEFAULT:
-                    ok = await tx.add_reserved_if_shelf(sku, allocation.quantity, now_ms)
-                else:
-                    ok = await tx.add_location_reserved_if_available(
-                        sku, allocation.location, allocation.quantity, True, now_ms
-                    )
-                if not ok:
-                    return False
+        # Rows (the default location's levels) before other levels, each in order: the
+        # order every writer locks them in, so two holds never wait on each other in a cycle.
+        drawn = sorted(
+            ((sku, a) for sku, allocations in decision.allocations.items() for a in allocations),
+            key=lambda pair: (pair[1].location != located.DEFAULT, pair[0], pair[1].location),
+        )
+        if any(allocation.backordered for _, allocation in drawn):
+            return False  # how many are backordered is exact only on locked rows
+        for sku, allocation in drawn:
+            if allocation.location == located.DEFAULT:
+                ok = await tx.add_reserved_if_shelf(sku, allocation.quantity, now_ms)
+            else:
+                ok = await tx.add_location_reserved_if_available(
+                    sku, allocation.location, allocation.quantity, True, now_ms
+                )
+            if not ok:
+                return False
         return True
 
     async def _reserve_located_locked(

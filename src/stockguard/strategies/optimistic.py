@@ -92,21 +92,25 @@ class OptimisticStrategy(Strategy):
         )
         if not decision.held:
             raise located.refusal(decision)
-        for sku, by_code in after.items():
-            for code, level in by_code.items():
-                old = before[sku][code]
-                if level.reserved == old.reserved:
-                    continue
-                if code == located.DEFAULT:
-                    written = await tx.write_reserved_if_version(
-                        levels[sku], level.reserved, now_ms
-                    )
-                else:
-                    written = await tx.write_location_reserved_if_version(
-                        old, level.reserved, now_ms
-                    )
-                if not written:
-                    return None  # somebody else wrote first: roll back and retry
+        # Rows before other levels, each in order (the order every writer locks them in).
+        changed = sorted(
+            (
+                (code != located.DEFAULT, sku, code)
+                for sku, by_code in after.items()
+                for code, level in by_code.items()
+                if level.reserved != before[sku][code].reserved
+            )
+        )
+        for _, sku, code in changed:
+            reserved = after[sku][code].reserved
+            if code == located.DEFAULT:
+                written = await tx.write_reserved_if_version(levels[sku], reserved, now_ms)
+            else:
+                written = await tx.write_location_reserved_if_version(
+                    before[sku][code], reserved, now_ms
+                )
+            if not written:
+                return None  # somebody else wrote first: roll back and retry
         reservation = located.new_reservation(levels, decision, self.store.new_id(), now_ms)
         await tx.insert_reservations([reservation])
         await tx.commit()
