@@ -44,7 +44,7 @@ async def hold(
     store: StoreOperations, order_id: str, quantity: int, *, expired: bool = False
 ) -> Reservation:
     """A hold of ``quantity`` of A decided by the allocation policy, as a strategy does it:
-    the SKU row locked, ``located.hold_locked``, the hold inserted, one transaction.
+    the SKU row locked, ``located.hold_locked`` (which inserts the hold), one transaction.
     ``expired``: made a minute in the past with a 1 s lifetime, so it is already due."""
     request = domain.validate_reserve(order_id, [("A", quantity)], ttl_s=1)
     async with store.transaction() as tx:
@@ -55,11 +55,9 @@ async def hold(
             request,
             levels,
             AllocationPolicy.PRIORITY,
-            None,
             store.new_id,
             now_ms - 60_000 if expired else now_ms,
         )
-        await tx.insert_reservations([made])
         await tx.commit()
     return made
 

@@ -203,17 +203,20 @@ async def hold_locked(
     request: ReserveRequest,
     levels: Mapping[str, StockLevel],
     policy_default: AllocationPolicy,
-    units: domain.CustomerUnits | None,
     new_id: Callable[[], str],
     now_ms: int,
 ) -> domain.Reservation:
     """One request decided by the allocation policy on levels the caller locked (its SKU
-    rows; the other locations' are locked here): written, and the hold returned. Raises
-    the refusal (UnknownSku, OutOfStock, CustomerLimit, InvalidInput for a pin to no
-    location) before anything is written."""
+    rows; the other locations' are locked here): written with its hold, which is
+    returned. Raises the refusal (UnknownSku, OutOfStock, CustomerLimit, InvalidInput for
+    a pin to no location) before anything is written. The caps' counts are read on the
+    locked rows, as ``stores.operations.customer_units`` reads them."""
     missing = [sku for sku in request.skus if sku not in levels]
     if missing:
         raise domain.UnknownSku(missing)
+    units = None
+    if any(levels[sku].customer_max is not None for sku in request.skus):
+        units = await tx.customer_units(domain.capped_pairs(levels, [request]))
     before = await by_location(tx, levels, lock=True)
     after, (decision,) = decide(
         levels, before, await tx.locations(), [request], policy_default, units
@@ -221,7 +224,9 @@ async def hold_locked(
     if not decision.held:
         raise refusal(decision)
     await write(tx, *deltas(before, after), now_ms)
-    return new_reservation(levels, decision, new_id(), now_ms)
+    reservation = new_reservation(levels, decision, new_id(), now_ms)
+    await tx.insert_reservations([reservation])
+    return reservation
 
 
 def totals(

@@ -355,6 +355,8 @@ class StoreOperations:
         expected_on_hand: int | None = None,
         safety_stock: int | None = None,
         backorder_max: int | None = None,
+        *,
+        first: Callable[[StoreTx, int], Awaitable[None]] | None = None,
     ) -> StockLevel:
         """A SKU's stock at one location: the compare-and-set of ``set_on_hand``
         (docs/design.md#seed-001) on that level, which is created (and the SKU too) when
@@ -367,6 +369,8 @@ class StoreOperations:
                 now_ms = await tx.now_ms()
                 if location not in await tx.locations():
                     raise domain.UnknownLocation(location)
+                if first is not None:  # a strategy's own step in the same transaction
+                    await first(tx, now_ms)
                 await set_level(
                     tx,
                     sku,

@@ -164,17 +164,11 @@ class ConditionalStrategy(Strategy):
             now_ms = await tx.now_ms()
             levels = await tx.levels(request.skus, lock=True)
             try:
+                policy = self.store.allocation_policy
                 reservation = await located.hold_locked(
-                    tx,
-                    request,
-                    levels,
-                    self.store.allocation_policy,
-                    await customer_units(tx, levels, [request]),
-                    self.store.new_id,
-                    now_ms,
+                    tx, request, levels, policy, self.store.new_id, now_ms
                 )
             except REFUSALS as refused:
                 return refused
-            await tx.insert_reservations([reservation])
             await tx.commit()
             return ReserveOutcome(reservation, created=True)

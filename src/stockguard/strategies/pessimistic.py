@@ -25,16 +25,10 @@ class PessimisticStrategy(Strategy):
                 if located.needs_locations(levels, request):
                     # Stocked at several locations, or pinned: the allocation policy
                     # decides on every level, locked after the rows (docs/locations.md).
+                    policy = self.store.allocation_policy
                     reservation = await located.hold_locked(
-                        tx,
-                        request,
-                        levels,
-                        self.store.allocation_policy,
-                        await customer_units(tx, levels, [request]),
-                        self.store.new_id,
-                        now_ms,
+                        tx, request, levels, policy, self.store.new_id, now_ms
                     )
-                    await tx.insert_reservations([reservation])
                     await tx.commit()
                     return ReserveOutcome(reservation, created=True)
                 # The caps' counts read on the locked rows: no hold of these SKUs commits

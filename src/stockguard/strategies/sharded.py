@@ -36,7 +36,8 @@ from stockguard import domain
 from stockguard.domain import Line, Product, ProductSpec, ReserveOutcome, ReserveRequest
 from stockguard.domain import StockLevel as Level
 from stockguard.stores import located
-from stockguard.stores.operations import customer_units, set_level, shown_levels
+from stockguard.stores.contract import StoreTx
+from stockguard.stores.operations import customer_units, shown_levels
 from stockguard.stores.sql import buckets as b
 from stockguard.stores.sql.buckets import Bucket
 from stockguard.stores.sql.store import DuplicateKey, SqlStore
@@ -443,30 +444,13 @@ class ShardedStrategy(Strategy):
                 )
             return await self.set_on_hand(sku, on_hand, expected_on_hand)
 
-        async def work() -> Level:
-            async with self.store.transaction() as tx:
-                now_ms = await tx.now_ms()
-                if location not in await tx.locations():
-                    raise domain.UnknownLocation(location)
-                await b.fold(tx, sku, now_ms)  # buckets first, then the row: every writer's order
-                await set_level(
-                    tx,
-                    sku,
-                    location,
-                    on_hand,
-                    expected_on_hand,
-                    safety_stock,
-                    backorder_max,
-                    now_ms,
-                )
-                after = (await shown_levels(tx, [sku]))[sku]
-                await tx.commit()
-                return after
+        async def fold(tx: StoreTx, now_ms: int) -> None:
+            assert isinstance(tx, Tx)
+            await b.fold(tx, sku, now_ms)  # buckets first, then the row: every writer's order
 
-        try:
-            level = await self.store.run(work)
-        except DuplicateKey:  # created concurrently by another admin: now it exists
-            level = await self.store.run(work)
+        level = await self.store.set_location_stock(
+            sku, location, on_hand, expected_on_hand, safety_stock, backorder_max, first=fold
+        )
         if level.located:
             self._bucket_counts[sku] = 0
         return level
