@@ -121,3 +121,21 @@ def test_failed_runs_and_uneven_request_counts_are_shown() -> None:
     text = console.export_text()
     assert "mixed on sqlite · admission off" in [line.rstrip() for line in text.splitlines()]
     assert re.search(r"^sharded +12 +5 ", text, re.MULTILINE)  # a requests column
+
+
+def test_ratios_pair_each_row_with_conditional_of_the_same_variant() -> None:
+    """``× cond.`` divides by conditional's run with the same suffixes (locations,
+    events, admission): a 3-location row is not compared with a 1-location one."""
+    from stockguard.bench.runner import RunResult, ratios
+
+    def result(label: str, per_s: float) -> RunResult:
+        return RunResult(label, "postgres", "flash", 10, 5, 5, 0, 0, per_s, 1, 2, 3, 4)
+
+    rows = [
+        result("conditional+locations:1", 100),
+        result("coalescing+locations:1", 1_000),
+        result("conditional+locations:3", 50),
+        result("coalescing+locations:3", 900),
+        result("coalescing+locations:3+admission", 800),
+    ]
+    assert [ratio for _, ratio in ratios(rows)] == [1.0, 10.0, 1.0, 18.0, None]

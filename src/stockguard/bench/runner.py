@@ -301,14 +301,20 @@ async def run_plan(
 
 
 def ratios(results: Sequence[RunResult]) -> list[tuple[RunResult, float | None]]:
-    """Each result's throughput over conditional's, same backend, workload and admission."""
+    """Each result's throughput over conditional's, same backend, workload and variant
+    (admission, events, locations: the row name's ``+…`` suffixes)."""
+
+    def split(label: str) -> tuple[str, str]:
+        name, plus, variant = label.partition("+")
+        return name, plus + variant
+
     baseline = {
-        (r.backend, r.workload, r.strategy.endswith(ADMISSION_SUFFIX)): r.throughput_per_s
+        (r.backend, r.workload, split(r.strategy)[1]): r.throughput_per_s
         for r in results
-        if r.strategy.removesuffix(ADMISSION_SUFFIX) == "conditional"
+        if split(r.strategy)[0] == "conditional"
     }
     paired = []
     for r in results:
-        base = baseline.get((r.backend, r.workload, r.strategy.endswith(ADMISSION_SUFFIX)))
+        base = baseline.get((r.backend, r.workload, split(r.strategy)[1]))
         paired.append((r, round(r.throughput_per_s / base, 1) if base else None))
     return paired
