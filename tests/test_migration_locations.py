@@ -52,9 +52,7 @@ async def test_upgrading_a_live_database_to_locations_keeps_every_hold(
 
     engine = await Engine.open(empty_url, strategy="coalescing")
     try:
-        assert [location.code for location in await engine.strategy.list_locations()] == [
-            "default"
-        ]
+        assert [location.code for location in await engine.strategy.list_locations()] == ["default"]
         level = await engine.stock_of("OLD")
         assert (level.on_hand, level.reserved, level.backorder_max, level.located) == (
             10,

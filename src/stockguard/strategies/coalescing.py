@@ -40,8 +40,7 @@ from typing import Any
 
 from stockguard import domain
 from stockguard.domain import ReserveOutcome, ReserveRequest, StockguardError, StockLevel
-from stockguard.domain.locations import AllocationPolicy, Location
-from stockguard.domain.locations import LocationLevel as LevelAfterBatch
+from stockguard.domain.locations import AllocationPolicy, Location, LocationLevel
 from stockguard.stores import located
 from stockguard.stores.contract import DuplicateKey, Store, StoreTx
 from stockguard.stores.operations import customer_units
@@ -145,9 +144,9 @@ class LocatedBatch:
 
     stock: dict[str, StockLevel]
     """The SKU rows as locked (their ``located`` and caps)."""
-    before: dict[str, dict[str, LevelAfterBatch]]
+    before: dict[str, dict[str, LocationLevel]]
     """Every level of the batch's SKUs as locked (after the batch's endings, if any)."""
-    levels: dict[str, dict[str, LevelAfterBatch]]
+    levels: dict[str, dict[str, LocationLevel]]
     """The same, as the requests decided so far left them."""
     locations: dict[str, Location]
     policy: AllocationPolicy
