@@ -63,13 +63,13 @@ async def reserve(
 
 
 async def test_500_buyers_over_3_locations_get_exact_totals_per_location(engine: Engine) -> None:
-    """100 + 150 + 50 units at three locations: 500 buyers of one unit get exactly 300
-    holds, every location is emptied exactly (priority order fills them all), and
-    confirming every hold takes each location's on_hand to exactly 0."""
+    """20 + 30 + 10 units at three locations: 500 buyers of one unit get exactly 60 holds,
+    every location is emptied exactly (priority order fills them all), and confirming
+    every hold takes each location's on_hand to exactly 0."""
     await add_location(engine, "wh-2", 10)
     await add_location(engine, "store-3", 20)
-    await stock(engine, "LOC", default=100, wh_2=150, store_3=50)
-    assert (await engine.stock_of("LOC")).available == 300
+    await stock(engine, "LOC", default=20, wh_2=30, store_3=10)
+    assert (await engine.stock_of("LOC")).available == 60
 
     # 100 in flight at a time: enough to hammer the levels, and the per-request strategies
     # (each hold locks the SKU's rows) clear them within the pool's wait on a busy machine.
@@ -85,13 +85,13 @@ async def test_500_buyers_over_3_locations_get_exact_totals_per_location(engine:
 
     held = [r for r in await asyncio.gather(*(buy(n) for n in range(500))) if r is not None]
 
-    assert len(held) == 300
+    assert len(held) == 60
     places = Counter(next(iter(drawn(r, "LOC"))) for r in held)
-    assert places == {"default": 100, "wh-2": 150, "store-3": 50}
+    assert places == {"default": 20, "wh-2": 30, "store-3": 10}
     assert await by_location(engine, "LOC") == {
-        "default": (100, 100),
-        "wh-2": (150, 150),
-        "store-3": (50, 50),
+        "default": (20, 20),
+        "wh-2": (30, 30),
+        "store-3": (10, 10),
     }
     assert (await engine.stock_of("LOC")).available == 0
     await assert_invariants(engine)
@@ -105,7 +105,7 @@ async def test_500_buyers_over_3_locations_get_exact_totals_per_location(engine:
     }
     page, _ = await engine.movements("LOC", limit=domain.PAGE_LIMIT_MAX)
     sales = Counter(m.location for m in page if m.reason == "sale")
-    assert sales == {"default": 100, "wh-2": 150, "store-3": 50}
+    assert sales == {"default": 20, "wh-2": 30, "store-3": 10}
     await assert_invariants(engine)
 
 
@@ -238,7 +238,11 @@ async def test_partial_release_gives_back_the_last_drawn_first(engine: Engine) -
     await assert_invariants(engine)
 
 
-async def test_expiry_gives_units_back_where_they_were_held(engine: Engine) -> None:
+async def test_expiry_gives_units_back_where_they_were_held(engine: Engine, strategy: str) -> None:
+    """The expiry sweep is the store's for every strategy but sharded and redis (their
+    own): one strategy per sweep, as each waits out a real 1 s lifetime."""
+    if strategy not in ("coalescing", "sharded", "redis"):
+        pytest.skip("the shared sweep runs under coalescing")
     await add_location(engine, "store-1", 10)
     await stock(engine, "EXP", default=1, store_1=3)
     request = domain.validate_reserve("exp-1", [Line("EXP", 3)], 1)

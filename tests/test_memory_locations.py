@@ -175,7 +175,7 @@ async def test_sqlite_and_memory_agree(sqlite_store: SqlStore) -> None:
 
 
 async def test_memory_tx_methods_as_sql(sqlite_store: SqlStore) -> None:
-    """The conditional and optimistic writes per location, on both stores alike."""
+    """The writes per location (moves, optimistic version writes), on both stores alike."""
     results = []
     for store in (MemoryStore(), sqlite_store):
         await store.create_location(Location(NORTH, "North", 1, True))
@@ -187,10 +187,7 @@ async def test_memory_tx_methods_as_sql(sqlite_store: SqlStore) -> None:
             (row,) = (await tx.levels(["A"])).values()
             got.append(row.located)
             got.append(await tx.add_reserved_if_available("A", 1, now_ms))  # located: no
-            got.append(await tx.add_reserved_if_shelf("A", 3, now_ms))  # shelf 2: no
-            got.append(await tx.add_reserved_if_shelf("A", 2, now_ms))
-            got.append(await tx.add_location_reserved_if_available("A", NORTH, 4, True, now_ms))
-            got.append(await tx.add_location_reserved_if_available("A", NORTH, 4, False, now_ms))
+            await tx.move_location_levels({("A", NORTH): (0, 4)}, now_ms)  # 2 on the allowance
             level = (await tx.location_levels(["A"]))["A"][NORTH]
             got.append((level.on_hand, level.reserved, level.version, level.backorder_max))
             stale = LocationLevel("A", NORTH, 3, 4, level.version - 1, 0, 2)
@@ -202,7 +199,7 @@ async def test_memory_tx_methods_as_sql(sqlite_store: SqlStore) -> None:
         results.append(got)
     memory, sql = results
     assert memory == sql
-    assert memory[1:6] == [False, False, True, False, True]
+    assert memory[:2] == [True, False]
 
 
 async def test_memory_location_level_refuses_oversold_and_rolls_back() -> None:

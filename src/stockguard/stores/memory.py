@@ -471,31 +471,6 @@ class MemoryTx:
                     )
                 )
 
-    async def add_location_reserved_if_available(
-        self, sku: str, location: str, quantity: int, shelf_only: bool, now_ms: int
-    ) -> bool:
-        level = self.state.location_levels.get((sku, location))
-        if level is None:
-            return False
-        room = level.on_hand - level.reserved - level.safety_stock
-        if not shelf_only:
-            room += level.backorder_max
-        if room < quantity:
-            return False
-        self._put_location(
-            dataclasses.replace(
-                level, reserved=level.reserved + quantity, version=level.version + 1
-            )
-        )
-        return True
-
-    async def add_reserved_if_shelf(self, sku: str, quantity: int, now_ms: int) -> bool:
-        level = self._level(sku)
-        if level is None or level.on_hand - level.reserved - level.safety_stock < quantity:
-            return False
-        self._move(sku, 0, quantity)
-        return True
-
     async def write_location_reserved_if_version(
         self, level: LocationLevel, reserved_new: int, now_ms: int
     ) -> bool:

@@ -821,36 +821,6 @@ class Tx:
         elif rows:
             await self.connection.execute(_MOVE_LOCATION_LEVEL, rows)
 
-    async def add_location_reserved_if_available(
-        self, sku: str, location: str, quantity: int, shelf_only: bool, now_ms: int
-    ) -> bool:
-        """The conditional write of one allocation at a location other than the default
-        one (docs/locations.md#how-each-strategy-uses-it): holds only if the level can
-        still give ``quantity`` (from its shelf alone with ``shelf_only``, so an allocation
-        decided as not backordered stays so)."""
-        c = t.location_levels.c
-        room = c.on_hand - c.reserved - c.safety_stock
-        if not shelf_only:
-            room = room + c.backorder_max
-        result = await self.connection.execute(
-            update(t.location_levels)
-            .where(c.sku == sku, c.location == location, room >= quantity)
-            .values(reserved=c.reserved + quantity, version=c.version + 1, updated_at_ms=now_ms)
-        )
-        return result.rowcount == 1
-
-    async def add_reserved_if_shelf(self, sku: str, quantity: int, now_ms: int) -> bool:
-        """The default location's conditional write for a located SKU's allocation: as
-        ``add_reserved_if_available`` but with no test of caps, allowance or ``located``
-        (the caller decided those), only that the shelf still has ``quantity``."""
-        c = t.stock_levels.c
-        result = await self.connection.execute(
-            update(t.stock_levels)
-            .where(c.sku == sku, c.on_hand - c.reserved - c.safety_stock >= quantity)
-            .values(reserved=c.reserved + quantity, version=c.version + 1, updated_at_ms=now_ms)
-        )
-        return result.rowcount == 1
-
     async def write_location_reserved_if_version(
         self, level: LocationLevel, reserved_new: int, now_ms: int
     ) -> bool:
