@@ -111,6 +111,26 @@ def test_expand_sums_demand_across_kit_and_loose_lines() -> None:
     assert expanded.order_id == "o"
 
 
+def test_a_pinned_kit_pins_its_components_and_keeps_the_request_options() -> None:
+    """Click-and-collect of a kit: its components are asked for at the kit's location,
+    and the request's allocation policy and split survive the expansion; one SKU asked
+    for at two places is refused (docs/locations.md)."""
+    kits = {"K": Kit("K", (Line("A", 2), Line("B", 1)))}
+    pinned = domain.validate_reserve(
+        "o", [Line("K", 1, location="store-1"), Line("Z", 1)], 900, None, "most_available", False
+    )
+    expanded = expand(pinned, kits)
+    assert [(line.sku, line.location) for line in expanded.lines] == [
+        ("A", "store-1"),
+        ("B", "store-1"),
+        ("Z", None),
+    ]
+    assert (expanded.allocation_policy, expanded.split) == ("most_available", False)
+    clash = domain.validate_reserve("o", [Line("K", 1, location="store-1"), Line("A", 1)])
+    with pytest.raises(domain.InvalidInput, match="more than one location"):
+        expand(clash, kits)
+
+
 def test_expand_refuses_what_would_break_a_limit() -> None:
     many = Kit("M", tuple(Line(f"c{n:03}", 1) for n in range(KIT_COMPONENTS_MAX)))
     kits = {f"M{n}": Kit(f"M{n}", tuple(Line(f"{n}-{c}", 1) for c in range(20))) for n in range(6)}

@@ -52,22 +52,37 @@ def expand(request: ReserveRequest, kits: Mapping[str, Kit]) -> ReserveRequest:
     """The request with every kit line replaced by its components, and the demand for each
     SKU summed across all lines (kit and loose alike), sorted by SKU (the lock order)."""
     demand: dict[str, int] = {}
+    pins: dict[str, str | None] = {}
     for line in request.lines:
         kit = kits.get(line.sku)
-        if kit is None:
-            demand[line.sku] = demand.get(line.sku, 0) + line.quantity
-            continue
-        for component in kit.components:
-            demand[component.sku] = (
-                demand.get(component.sku, 0) + component.quantity * line.quantity
-            )
+        parts = (
+            [(line.sku, line.quantity)]
+            if kit is None
+            else [
+                (component.sku, component.quantity * line.quantity) for component in kit.components
+            ]
+        )
+        for sku, quantity in parts:
+            demand[sku] = demand.get(sku, 0) + quantity
+            # A pinned kit is collected where it is pinned: its components are pinned there
+            # too (docs/locations.md); one SKU cannot be asked for at two places at once.
+            if sku in pins and pins[sku] != line.location:
+                raise InvalidInput("items", f"{sku} is asked for at more than one location")
+            pins[sku] = line.location
     if len(demand) > LINES_MAX:
         raise InvalidInput("items", f"the kits expand into more than {LINES_MAX} SKUs")
     for sku, quantity in demand.items():
         if quantity > QUANTITY_MAX:
             raise InvalidInput("items", f"{sku}: {quantity} units exceed {QUANTITY_MAX}")
-    lines = tuple(Line(sku, demand[sku]) for sku in sorted(demand))
-    return ReserveRequest(request.order_id, lines, request.ttl_s, request.customer_id)
+    lines = tuple(Line(sku, demand[sku], 0, pins[sku]) for sku in sorted(demand))
+    return ReserveRequest(
+        request.order_id,
+        lines,
+        request.ttl_s,
+        request.customer_id,
+        request.allocation_policy,
+        request.split,
+    )
 
 
 def kit_available(kit: Kit, levels: Mapping[str, StockLevel]) -> int:
