@@ -32,6 +32,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from stockguard.config import Settings
+from stockguard.domain import TEXT_FORBIDDEN
 from stockguard.service import create_app
 
 from .support import ADMIN_TOKEN, Served, bearer, run_serve
@@ -190,10 +191,25 @@ def only_documented_domain_rules_refuse(ctx: Any, response: Any, case: schemathe
         error
         for error in errors
         if not _by_domain_rule(case.operation.method.upper(), case.operation.path, error)
+        and not _generated_against_the_pattern(case, error)
     ]
     assert errors and not undocumented, (
         f"a schema-valid request was refused by a rule the document does not state: {errors}"
     )
+
+
+def _generated_against_the_pattern(case: schemathesis.Case, error: dict[str, Any]) -> bool:
+    """A path parameter Schemathesis made in its positive mode that breaks the documented
+    pattern (a control character in a SKU, seen once in ~2,700 runs): not a schema-valid
+    request, so the refusal is the documented one."""
+    field = str(error.get("field", ""))
+    if not field.startswith("path."):
+        return False
+    value = (case.path_parameters or {}).get(field.removeprefix("path."))
+    return isinstance(value, str) and _FORBIDDEN_TEXT.search(value) is not None
+
+
+_FORBIDDEN_TEXT = re.compile(f"[{TEXT_FORBIDDEN}]")
 
 
 @pytest.mark.parametrize("rule", DOMAIN_RULES, ids=lambda rule: f"{rule.body_schema}-{rule.field}")

@@ -85,11 +85,33 @@ async def read_final(
     async with httpx.AsyncClient(
         base_url=base_url, timeout=timeout_s, transport=transport
     ) as client:
-        last = await read_once(client, admin_token, wanted)
+        last = await _read_when_ready(client, admin_token, wanted, timeout_s)
         for _ in range(READS_MAX):
             await asyncio.sleep(0.2)
-            again = await read_once(client, admin_token, wanted)
+            again = await _read_when_ready(client, admin_token, wanted, timeout_s)
             if _fingerprint(again) == _fingerprint(last):
                 return again
             last = again
         return last
+
+
+async def _read_when_ready(
+    client: httpx.AsyncClient, admin_token: str, skus: list[str], timeout_s: float
+) -> FinalState:
+    """``read_once``, again after a 503 or 429 for as long as the service asks
+    (``Retry-After``, at least 0.2 s) within ``timeout_s``: right after a fault the service
+    may still be reconnecting, and says so; the final state is read once it answers."""
+    deadline_s = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await read_once(client, admin_token, skus)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code not in (429, 503):
+                raise
+            try:
+                wait_s = max(float(error.response.headers.get("retry-after", "1")), 0.2)
+            except ValueError:  # an HTTP date: this service sends seconds, wait one
+                wait_s = 1.0
+            if time.monotonic() + wait_s > deadline_s:
+                raise
+            await asyncio.sleep(wait_s)
