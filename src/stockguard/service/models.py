@@ -550,8 +550,13 @@ class MovementOut(BaseModel):
     at: Timestamp
     delta: int
     on_hand_after: int
+    """At ``location``: each location's on_hand follows its own movements."""
     reason: str
     reservation_id: str | None
+    location: str = Field(
+        description="Where the units moved (docs/locations.md): `default` unless the SKU is "
+        "stocked at several locations."
+    )
 
     @classmethod
     def of(cls, movement: domain.Movement) -> MovementOut:
@@ -561,6 +566,7 @@ class MovementOut(BaseModel):
             on_hand_after=movement.on_hand_after,
             reason=movement.reason,
             reservation_id=movement.reservation_id,
+            location=movement.location,
         )
 
 
