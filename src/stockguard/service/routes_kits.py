@@ -50,9 +50,10 @@ async def kits(
 @admin_router.put(
     "/v1/kits/{sku}",
     status_code=status.HTTP_201_CREATED,
-    responses=declared(
-        "unknown-sku", "duplicate-sku", "invalid-input", "body-too-large", *STORE_KINDS
-    ),
+    responses={
+        200: {"model": KitOut, "description": "The same definition again, answered as it is"},
+        **declared("unknown-sku", "duplicate-sku", "invalid-input", "body-too-large", *STORE_KINDS),
+    },
     summary="Define a kit once (admin); the same definition again answers 200",
     description="A kit's definition never changes: another definition for the SKU, or a "
     "SKU that has stock of its own, is refused with 409 duplicate-sku. Components must be "
