@@ -226,9 +226,12 @@ def test_the_locustfile_runs_headless_against_serve(tmp_path: Path) -> None:
     assert drop_requests > 0
     assert int(rows["Aggregated"][3]) == 0  # failures
     assert int(rows["shop: reserve"][2]) > 0
-    # Each drop request asks for 1 unit under a new order id: exactly min(units, requests)
-    # are held, however many requests the few seconds allowed on a busy machine.
-    assert (stock["on_hand"], stock["reserved"]) == (100, min(100, drop_requests))
+    # Each drop request asks for 1 unit under a new order id: never more than the 100 units
+    # are held, and at least one per counted request. Locust stops its users mid-request at
+    # the end of the run: a request then in flight is answered (and may hold a unit) but not
+    # counted, so the count is only a lower bound (seen in CI: 76 held for 55 counted).
+    assert stock["on_hand"] == 100
+    assert min(100, drop_requests) <= stock["reserved"] <= 100
 
 
 def _csv_rows(path: Path) -> list[str]:
